@@ -1,0 +1,285 @@
+"""Reading, resampling, level matching and writing of recordings.
+
+Recordings are held as :class:`Audio`: float32 samples shaped ``(channels, frames)`` plus the sample rate in
+Hz. The models work on 16 kHz mono; :func:`to_model_rate` makes that from a recording (downmix = mean of the
+channels) and :func:`restore` takes a model output back to the recording's rate, exact length and loudness.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import librosa
+import numpy as np
+import soundfile as sf
+
+from image_core.errors import InputError
+
+MODEL_SAMPLE_RATE = 16000
+"""Sample rate (Hz) of the waveforms the AudioLDM models read and write."""
+
+MIN_SAMPLE_RATE = 8000
+"""Lowest accepted input sample rate (Hz)."""
+
+MAX_SAMPLE_RATE = 192000
+"""Highest accepted input sample rate (Hz)."""
+
+SILENCE_RMS = 1e-6
+"""Below this RMS a signal counts as silent and is never rescaled."""
+
+PEAK_LIMIT = 0.999
+"""Largest absolute sample value :func:`restore` returns."""
+
+_RESAMPLER = "soxr_hq"
+
+# extension -> (libsndfile format, subtype)
+_OUTPUT_FORMATS: dict[str, tuple[str, str]] = {
+    ".wav": ("WAV", "PCM_24"),
+    ".flac": ("FLAC", "PCM_24"),
+    ".aiff": ("AIFF", "PCM_24"),
+    ".aif": ("AIFF", "PCM_24"),
+    ".ogg": ("OGG", "VORBIS"),
+}
+if "MP3" in sf.available_formats():
+    _OUTPUT_FORMATS[".mp3"] = ("MP3", "MPEG_LAYER_III")
+
+SUPPORTED_EXTENSIONS: tuple[str, ...] = tuple(_OUTPUT_FORMATS)
+"""Output file extensions :func:`save_audio` can write (lower case, with the dot)."""
+
+_MP3_SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+_MP3_MAX_CHANNELS = 2
+
+
+@dataclass(frozen=True)
+class Audio:
+    """A decoded recording.
+
+    Attributes:
+        samples: float32 array shaped ``(channels, frames)``, values as decoded (nominally in [-1, 1]).
+        sample_rate: samples per second per channel, in Hz.
+    """
+
+    samples: np.ndarray
+    sample_rate: int
+
+    def __post_init__(self) -> None:
+        if self.samples.ndim != 2:
+            raise InputError(
+                f"Audio samples must be shaped (channels, frames), got shape {self.samples.shape}; "
+                "add a channel axis for mono audio."
+            )
+
+    @property
+    def channels(self) -> int:
+        """Number of channels."""
+        return int(self.samples.shape[0])
+
+    @property
+    def num_frames(self) -> int:
+        """Number of samples per channel."""
+        return int(self.samples.shape[1])
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.num_frames / self.sample_rate
+
+
+def load_audio(path: str | os.PathLike[str]) -> Audio:
+    """Decode an audio file (WAV, FLAC, OGG/Vorbis, MP3, AIFF, ...) without modifying it.
+
+    Uses libsndfile through soundfile and falls back to librosa for files it cannot read.
+
+    Returns:
+        :class:`Audio` with float32 samples shaped ``(channels, frames)`` at the file's own sample rate.
+
+    Raises:
+        InputError: the path is missing, a folder or empty; the file is not decodable audio; it has no
+            frames; it holds NaN or Inf; or its sample rate is outside 8000..192000 Hz.
+    """
+    file = Path(path)
+    if not file.exists():
+        raise InputError(f"Input audio file not found: {file}; check the path.")
+    if file.is_dir():
+        raise InputError(f"Input audio path is a folder, not a file: {file}; give the path of an audio file.")
+    if file.stat().st_size == 0:
+        raise InputError(f"Input audio file is empty (0 bytes): {file}; give a recording that contains audio.")
+    if not os.access(file, os.R_OK):
+        raise InputError(f"Input audio file is not readable: {file}; check its permissions.")
+    samples, sample_rate = _decode(file)
+    _check_decoded(file, samples, sample_rate)
+    return Audio(samples=samples, sample_rate=sample_rate)
+
+
+def _decode(file: Path) -> tuple[np.ndarray, int]:
+    """Decode ``file`` to float32 ``(channels, frames)`` samples and the sample rate in Hz."""
+    try:
+        data, sample_rate = sf.read(file, always_2d=True, dtype="float32")
+        return np.ascontiguousarray(data.T), int(sample_rate)
+    except sf.SoundFileError:
+        pass
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data, sample_rate = librosa.load(file, sr=None, mono=False)
+    except Exception as error:
+        raise InputError(
+            f"Cannot decode {file} as audio ({type(error).__name__}); "
+            f"convert it to WAV or FLAC (for example with sox or ffmpeg)."
+        ) from error
+    return np.atleast_2d(np.asarray(data, dtype=np.float32)), int(sample_rate)
+
+
+def _check_decoded(file: Path, samples: np.ndarray, sample_rate: int) -> None:
+    """Raise InputError when decoded audio cannot be edited."""
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise InputError(
+            f"{file} has sample rate {sample_rate} Hz, outside the supported "
+            f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz; resample it first (for example with sox)."
+        )
+    if samples.shape[1] == 0:
+        raise InputError(f"{file} contains no audio frames; give a recording that is not empty.")
+    if not np.isfinite(samples).all():
+        raise InputError(f"{file} contains NaN or infinite sample values; repair or re-export the recording.")
+
+
+def to_model_rate(audio: Audio, sample_rate: int = MODEL_SAMPLE_RATE) -> np.ndarray:
+    """Mono downmix (mean of the channels) resampled to ``sample_rate`` Hz.
+
+    Returns:
+        float32 array shaped ``(round(audio.num_frames * sample_rate / audio.sample_rate),)``.
+    """
+    mono = audio.samples.mean(axis=0, dtype=np.float32)
+    return _resample(mono, audio.sample_rate, sample_rate, round(audio.num_frames * sample_rate / audio.sample_rate))
+
+
+def _resample(wave: np.ndarray, orig_rate: int, target_rate: int, length: int) -> np.ndarray:
+    """Resample ``wave`` (..., n) along its last axis and trim or zero-pad it to ``length`` samples."""
+    if orig_rate != target_rate:
+        wave = librosa.resample(wave, orig_sr=orig_rate, target_sr=target_rate, res_type=_RESAMPLER)
+    return librosa.util.fix_length(np.asarray(wave, dtype=np.float32), size=length, axis=-1)
+
+
+def loudness(samples: np.ndarray) -> float:
+    """Root-mean-square level of all values in ``samples`` (linear, full scale = 1)."""
+    if samples.size == 0:
+        return 0.0
+    return float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+
+
+def restore(
+    wave: np.ndarray,
+    like: Audio,
+    model_rate: int = MODEL_SAMPLE_RATE,
+    target_rms: float | None = None,
+) -> np.ndarray:
+    """Bring a model output back to the rate, length and level of the recording it was made from.
+
+    Args:
+        wave: mono waveform(s) at ``model_rate`` Hz, shaped ``(n,)`` or ``(batch, n)``.
+        like: the original recording.
+        model_rate: sample rate of ``wave`` in Hz.
+        target_rms: RMS each output row is scaled to; defaults to the RMS of ``like``'s mono downmix.
+            Rows are left unscaled when the target or the row is silent (RMS below 1e-6).
+
+    Returns:
+        float32 array shaped ``(like.num_frames,)`` or ``(batch, like.num_frames)`` at ``like.sample_rate``.
+        A row whose peak would exceed 0.999 after level matching is scaled down so its peak is 0.999.
+    """
+    if target_rms is None:
+        target_rms = loudness(like.samples.mean(axis=0, dtype=np.float64))
+    rows = np.atleast_2d(np.asarray(wave, dtype=np.float32))
+    out = _match_level(_resample(rows, model_rate, like.sample_rate, like.num_frames), target_rms)
+    return out.reshape(np.shape(wave)[:-1] + (like.num_frames,))
+
+
+def _match_level(rows: np.ndarray, target_rms: float) -> np.ndarray:
+    """Scale each row of ``rows`` (batch, n) to ``target_rms`` unless it or the target is silent, then
+    scale down any row whose peak exceeds 0.999 so that its peak is 0.999."""
+    rms = np.sqrt(np.mean(np.square(rows, dtype=np.float64), axis=-1, keepdims=True))
+    audible = (rms >= SILENCE_RMS) & (target_rms >= SILENCE_RMS)
+    gain = np.where(audible, target_rms / np.maximum(rms, SILENCE_RMS), 1.0)
+    peak = np.max(np.abs(rows), axis=-1, keepdims=True, initial=0.0) * gain
+    gain = gain * PEAK_LIMIT / np.maximum(peak, PEAK_LIMIT)
+    return (rows * gain).astype(np.float32)
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Raise InputError unless a file can be created at ``path`` (its folder exists and is writable)."""
+    file = Path(path)
+    folder = file.parent
+    if file.is_dir():
+        raise InputError(f"Output path is a folder: {file}; give a file name such as {file / 'edited.wav'}.")
+    if not folder.is_dir():
+        raise InputError(f"Output folder does not exist: {folder}; create it or choose another output path.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"Output folder is not writable: {folder}; choose another output path.")
+
+
+def save_audio(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: int) -> None:
+    """Write ``samples`` atomically to ``path``; the format follows the extension.
+
+    ``.wav``, ``.flac`` and ``.aiff``/``.aif`` are written as 24-bit PCM, ``.ogg`` as Vorbis and ``.mp3``
+    (where libsndfile can encode it) as MPEG Layer III. Values outside [-1, 1] are clipped. The data goes
+    to a temporary file in the same folder which then replaces ``path``, so no partial output is ever left.
+
+    Args:
+        path: output file.
+        samples: float array shaped ``(n,)`` (mono) or ``(channels, n)``.
+        sample_rate: Hz.
+
+    Raises:
+        InputError: unknown extension, samples with NaN/Inf, a missing or read-only folder, or a rate or
+            channel count the format cannot store.
+    """
+    file = Path(path)
+    audio_format, subtype = _output_format(file)
+    check_writable(file)
+    data = np.atleast_2d(np.asarray(samples, dtype=np.float32))
+    if not np.isfinite(data).all():
+        raise InputError(f"Cannot save {file}: the audio contains NaN or infinite values.")
+    if audio_format == "MP3":
+        _check_mp3(file, data.shape[0], sample_rate)
+    _write_atomic(file, np.clip(data, -1.0, 1.0).T, sample_rate, audio_format, subtype)
+
+
+def _output_format(file: Path) -> tuple[str, str]:
+    """(libsndfile format, subtype) for the extension of ``file``."""
+    extension = file.suffix.lower()
+    if extension not in _OUTPUT_FORMATS:
+        raise InputError(
+            f"Unsupported output extension {extension or '(none)'!r} for {file}; "
+            f"use one of {', '.join(SUPPORTED_EXTENSIONS)}."
+        )
+    return _OUTPUT_FORMATS[extension]
+
+
+def _check_mp3(file: Path, channels: int, sample_rate: int) -> None:
+    """Raise InputError for channel counts or sample rates MP3 cannot store."""
+    if channels > _MP3_MAX_CHANNELS:
+        raise InputError(f"Cannot save {file}: MP3 stores at most 2 channels, got {channels}; use .wav or .flac.")
+    if sample_rate not in _MP3_SAMPLE_RATES:
+        raise InputError(
+            f"Cannot save {file}: MP3 does not support {sample_rate} Hz "
+            f"(only {', '.join(map(str, _MP3_SAMPLE_RATES))}); use .wav or .flac."
+        )
+
+
+def _write_atomic(file: Path, frames: np.ndarray, sample_rate: int, audio_format: str, subtype: str) -> None:
+    """Write ``frames`` (n, channels) to a temporary sibling of ``file``, then rename it over ``file``."""
+    temporary = file.with_name(f".{file.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        # Created by the process itself so the usual umask applies to the final file's permissions.
+        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        sf.write(temporary, frames, sample_rate, format=audio_format, subtype=subtype)
+        os.replace(temporary, file)
+    except BaseException as error:
+        temporary.unlink(missing_ok=True)
+        if isinstance(error, (sf.SoundFileError, OSError)):
+            message = " ".join((getattr(error, "error_string", None) or str(error)).split())
+            raise InputError(f"Cannot save {file} as {audio_format}: {message}; choose another format or folder.") from error
+        raise

@@ -1,0 +1,54 @@
+"""Batch operations on conditions: nested dicts of tensors whose first dimension is the batch.
+
+A condition (``Cond``) is opaque to the sampling loops; they only select, repeat and concatenate
+rows, which these functions do for any nesting of dicts of tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Union
+
+import torch
+
+Cond = Union[torch.Tensor, Mapping[str, "Cond"]]
+
+
+def tree_map(fn: Callable[[torch.Tensor], torch.Tensor], cond: Cond) -> Cond:
+    """Apply ``fn`` to every tensor of ``cond``, keeping its structure."""
+    if isinstance(cond, torch.Tensor):
+        return fn(cond)
+    return {key: tree_map(fn, value) for key, value in cond.items()}
+
+
+def batch_size(cond: Cond) -> int:
+    """The common first dimension of the tensors of ``cond``."""
+    if isinstance(cond, torch.Tensor):
+        return cond.shape[0]
+    sizes = {batch_size(value) for value in cond.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"condition tensors disagree on the batch size: {sorted(sizes)}")
+    return sizes.pop()
+
+
+def take(cond: Cond, index: torch.Tensor | slice) -> Cond:
+    """Rows ``index`` of every tensor (an index tensor or a slice)."""
+    return tree_map(lambda tensor: tensor[index], cond)
+
+
+def cat(conds: Sequence[Cond]) -> Cond:
+    """Concatenate conditions of the same structure along the batch."""
+    first = conds[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(list(conds))  # type: ignore[arg-type]
+    return {key: cat([cond[key] for cond in conds]) for key in first}  # type: ignore[index]
+
+
+def repeat(cond: Cond, times: int) -> Cond:
+    """Each row repeated ``times`` times in place: rows (a, b) -> (a, a, b, b) for times=2."""
+    return tree_map(lambda tensor: tensor.repeat_interleave(times, dim=0), cond)
+
+
+def tile(cond: Cond, times: int) -> Cond:
+    """The whole batch repeated ``times`` times: rows (a, b) -> (a, b, a, b) for times=2."""
+    return tree_map(lambda tensor: tensor.repeat(times, *([1] * (tensor.dim() - 1))), cond)

@@ -1,0 +1,168 @@
+"""Inversion and text-based editing in latent space, shared by the image and audio editors.
+
+A frontend turns its input into latents x0 and a model adapter into a ``LatentModel``; everything
+between (schedule, guidance, inversion, the reverse loop) happens here, once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import torch
+
+from . import batching
+from .batching import Cond
+from .errors import InputError
+from .guidance import ClassifierFreeGuidance, Denoiser, guided
+from .inversion import Inversion, InversionSettings
+from .sampling import ddpm_invert, ddpm_sample
+from .schedule import Schedule
+
+
+class LatentModel(Protocol):
+    """What the editing loops need of a model adapter."""
+
+    scheduler_config: Mapping[str, Any]
+
+    def encode_prompts(self, prompts: list[str]) -> Cond:
+        """One condition row per prompt; "" is the unconditional branch."""
+        ...
+
+    def predict_eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
+        """The ``Denoiser`` contract over the model's latents."""
+        ...
+
+    def fingerprint(self) -> str:
+        """A string that identifies the model's configs and weights."""
+        ...
+
+
+def check_settings(num_steps: int, t_start: int, eta: float, *cfgs: float) -> None:
+    """Raise ``InputError`` for settings no edit can run with (before any work is done)."""
+    if not isinstance(num_steps, int) or num_steps < 1:
+        raise InputError(f"steps must be a positive integer, got {num_steps}")
+    if not isinstance(t_start, int) or not 1 <= t_start <= num_steps:
+        raise InputError(f"tstart must be between 1 and steps ({num_steps}), got {t_start}")
+    if not (isinstance(eta, (int, float)) and 0 < eta <= 1):
+        raise InputError(f"eta must be in (0, 1], got {eta}")
+    for cfg in cfgs:
+        if not (isinstance(cfg, (int, float)) and math.isfinite(cfg) and cfg >= 0):
+            raise InputError(f"guidance scales must be finite and >= 0, got {cfg}")
+
+
+def _as_list(value: str | Sequence[str], what: str) -> list[str]:
+    values = [value] if isinstance(value, str) else list(value)
+    if not values:
+        raise InputError(f"give at least one {what}")
+    for text in values:
+        if not isinstance(text, str):
+            raise InputError(f"{what} must be text, got {type(text).__name__}")
+    return values
+
+
+class LatentEditor:
+    """Edit-friendly DDPM inversion and editing of latents with one model.
+
+    Args:
+        model: the model adapter.
+        denoiser: the ε-predictor to sample with; the model's own ``predict_eps`` by default (the
+            audio frontend passes a windowed one for long inputs).
+        inversion_batch_size: (x_t, t) rows per model call during inversion; bounds its memory.
+        progress: show tqdm progress bars.
+    """
+
+    def __init__(
+        self,
+        model: LatentModel,
+        denoiser: Denoiser | None = None,
+        inversion_batch_size: int = 16,
+        progress: bool = True,
+    ) -> None:
+        self.model = model
+        self.guided_denoiser = ClassifierFreeGuidance(denoiser or model.predict_eps)
+        self.inversion_batch_size = inversion_batch_size
+        self.progress = progress
+
+    def _condition(self, prompts: list[str], negative: str, cfgs: list[float], repeats: int) -> Cond:
+        """Guided condition of len(prompts) * repeats rows (prompt-major), prompts encoded once.
+
+        Evaluates the model once per sample instead of twice when guidance is a no-op for every
+        row (scale 1, or the prompt is the unconditional one).
+        """
+        single = all(cfg == 1 or prompt == negative for prompt, cfg in zip(prompts, cfgs))
+        encoded = self.model.encode_prompts(prompts if single else [*prompts, negative])
+        rows = torch.arange(len(prompts)).repeat_interleave(repeats)
+        cond = batching.take(encoded, rows)
+        if single:
+            return guided(cond)
+        uncond = batching.take(encoded, torch.full_like(rows, len(prompts)))
+        return guided(cond, uncond, torch.tensor(cfgs, dtype=torch.float64)[rows])
+
+    def invert_latent(
+        self,
+        x0: torch.Tensor,
+        source_prompt: str = "",
+        num_steps: int = 100,
+        t_start: int = 64,
+        cfg_src: float = 3.5,
+        eta: float = 1.0,
+        seed: int | Sequence[int] = 0,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Inversion:
+        """Invert latents; several seeds give several inversions (different noise maps) of one input.
+
+        Args:
+            x0: (1, ...) one latent, or (B, ...) with one seed per latent.
+            seed: one seed, or a sequence of seeds.
+        Returns:
+            An ``Inversion`` of max(B, len(seeds)) latents.
+        """
+        check_settings(num_steps, t_start, eta, cfg_src)
+        seeds = [seed] if isinstance(seed, int) else [int(s) for s in seed]
+        if x0.shape[0] == 1 and len(seeds) > 1:
+            x0 = x0.expand(len(seeds), *x0.shape[1:])
+        schedule = Schedule.from_config(self.model.scheduler_config, num_steps)
+        cond = self._condition([source_prompt], "", [cfg_src], len(seeds))
+        xts, zs = ddpm_invert(
+            self.guided_denoiser, schedule, x0, cond, t_start, eta, seeds, self.inversion_batch_size, self.progress
+        )
+        settings = InversionSettings(
+            self.model.fingerprint(), num_steps, t_start, float(eta), float(cfg_src), source_prompt, tuple(seeds)
+        )
+        return Inversion(x0.clone(), xts, zs, schedule.timesteps[schedule.last(t_start)], settings, dict(meta or {}))
+
+    def edit_latent(
+        self,
+        inv: Inversion,
+        target_prompt: str | Sequence[str],
+        cfg_tar: float | Sequence[float] = 15.0,
+        negative_prompt: str = "",
+    ) -> torch.Tensor:
+        """Regenerate the inverted latents with other prompts, all targets and seeds in one batch.
+
+        Args:
+            target_prompt: T prompts (or one).
+            cfg_tar: one guidance scale, or one per target.
+            negative_prompt: the prompt of the unconditional branch ("" as the models were trained).
+        Returns:
+            (T * B, ...) latents; row i * B + j is target i edited from inversion j.
+        """
+        targets = _as_list(target_prompt, "target prompt")
+        cfgs = [float(cfg_tar)] * len(targets) if isinstance(cfg_tar, (int, float)) else [float(c) for c in cfg_tar]
+        if len(cfgs) != len(targets):
+            raise InputError(f"give one cfg_tar per target: {len(targets)} targets, {len(cfgs)} scales")
+        s = inv.settings
+        check_settings(s.num_steps, s.t_start, s.eta, *cfgs)
+        schedule = Schedule.from_config(self.model.scheduler_config, s.num_steps)
+        inv.check_fits(self.model.fingerprint(), schedule)
+        B, T = inv.num_latents, len(targets)
+        cond = self._condition(targets, negative_prompt, cfgs, B)
+        x_t = inv.xts[:, 0].repeat(T, *([1] * (inv.x0.dim() - 1)))
+        zs = inv.zs.repeat(T, *([1] * (inv.zs.dim() - 1)))
+        return ddpm_sample(self.guided_denoiser, schedule, x_t, zs, cond, s.eta, self.progress)
+
+    def reconstruct_latent(self, inv: Inversion) -> torch.Tensor:
+        """Sample with the inversion's own prompt and scale: (B, ...) equal to ``inv.x0`` up to rounding."""
+        return self.edit_latent(inv, inv.settings.source_prompt, inv.settings.cfg_src)

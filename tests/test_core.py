@@ -1,0 +1,203 @@
+"""The inversion core against an analytic Gaussian-mixture denoiser (float64, exact answers)."""
+
+import pytest
+import torch
+from analytic import GaussianMixtureModel
+from diffusers import DDIMScheduler
+
+from image_core.editing import LatentEditor
+from image_core.errors import InputError, InversionMismatchError
+from image_core.guidance import ClassifierFreeGuidance, guided
+from image_core.inversion import Inversion
+from image_core.sampling import ddpm_invert, ddpm_sample, noise_scale, posterior_mean, sdedit
+from image_core.schedule import Schedule
+
+SEEDS = list(range(8))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return GaussianMixtureModel()
+
+
+@pytest.fixture(scope="module")
+def x0(model):
+    return model.sample(0, len(SEEDS), seed=123)  # (8, D) from class A
+
+
+def editor(model):
+    return LatentEditor(model, progress=False)
+
+
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+@pytest.mark.parametrize("num_steps", [1, 50, 100, 200])
+def test_schedule_matches_ddim(model, spacing, num_steps):
+    config = {**model.scheduler_config, "timestep_spacing": spacing}
+    schedule = Schedule.from_config(config, num_steps)
+    ddim = DDIMScheduler.from_config(config)
+    ddim.set_timesteps(num_steps)
+    assert torch.equal(schedule.timesteps, ddim.timesteps)
+    assert torch.allclose(schedule.alphas, ddim.alphas_cumprod[ddim.timesteps].double())
+    assert schedule.alphas_prev[-1] == pytest.approx(float(ddim.final_alpha_cumprod))
+
+
+def test_step_matches_ddim_scheduler_step(model):
+    """Our reverse step with noise z equals DDIMScheduler.step(eta, variance_noise=z)."""
+    schedule = Schedule.from_config(model.scheduler_config, 50)
+    ddim = DDIMScheduler.from_config(model.scheduler_config)
+    ddim.set_timesteps(50)
+    g = torch.Generator().manual_seed(0)
+    x, eps, z = (torch.randn(2, 16, generator=g, dtype=torch.float64) for _ in range(3))
+    for k in (0, 20, 49):
+        mu = posterior_mean(schedule, torch.full((2,), k), x, eps, 0.7)
+        ours = mu + float(noise_scale(schedule, 0.7)[k]) * z
+        ref = ddim.step(eps, int(schedule.timesteps[k]), x, eta=0.7, variance_noise=z).prev_sample
+        assert torch.allclose(ours, ref.double(), atol=1e-10)
+
+
+@pytest.mark.parametrize("eta", [1.0, 0.5])
+@pytest.mark.parametrize("t_start", [1, 36, 64, 100])
+@pytest.mark.parametrize("cfg_src", [1.0, 3.5])
+def test_reconstruction_is_exact(model, x0, eta, t_start, cfg_src):
+    inv = editor(model).invert_latent(x0, "A", 100, t_start, cfg_src, eta, SEEDS)
+    rec = editor(model).reconstruct_latent(inv)
+    assert ((rec - x0).norm() / x0.norm()).item() <= 1e-6
+    assert inv.xts.shape == inv.zs.shape == (len(SEEDS), t_start, x0.shape[1])
+
+
+def test_reconstruction_is_exact_when_final_alpha_is_one(model, x0):
+    """σ is zero at the last step then; the last noise map carries the residual."""
+    config = {**model.scheduler_config, "set_alpha_to_one": True}
+    schedule = Schedule.from_config(config, 50)
+    cfg = ClassifierFreeGuidance(model.predict_eps)
+    cond = guided(model.encode_prompts(["A"] * len(SEEDS)))
+    xts, zs = ddpm_invert(cfg, schedule, x0, cond, 50, 1.0, SEEDS, progress=False)
+    rec = ddpm_sample(cfg, schedule, xts[:, 0], zs, cond, 1.0, progress=False)
+    assert ((rec - x0).norm() / x0.norm()).item() <= 1e-6
+
+
+def test_inversion_batches_bound_the_calls(model, x0):
+    """64 steps of 8 seeds in batches of 128 rows: 4 calls; one evaluation per sample at cfg 1."""
+    model.calls = model.rows = 0
+    LatentEditor(model, inversion_batch_size=128, progress=False).invert_latent(x0, "A", 100, 64, 1.0, 1.0, SEEDS)
+    assert (model.calls, model.rows) == (4, 512)
+    model.calls = model.rows = 0
+    LatentEditor(model, inversion_batch_size=128, progress=False).invert_latent(x0, "A", 100, 64, 3.5, 1.0, SEEDS)
+    assert (model.calls, model.rows) == (4, 1024)  # conditional + unconditional halves in the same calls
+    model.calls = model.rows = 0
+    LatentEditor(model, inversion_batch_size=128, progress=False).invert_latent(x0, "", 100, 64, 3.5, 1.0, SEEDS)
+    assert (model.calls, model.rows) == (4, 512)  # empty source prompt: guidance is a no-op
+
+
+def test_noise_of_shorter_inversion_is_prefix(model, x0):
+    short = editor(model).invert_latent(x0, "A", 100, 30, 1.0, 1.0, SEEDS)
+    long = editor(model).invert_latent(x0, "A", 100, 60, 1.0, 1.0, SEEDS)
+    assert torch.equal(short.xts, long.xts[:, 30:])
+    assert torch.allclose(short.zs, long.zs[:, 30:])
+
+
+def _distances(model, y):
+    """Mean distance of rows of y to class B's and class A's mean."""
+    return (y - model.means[1]).norm(dim=1).mean().item(), (y - model.means[0]).norm(dim=1).mean().item()
+
+
+def _keep_error(model, x0, y):
+    """How much of x0's within-class deviation from A's mean is lost in y's deviation from B's mean."""
+    deviation = x0 - model.means[0]
+    return (((y - model.means[1]) - deviation).norm(dim=1).mean() / deviation.norm(dim=1).mean()).item()
+
+
+@pytest.mark.parametrize(
+    "sign", [1.0, pytest.param(-1.0, marks=pytest.mark.xfail(strict=True, reason="guidance sign flipped"))]
+)
+@pytest.mark.parametrize("t_start", [36, 64, 80])
+def test_edit_moves_to_target_and_keeps_structure(model, x0, sign, t_start):
+    cfg_src, cfg_tar = 3.5, 15.0
+    schedule = Schedule.from_config(model.scheduler_config, 100)
+    denoiser = ClassifierFreeGuidance(model.predict_eps)
+    enc = model.encode_prompts(["A", "B", ""])
+    rows = torch.zeros(len(SEEDS), dtype=torch.long)
+    source = guided({"weights": enc["weights"][rows]}, {"weights": enc["weights"][rows + 2]}, cfg_src)
+    target = guided({"weights": enc["weights"][rows + 1]}, {"weights": enc["weights"][rows + 2]}, sign * cfg_tar)
+    xts, zs = ddpm_invert(denoiser, schedule, x0, source, t_start, 1.0, SEEDS, progress=False)
+    edited = ddpm_sample(denoiser, schedule, xts[:, 0], zs, target, 1.0, progress=False)
+    baseline = sdedit(denoiser, schedule, x0, target, t_start, 1.0, SEEDS, progress=False)
+
+    to_b, to_a = _distances(model, edited)
+    assert to_b < to_a and to_b < _distances(model, x0)[0] / 2
+    assert _keep_error(model, x0, edited) < 0.8 * _keep_error(model, x0, baseline)
+
+
+def test_batch_of_targets_equals_single_runs(model, x0):
+    ed = editor(model)
+    inv = ed.invert_latent(x0[:2], "A", 100, 64, 3.5, 1.0, [3, 4])
+    batch = ed.edit_latent(inv, ["B", "", "A"], [15.0, 7.5, 3.0])
+    for i, (prompt, cfg) in enumerate([("B", 15.0), ("", 7.5), ("A", 3.0)]):
+        single = ed.edit_latent(inv, prompt, cfg)
+        assert torch.allclose(batch[2 * i : 2 * i + 2], single, rtol=1e-12, atol=1e-12)
+
+
+def test_inversion_does_not_depend_on_batch(model, x0):
+    ed = editor(model)
+    together = ed.invert_latent(x0[:3], "A", 50, 40, 3.5, 1.0, [7, 8, 9])
+    alone = ed.invert_latent(x0[1:2], "A", 50, 40, 3.5, 1.0, [8])
+    assert torch.allclose(together.zs[1:2], alone.zs, atol=1e-12)
+
+
+def test_seeds_give_different_noise_maps(model, x0):
+    inv = editor(model).invert_latent(x0[:1], "A", 50, 40, 3.5, 1.0, [0, 1])
+    assert inv.num_latents == 2 and not torch.allclose(inv.zs[0], inv.zs[1])
+    edits = editor(model).edit_latent(inv, "B", 15.0)
+    assert not torch.allclose(edits[0], edits[1])
+
+
+def test_inversion_save_load_round_trip(model, x0, tmp_path):
+    ed = editor(model)
+    inv = ed.invert_latent(x0[:2], "A", 50, 20, 3.5, 0.5, [0, 1], meta={"size": [3, 4]})
+    inv.save(tmp_path / "x.inv")
+    back = Inversion.load(tmp_path / "x.inv")
+    assert back.settings == inv.settings and back.meta == inv.meta
+    for name in ("x0", "xts", "zs", "timesteps"):
+        assert torch.equal(getattr(back, name), getattr(inv, name))
+    assert torch.equal(ed.edit_latent(back, "B"), ed.edit_latent(inv, "B"))
+
+
+def test_inversion_refuses_other_model_or_schedule(model, x0, tmp_path):
+    inv = editor(model).invert_latent(x0[:1], "A", 50, 20)
+    other = GaussianMixtureModel()
+    other.fingerprint = lambda: "another model"
+    with pytest.raises(InversionMismatchError, match="another model"):
+        editor(other).edit_latent(inv, "B")
+    other = GaussianMixtureModel()
+    other.scheduler_config = {**model.scheduler_config, "steps_offset": 0}
+    with pytest.raises(InversionMismatchError, match="timesteps"):
+        editor(other).edit_latent(inv, "B")
+    (tmp_path / "bad.inv").write_text("not an inversion")
+    with pytest.raises(InputError, match="cannot read"):
+        Inversion.load(tmp_path / "bad.inv")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_steps": 0}, "steps"),
+        ({"t_start": 101}, "tstart"),
+        ({"t_start": 0}, "tstart"),
+        ({"cfg_src": -1.0}, "guidance"),
+        ({"cfg_src": float("nan")}, "guidance"),
+        ({"eta": 0.0}, "eta"),
+        ({"num_steps": 5000, "t_start": 10}, "steps"),
+    ],
+)
+def test_bad_settings_are_refused(model, x0, kwargs, message):
+    args = {"source_prompt": "A", "num_steps": 100, "t_start": 64, "cfg_src": 3.5, "eta": 1.0, **kwargs}
+    with pytest.raises(InputError, match=message):
+        editor(model).invert_latent(x0[:1], **args)
+
+
+def test_bad_edit_settings_are_refused(model, x0):
+    inv = editor(model).invert_latent(x0[:1], "A", 20, 10)
+    with pytest.raises(InputError, match="target"):
+        editor(model).edit_latent(inv, [])
+    with pytest.raises(InputError, match="guidance"):
+        editor(model).edit_latent(inv, "B", -2.0)
