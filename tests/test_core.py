@@ -52,7 +52,7 @@ def test_step_matches_ddim_scheduler_step(model):
         mu = posterior_mean(schedule, torch.full((2,), k), x, eps, 0.7)
         ours = mu + float(noise_scale(schedule, 0.7)[k]) * z
         ref = ddim.step(eps, int(schedule.timesteps[k]), x, eta=0.7, variance_noise=z).prev_sample
-        assert torch.allclose(ours, ref.double(), atol=1e-10)
+        assert torch.allclose(ours, ref.double(), atol=1e-6)  # the scheduler keeps ᾱ in float32
 
 
 @pytest.mark.parametrize("eta", [1.0, 0.5])
