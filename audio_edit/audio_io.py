@@ -107,7 +107,7 @@ def load_audio(path: str | os.PathLike[str]) -> Audio:
     if file.is_dir():
         raise InputError(f"Input audio path is a folder, not a file: {file}; give the path of an audio file.")
     if file.stat().st_size == 0:
-        raise InputError(f"Input audio file is empty (0 bytes): {file}; give a recording that contains audio.")
+        raise InputError(f"Input audio file is empty (0 bytes): {file}; give a recording with sound in it.")
     if not os.access(file, os.R_OK):
         raise InputError(f"Input audio file is not readable: {file}; check its permissions.")
     samples, sample_rate = _decode(file)
@@ -122,16 +122,19 @@ def _decode(file: Path) -> tuple[np.ndarray, int]:
         return np.ascontiguousarray(data.T), int(sample_rate)
     except sf.SoundFileError:
         pass
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
             data, sample_rate = librosa.load(file, sr=None, mono=False)
-    except Exception as error:
-        raise InputError(
-            f"Cannot decode {file} as audio ({type(error).__name__}); "
-            f"convert it to WAV or FLAC (for example with sox or ffmpeg)."
-        ) from error
-    return np.atleast_2d(np.asarray(data, dtype=np.float32)), int(sample_rate)
+        except Exception as error:
+            # Not chained: freeing the failure here, inside the filter, silences the ResourceWarning of
+            # any file handle the failed decoder left open.
+            reason = type(error).__name__
+        else:
+            return np.atleast_2d(np.asarray(data, dtype=np.float32)), int(sample_rate)
+    raise InputError(
+        f"Cannot decode {file} as audio ({reason}); convert it to WAV or FLAC (for example with sox)."
+    )
 
 
 def _check_decoded(file: Path, samples: np.ndarray, sample_rate: int) -> None:
@@ -154,7 +157,8 @@ def to_model_rate(audio: Audio, sample_rate: int = MODEL_SAMPLE_RATE) -> np.ndar
         float32 array shaped ``(round(audio.num_frames * sample_rate / audio.sample_rate),)``.
     """
     mono = audio.samples.mean(axis=0, dtype=np.float32)
-    return _resample(mono, audio.sample_rate, sample_rate, round(audio.num_frames * sample_rate / audio.sample_rate))
+    length = round(audio.num_frames * sample_rate / audio.sample_rate)
+    return _resample(mono, audio.sample_rate, sample_rate, length)
 
 
 def _resample(wave: np.ndarray, orig_rate: int, target_rate: int, length: int) -> np.ndarray:
@@ -261,7 +265,7 @@ def _output_format(file: Path) -> tuple[str, str]:
 def _check_mp3(file: Path, channels: int, sample_rate: int) -> None:
     """Raise InputError for channel counts or sample rates MP3 cannot store."""
     if channels > _MP3_MAX_CHANNELS:
-        raise InputError(f"Cannot save {file}: MP3 stores at most 2 channels, got {channels}; use .wav or .flac.")
+        raise InputError(f"Cannot save {file}: MP3 stores 1 or 2 channels, got {channels}; use .wav or .flac.")
     if sample_rate not in _MP3_SAMPLE_RATES:
         raise InputError(
             f"Cannot save {file}: MP3 does not support {sample_rate} Hz "
@@ -273,13 +277,21 @@ def _write_atomic(file: Path, frames: np.ndarray, sample_rate: int, audio_format
     """Write ``frames`` (n, channels) to a temporary sibling of ``file``, then rename it over ``file``."""
     temporary = file.with_name(f".{file.name}.{secrets.token_hex(6)}.tmp")
     try:
-        # Created by the process itself so the usual umask applies to the final file's permissions.
+        # Mode 0o666 lets the umask decide the output's permissions, as for any new file (mkstemp gives 0o600).
         os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as error:
+        raise _write_error(file, audio_format, error) from error
+    try:
         sf.write(temporary, frames, sample_rate, format=audio_format, subtype=subtype)
         os.replace(temporary, file)
     except BaseException as error:
         temporary.unlink(missing_ok=True)
         if isinstance(error, (sf.SoundFileError, OSError)):
-            message = " ".join((getattr(error, "error_string", None) or str(error)).split())
-            raise InputError(f"Cannot save {file} as {audio_format}: {message}; choose another format or folder.") from error
+            raise _write_error(file, audio_format, error) from error
         raise
+
+
+def _write_error(file: Path, audio_format: str, error: Exception) -> InputError:
+    """One-line InputError for a failed write of ``file``."""
+    reason = " ".join((getattr(error, "error_string", None) or str(error)).split())
+    return InputError(f"Cannot save {file} as {audio_format}: {reason}; choose another format or folder.")

@@ -59,14 +59,24 @@ class LogMel(torch.nn.Module):
         self.config = config
         self.register_buffer("window", torch.hann_window(config.win_length, periodic=True))
         basis = librosa.filters.mel(
-            sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels, fmin=config.fmin, fmax=config.fmax
+            sr=config.sample_rate,
+            n_fft=config.n_fft,
+            n_mels=config.n_mels,
+            fmin=config.fmin,
+            fmax=config.fmax,
         )
         self.register_buffer("mel_basis", torch.from_numpy(basis).to(torch.float32))
 
     def forward(self, wave: Tensor) -> Tensor:
-        """Map waveforms ``(batch, n)`` at ``config.sample_rate`` Hz to log-mel ``(batch, 1, n // hop + 1, n_mels)``.
+        """Log-mel spectrogram of waveforms.
 
-        Does not normalise; call :func:`normalize_waveform` first. The output is float32 natural-log magnitude.
+        Does not normalise; call :func:`normalize_waveform` first.
+
+        Args:
+            wave: float tensor shaped ``(batch, n)`` at ``config.sample_rate`` Hz.
+
+        Returns:
+            float32 natural log of the mel magnitudes, shaped ``(batch, 1, n // hop_length + 1, n_mels)``.
 
         Raises:
             ValueError: ``wave`` is not 2-D.

@@ -51,7 +51,9 @@ def reference_log_mel(wave: np.ndarray) -> np.ndarray:
         wave.astype(np.float64), n_fft=1024, hop_length=160, win_length=1024, window="hann",
         center=True, pad_mode="reflect",
     )
-    basis = librosa.filters.mel(sr=RATE, n_fft=1024, n_mels=64, fmin=0.0, fmax=8000.0, htk=False, norm="slaney")
+    basis = librosa.filters.mel(
+        sr=RATE, n_fft=1024, n_mels=64, fmin=0.0, fmax=8000.0, htk=False, norm="slaney"
+    )
     return np.log(np.maximum(basis @ np.abs(spectrum), 1e-5)).T
 
 
@@ -81,7 +83,8 @@ def test_batch_equals_rows() -> None:
     assert batched.shape == (3, 1, num_frames(RATE), 64)
     for row in range(3):
         torch.testing.assert_close(normalize_waveform(waves[row : row + 1]), normalized[row : row + 1])
-        torch.testing.assert_close(log_mel(normalized[row : row + 1]), batched[row : row + 1], atol=1e-5, rtol=0)
+        single = log_mel(normalized[row : row + 1])
+        torch.testing.assert_close(single, batched[row : row + 1], atol=1e-5, rtol=0)
 
 
 def test_float32_output_for_other_dtypes() -> None:
@@ -105,7 +108,8 @@ def test_silence_stays_finite() -> None:
 
 
 def test_normalize_is_per_row() -> None:
-    waves = torch.stack([torch.ones(1000) * 3 + torch.linspace(-1, 1, 1000), 0.01 * torch.linspace(0, 1, 1000)])
+    ramp = torch.linspace(-1, 1, 1000)
+    waves = torch.stack([3.0 + ramp, 0.01 * ramp.abs()])
     normalized = normalize_waveform(waves)
     torch.testing.assert_close(normalized.abs().amax(dim=-1), torch.full((2,), 0.5), atol=1e-6, rtol=0)
     torch.testing.assert_close(normalized.mean(dim=-1), torch.zeros(2), atol=1e-6, rtol=0)
@@ -119,7 +123,9 @@ def test_num_frames_matches_output(samples: int, frames: int) -> None:
 
 def test_config_defaults_and_custom() -> None:
     config = MelConfig()
-    assert (config.sample_rate, config.n_fft, config.hop_length, config.n_mels, config.fmax) == (16000, 1024, 160, 64, 8000.0)
+    settings = (config.sample_rate, config.n_fft, config.hop_length, config.win_length, config.n_mels)
+    assert settings == (16000, 1024, 160, 1024, 64)
+    assert (config.fmin, config.fmax, config.log_floor) == (0.0, 8000.0, 1e-5)
     small = MelConfig(n_mels=32, hop_length=256)
     assert LogMel(small)(torch.zeros(2, 4096)).shape == (2, 1, num_frames(4096, small), 32)
 

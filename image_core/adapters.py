@@ -1,0 +1,117 @@
+"""Small pieces every model adapter needs: device and dtype choice, ε from any prediction type,
+fingerprints, and loading diffusers / transformers components with one-line errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import torch
+
+from .errors import InputError, ModelLoadError
+
+T = TypeVar("T")
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" -> cuda if available, else mps if available, else cpu."""
+    if str(device) != "auto":
+        try:
+            return torch.device(device)
+        except RuntimeError:
+            raise InputError(f"unknown device {device!r}: use auto, cpu, cuda or mps") from None
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """"auto" -> float16 on cuda (the weights' own precision is enough there), float32 elsewhere."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}: use auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def eps_from_output(
+    output: torch.Tensor, x_t: torch.Tensor, alphas: torch.Tensor, prediction_type: str
+) -> torch.Tensor:
+    """Convert a model output to ε.
+
+    Args:
+        output, x_t: (B, ...) the model's prediction and its input.
+        alphas: (B,) ᾱ_t of each row.
+        prediction_type: "epsilon", "v_prediction" (ε = sqrt(ᾱ) v + sqrt(1 - ᾱ) x_t) or "sample"
+            (ε = (x_t - sqrt(ᾱ) x0) / sqrt(1 - ᾱ)).
+    """
+    if prediction_type == "epsilon":
+        return output
+    a = alphas.to(device=x_t.device, dtype=x_t.dtype).view(-1, *([1] * (x_t.dim() - 1)))
+    if prediction_type == "v_prediction":
+        return a.sqrt() * output + (1 - a).sqrt() * x_t
+    if prediction_type == "sample":
+        return (x_t - a.sqrt() * output) / (1 - a).sqrt()
+    raise ModelLoadError(f"unsupported prediction_type {prediction_type!r}")
+
+
+def fingerprint(family: str, configs: Mapping[str, Mapping[str, Any]], *modules: torch.nn.Module) -> str:
+    """family:hash of the configs (private "_" keys left out):checksum of the first and last parameter of each module.
+
+    Equal for the same weights whether loaded from a hub id or a local folder, and in any dtype.
+    """
+    public = {name: {k: v for k, v in dict(c).items() if not k.startswith("_")} for name, c in configs.items()}
+    digest = hashlib.sha256(json.dumps(public, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    sums = []
+    for module in modules:
+        params = list(module.parameters())
+        sums += [float(p.detach().double().sum()) for p in (params[0], params[-1])]
+    checksum = hashlib.sha256(",".join(f"{s:.3e}" for s in sums).encode()).hexdigest()[:12]
+    return f"{family}:{digest}:{checksum}"
+
+
+def load_component(name: str, what: str, load: Callable[[], T]) -> T:
+    """Run a component's ``from_pretrained``; any failure becomes a one-line ``ModelLoadError``."""
+    try:
+        return load()
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        where = "folder" if os.path.isdir(name) else "model"
+        raise ModelLoadError(
+            f"cannot load the {what} of {where} {name!r} ({reason[:200]}). Download it once with network "
+            "access (it is then cached in ~/.cache/huggingface) or pass a local folder saved with "
+            "save_pretrained"
+        ) from None
+
+
+def model_class_name(name: str) -> str | None:
+    """The pipeline class named in a model's model_index.json (local folder or hub cache), or None."""
+    path = os.path.join(name, "model_index.json")
+    if not os.path.isdir(name):
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = hf_hub_download(name, "model_index.json")
+        except Exception:
+            return None
+    try:
+        with open(path) as f:
+            return json.load(f).get("_class_name")
+    except (OSError, ValueError):
+        return None
+
+
+def scheduler_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A scheduler config as ``DDIMScheduler`` reads it (defaults filled in, private keys dropped)."""
+    from diffusers import DDIMScheduler
+
+    return {k: v for k, v in DDIMScheduler.from_config(dict(config)).config.items() if not k.startswith("_")}

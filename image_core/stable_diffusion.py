@@ -1,0 +1,133 @@
+"""Adapter of a Stable Diffusion 1.x / 2.x checkpoint to the core: prompts, ε, and the VAE."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from . import adapters
+from .adapters import load_component
+
+DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"  # the model of the image paper
+
+
+class StableDiffusionModel:
+    """The components of one SD checkpoint (epsilon or v-prediction), adapted to ``LatentModel``.
+
+    Latents are (B, 4, H / f, W / f) with f = ``vae_factor`` (8 for the real models).
+    """
+
+    def __init__(
+        self, name: str, tokenizer: Any, text_encoder: Any, unet: Any, vae: Any, scheduler_config: dict[str, Any]
+    ) -> None:
+        self.name = name
+        self.tokenizer, self.text_encoder, self.unet, self.vae = tokenizer, text_encoder, unet, vae
+        self.scheduler_config = adapters.scheduler_config(scheduler_config)
+        self.device, self.dtype = unet.device, unet.dtype
+        self.prediction_type = self.scheduler_config.get("prediction_type", "epsilon")
+        from diffusers import DDIMScheduler
+
+        self.alphas_cumprod = DDIMScheduler.from_config(self.scheduler_config).alphas_cumprod.double()
+        self._fingerprint = adapters.fingerprint(
+            "stable-diffusion",
+            {"unet": dict(unet.config), "vae": dict(vae.config), "scheduler": self.scheduler_config},
+            unet,
+            vae,
+            text_encoder,
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls, name: str = DEFAULT_MODEL, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto"
+    ) -> StableDiffusionModel:
+        """Load from a hub id, a local folder in the diffusers layout, or "tiny" (random weights, for tests)."""
+        device = adapters.resolve_device(device)
+        dtype = adapters.resolve_dtype(dtype, device)
+        if name == "tiny":
+            from .tiny import tiny_stable_diffusion
+
+            parts = tiny_stable_diffusion()
+            for key in ("text_encoder", "unet", "vae"):
+                parts[key].to(device).eval()
+                if dtype != torch.float32:
+                    parts[key].to(dtype)
+            return cls("tiny", **parts)
+        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        kind = adapters.model_class_name(name)
+        if kind is not None and not kind.startswith("StableDiffusion"):
+            raise adapters.ModelLoadError(f"{name!r} is a {kind}, not a Stable Diffusion model")
+        common = {"torch_dtype": dtype}
+        tokenizer = load_component(name, "tokenizer", lambda: CLIPTokenizer.from_pretrained(name, subfolder="tokenizer"))
+        text_encoder = load_component(
+            name, "text encoder", lambda: CLIPTextModel.from_pretrained(name, subfolder="text_encoder", **common)
+        )
+        unet = load_component(name, "UNet", lambda: UNet2DConditionModel.from_pretrained(name, subfolder="unet", **common))
+        vae = load_component(name, "VAE", lambda: AutoencoderKL.from_pretrained(name, subfolder="vae", **common))
+        scheduler = load_component(name, "scheduler", lambda: DDIMScheduler.load_config(name, subfolder="scheduler"))
+        for module in (text_encoder, unet, vae):
+            module.to(device).eval()
+        return cls(name, tokenizer, text_encoder, unet, vae, dict(scheduler))
+
+    def save_pretrained(self, folder: str | os.PathLike[str]) -> None:
+        """Write the diffusers layout (loadable here and by ``StableDiffusionPipeline``)."""
+        from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+        pipe = StableDiffusionPipeline(
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=self.unet,
+            scheduler=DDIMScheduler.from_config(self.scheduler_config),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        pipe.save_pretrained(os.fspath(folder))
+
+    @property
+    def vae_factor(self) -> int:
+        """Pixels per latent cell along each side."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def pixel_multiple(self) -> int:
+        """Image sides must be multiples of this (64 for the real models)."""
+        return self.vae_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    @property
+    def native_size(self) -> int:
+        """Side in pixels of the square images the model was trained on (512 for SD 1.x)."""
+        return int(self.unet.config.sample_size) * self.vae_factor
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """{"text": (len(prompts), 77, D)} CLIP hidden states; "" is the unconditional branch."""
+        ids = self.tokenizer(
+            prompts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
+        return {"text": self.text_encoder(ids.to(self.device))[0]}
+
+    @torch.no_grad()
+    def predict_eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        """ε for (B, 4, h, w) latents at (B,) timesteps; computed in the model's dtype, returned in x_t's."""
+        out = self.unet(x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=cond["text"]).sample
+        return adapters.eps_from_output(out.to(x_t.dtype), x_t, self.alphas_cumprod[t.cpu()], self.prediction_type)
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [-1, 1] -> (B, 4, H / f, W / f) float32 latents (mode of the posterior, scaled)."""
+        latent = self.vae.encode(images.to(self.device, self.dtype)).latent_dist.mode()
+        return latent.float() * self.vae.config.scaling_factor
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, 4, h, w) latents -> (B, 3, h f, w f) float32 images in [-1, 1], one latent at a time."""
+        scaled = latents.to(self.device, self.dtype) / self.vae.config.scaling_factor
+        return torch.cat([self.vae.decode(x.unsqueeze(0)).sample.float().clamp(-1, 1) for x in scaled])
