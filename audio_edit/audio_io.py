@@ -88,6 +88,24 @@ class Audio:
         """Length in seconds."""
         return self.num_frames / self.sample_rate
 
+    @property
+    def rms(self) -> float:
+        """RMS level of the mono downmix (linear, full scale = 1)."""
+        return loudness(self.samples.mean(axis=0, dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class Original:
+    """What ``restore`` needs to know of a recording, without its samples."""
+
+    sample_rate: int  # Hz
+    num_frames: int  # samples per channel
+    rms: float  # RMS of the mono downmix
+
+    @classmethod
+    def of(cls, audio: Audio) -> Original:
+        return cls(audio.sample_rate, audio.num_frames, audio.rms)
+
 
 def load_audio(path: str | os.PathLike[str]) -> Audio:
     """Decode an audio file (WAV, FLAC, OGG/Vorbis, MP3, AIFF, ...) without modifying it.
@@ -177,7 +195,7 @@ def loudness(samples: np.ndarray) -> float:
 
 def restore(
     wave: np.ndarray,
-    like: Audio,
+    like: Audio | Original,
     model_rate: int = MODEL_SAMPLE_RATE,
     target_rms: float | None = None,
 ) -> np.ndarray:
@@ -185,7 +203,7 @@ def restore(
 
     Args:
         wave: mono waveform(s) at ``model_rate`` Hz, shaped ``(n,)`` or ``(batch, n)``.
-        like: the original recording.
+        like: the original recording, or its ``Original`` summary.
         model_rate: sample rate of ``wave`` in Hz.
         target_rms: RMS each output row is scaled to; defaults to the RMS of ``like``'s mono downmix.
             Rows are left unscaled when the target or the row is silent (RMS below 1e-6).
@@ -195,7 +213,7 @@ def restore(
         A row whose peak would exceed 0.999 after level matching is scaled down so its peak is 0.999.
     """
     if target_rms is None:
-        target_rms = loudness(like.samples.mean(axis=0, dtype=np.float64))
+        target_rms = like.rms
     rows = np.atleast_2d(np.asarray(wave, dtype=np.float32))
     out = _match_level(_resample(rows, model_rate, like.sample_rate, like.num_frames), target_rms)
     return out.reshape(np.shape(wave)[:-1] + (like.num_frames,))
@@ -241,14 +259,25 @@ def save_audio(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: i
             channel count the format cannot store.
     """
     file = Path(path)
-    audio_format, subtype = _output_format(file)
-    check_writable(file)
     data = np.atleast_2d(np.asarray(samples, dtype=np.float32))
+    audio_format, subtype = check_output(file, data.shape[0], sample_rate)
     if not np.isfinite(data).all():
         raise InputError(f"Cannot save {file}: the audio contains NaN or infinite values.")
-    if audio_format == "MP3":
-        _check_mp3(file, data.shape[0], sample_rate)
     _write_atomic(file, np.clip(data, -1.0, 1.0).T, sample_rate, audio_format, subtype)
+
+
+def check_output(path: str | os.PathLike[str], channels: int, sample_rate: int) -> tuple[str, str]:
+    """Raise InputError unless ``save_audio`` can write such audio to ``path``; used before heavy work.
+
+    Returns:
+        (libsndfile format, subtype) for the path's extension.
+    """
+    file = Path(path)
+    audio_format, subtype = _output_format(file)
+    check_writable(file)
+    if audio_format == "MP3":
+        _check_mp3(file, channels, sample_rate)
+    return audio_format, subtype
 
 
 def _output_format(file: Path) -> tuple[str, str]:

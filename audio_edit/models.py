@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,13 +156,17 @@ class AudioModel:
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+        cls,
+        name_or_path: str | os.PathLike[str],
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
     ) -> AudioModel:
         """Loads a hub id (see ``HUB_IDS``), a local diffusers folder, or "tiny" / "tiny-audioldm".
 
         Hub ids are read from the local cache first and downloaded only when missing there and
         ``HF_HUB_OFFLINE`` is not set. Raises ModelLoadError (one line) on any failure.
         """
+        name_or_path = os.fspath(name_or_path)
         if name_or_path in TINY_NAMES:
             family = TINY_NAMES[name_or_path]
             components = build_tiny(family)
@@ -305,7 +310,8 @@ class AudioModel:
         else:
             output = self.unet(sample, t, encoder_hidden_states=None, class_labels=cond["class_labels"]).sample
         alpha_bar = self._alphas_cumprod[t].reshape(-1, 1, 1, 1)
-        return _to_epsilon(output.float(), sample.float(), alpha_bar, self.prediction_type).to(x.dtype)
+        x_t = x.to(self.device, torch.float32)
+        return _to_epsilon(output.float(), x_t, alpha_bar, self.prediction_type).to(x.dtype)
 
     # ---------------------------------------------------------------------------------- mel <-> latent
 
@@ -379,13 +385,15 @@ class AudioModel:
 def _load_checkpoint(name_or_path: str, dtype: torch.dtype) -> tuple[str, dict[str, Any]]:
     """(family, pipeline keyword arguments including the scheduler) of a local folder or hub id."""
     source = _resolve_source(name_or_path)
-    family = _family_of(_read_model_index(source), name_or_path)
-    components = {
-        name: _load_component(component_class, source, name, dtype if name == "unet" else torch.float32)
-        for name, component_class in FAMILIES[family].components.items()
-    }
-    config = _from_source(diffusers.DDIMScheduler.load_config, source, subfolder="scheduler")
-    components["scheduler"] = _scheduler_from_config(config)
+    family = _family_of(_read_json(source, "model_index.json"), name_or_path)
+    with warnings.catch_warnings():
+        # diffusers still passes an argument that huggingface_hub deprecated, on every hub load
+        warnings.filterwarnings("ignore", message="The `local_dir_use_symlinks` argument is deprecated")
+        components = {
+            name: _load_component(component_class, source, name, dtype if name == "unet" else torch.float32)
+            for name, component_class in FAMILIES[family].components.items()
+        }
+    components["scheduler"] = _scheduler_from_config(_read_json(source, "scheduler/scheduler_config.json"))
     return family, components
 
 
@@ -400,13 +408,13 @@ def _resolve_source(name_or_path: str) -> str:
     return name_or_path
 
 
-def _read_model_index(source: str) -> dict[str, Any]:
-    """The parsed model_index.json of a folder or hub id."""
+def _read_json(source: str, filename: str) -> dict[str, Any]:
+    """The parsed JSON file ``filename`` ("folder/name.json") of a local folder or hub id."""
     if os.path.isdir(source):
-        index_file = os.path.join(source, "model_index.json")
+        path = os.path.join(source, filename)
     else:
-        index_file = _from_source(hf_hub_download, source, filename="model_index.json")
-    with open(index_file, encoding="utf-8") as file:
+        path = _from_source(hf_hub_download, source, filename=filename)
+    with open(path, encoding="utf-8") as file:
         return json.load(file)
 
 
@@ -513,11 +521,14 @@ def _plain_config(config: Any) -> dict[str, Any]:
     return {key: value for key, value in dict(config).items() if not key.startswith("_")}
 
 
-def _weight_checksum(module: torch.nn.Module) -> list[str]:
-    """Sum and absolute sum of the first and last parameter tensors, in float64, 10 significant digits."""
-    parameters = list(module.parameters())
-    checksum = []
-    for parameter in (parameters[0], parameters[-1]):
-        values = parameter.detach().double()
-        checksum.append(f"{values.sum().item():.10g}/{values.abs().sum().item():.10g}")
-    return checksum
+def _weight_checksum(module: torch.nn.Module) -> str:
+    """Sum of up to 64 evenly spaced entries of every parameter tensor, in float64, 12 significant digits.
+
+    Cheap (one small gather per tensor, one device sync) yet sensitive to any change that touches most
+    entries of a tensor, such as fine-tuning or merged adapters.
+    """
+    total = torch.zeros((), dtype=torch.float64)
+    for parameter in module.parameters():
+        flat = parameter.detach().reshape(-1)
+        total = total.to(flat.device) + flat[:: max(1, flat.numel() // 64)].double().sum()
+    return f"{total.item():.12g}"

@@ -11,7 +11,13 @@ import string
 from typing import Any
 
 import torch
-from diffusers import AudioLDM2ProjectionModel, AudioLDM2UNet2DConditionModel, AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from diffusers import (
+    AudioLDM2ProjectionModel,
+    AudioLDM2UNet2DConditionModel,
+    AutoencoderKL,
+    DDIMScheduler,
+    UNet2DConditionModel,
+)
 from tokenizers import pre_tokenizers
 from transformers import (
     ClapConfig,

@@ -1,0 +1,55 @@
+"""``audio-edit``: edit a recording with text prompts from the command line."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from image_core import cli_common
+
+from .editor import DEFAULT_MODEL
+
+
+def _main(argv: Sequence[str]) -> None:
+    parser = cli_common.edit_parser(
+        "audio-edit",
+        "Edit a recording with text by edit-friendly DDPM inversion (AudioLDM / AudioLDM2). "
+        "The edit is mono, at the input's sample rate, length and loudness.",
+        model=DEFAULT_MODEL,
+        steps=200,
+        t_start=100,
+        cfg_src=3.0,
+        cfg_tar=12.0,
+    )
+    parser.add_argument("--spectrogram", action="store_true", help="also write a PNG of the input's and the edits' spectrograms")
+    args = parser.parse_args(argv)
+    cli_common.check_arguments(args)
+    from .audio_io import check_output, load_audio, save_audio
+
+    clip = load_audio(args.input)  # a bad input fails before the model loads
+    seeds = list(range(args.seed, args.seed + args.num_outputs))
+    paths = cli_common.output_paths(args.input, args.out, args.target, seeds, ".wav")
+    picture = paths[0].with_name(f"{paths[0].stem}_spectrogram.png") if args.spectrogram else None
+    cli_common.check_outputs(paths + ([picture] if picture else []), args.input, args.overwrite)
+    for path in paths:
+        check_output(path, 1, clip.sample_rate)
+
+    from .editor import AudioEditor
+
+    editor = AudioEditor.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    inv = editor.invert(clip, args.source, args.steps, args.tstart, args.cfg_src, args.eta, seeds)
+    clips = editor.edit(inv, args.target, args.cfg_tar, args.negative)
+    for path, wave in zip(paths, clips):
+        save_audio(path, wave, clip.sample_rate)
+        print(path)
+    if picture:
+        from .spectrogram import save_spectrograms
+
+        labelled = [("input", clip.samples.mean(axis=0))] + [(path.stem, wave) for path, wave in zip(paths, clips)]
+        save_spectrograms(picture, labelled, clip.sample_rate)
+        print(picture)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``audio-edit``."""
+    cli_common.run(lambda: _main(argv if argv is not None else sys.argv[1:]))

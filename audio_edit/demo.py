@@ -1,0 +1,531 @@
+"""A browser demo for listening to text-based edits of recordings (``audio-edit-demo``).
+
+Someone uploads or records a clip, describes what it should become, and hears the original, the
+reconstruction from the inversion and up to four edits side by side, with their spectrograms.
+
+The inversion is the slow part. :class:`DemoRunner` keeps the last few inversions (an LRU of
+``cache_size`` entries, keyed by the browser session, the clip's content hash and every setting the
+inversion depends on), so changing only the target description or its guidance scale re-runs only the
+edit. The Gradio app runs one job at a time from a bounded queue.
+
+Gradio is an optional dependency (``pip install '.[demo]'``); it is imported only when the app is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import hashlib
+import logging
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from image_core.cli_common import Parser, slug
+from image_core.editing import check_settings
+from image_core.errors import EditError, InputError
+from image_core.inversion import Inversion
+
+from .audio_io import Audio, load_audio, save_audio
+from .spectrogram import save_spectrograms
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+    from .editor import AudioEditor
+
+DEFAULT_MODEL = "cvssp/audioldm2-music"
+"""The model of the audio paper (Manor & Michaeli, ICML 2024)."""
+
+MAX_VARIATIONS = 4
+"""Most edits (seeds) one run makes and the page plays side by side."""
+
+DEFAULTS: dict[str, Any] = {
+    "steps": 200,
+    "t_start": 100,
+    "cfg_src": 3.0,
+    "cfg_tar": 12.0,
+    "seed": 0,
+    "variations": 1,
+}
+"""Preset values of the controls: the audio paper's settings, one variation."""
+
+GRADIO_MISSING = "the demo needs gradio: pip install '.[demo]'"
+
+_QUEUE_SIZE = 16  # waiting jobs beyond this are refused with "queue full"
+_KEPT_RUNS = 8  # output folders of older runs are deleted (gradio serves its own copies)
+_CACHE_CLEANUP = (3600, 6 * 3600)  # gradio deletes its cached files older than 6 h, checking hourly
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------ the cache
+
+
+@dataclass(frozen=True)
+class InversionKey:
+    """Everything an inversion depends on: the same key gives the same inversion."""
+
+    session: str
+    digest: str  # SHA-256 of the uploaded file's bytes
+    source_prompt: str
+    steps: int
+    t_start: int
+    cfg_src: float
+    seed: int
+    variations: int
+
+
+@dataclass(frozen=True)
+class CachedInversion:
+    """An inversion with what the page shows of it that does not depend on the target."""
+
+    inversion: Inversion
+    original: np.ndarray  # mono downmix of the input, (num_frames,) at sample_rate
+    reconstruction: np.ndarray  # regenerated from the first seed's noise maps, same shape
+    sample_rate: int
+
+
+class InversionCache:
+    """A thread-safe LRU of at most ``capacity`` inversions (0 keeps none)."""
+
+    def __init__(self, capacity: int = 4) -> None:
+        if capacity < 0:
+            raise ValueError(f"cache capacity must be >= 0, got {capacity}")
+        self.capacity = capacity
+        self._entries: OrderedDict[InversionKey, CachedInversion] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: InversionKey) -> CachedInversion | None:
+        """The entry for ``key`` (now the most recently used), or None."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def put(self, key: InversionKey, entry: CachedInversion) -> None:
+        """Store ``entry``, dropping the least recently used entries beyond the capacity."""
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
+# ------------------------------------------------------------------------------------------ one run
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one run of the demo produced.
+
+    Attributes:
+        reconstruction: WAV file of the reconstruction (first seed).
+        edits: (label, WAV file) per variation, in seed order.
+        spectrogram: PNG with the spectrograms of the original, the reconstruction and the edits.
+        reused: whether the inversion came from the cache (only the edit ran).
+        status: one line for the page.
+        sample_rate: Hz of all outputs (the input's).
+        num_frames: samples per output (the input's length).
+    """
+
+    reconstruction: Path
+    edits: list[tuple[str, Path]]
+    spectrogram: Path
+    reused: bool
+    status: str
+    sample_rate: int
+    num_frames: int
+
+
+class DemoRunner:
+    """Runs the demo's edits with an editor, reusing inversions across runs.
+
+    Args:
+        editor: an ``AudioEditor`` (or anything with its ``invert`` / ``edit`` / ``reconstruct``).
+        cache_size: inversions kept in memory (least recently used dropped first).
+        output_dir: folder for the WAV and PNG outputs; a temporary folder (removed at exit) by default.
+    """
+
+    def __init__(self, editor: AudioEditor, cache_size: int = 4, output_dir: str | Path | None = None) -> None:
+        self.editor = editor
+        self.cache = InversionCache(cache_size)
+        if output_dir is None:
+            output_dir = tempfile.mkdtemp(prefix="audio-edit-demo-")
+            weakref.finalize(self, shutil.rmtree, output_dir, ignore_errors=True)
+        self.output_dir = Path(output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._runs: list[Path] = []
+        self._counter = 0
+        self._lock = threading.Lock()
+
+    def run(
+        self,
+        audio_path: str | Path | None,
+        target_prompt: str,
+        source_prompt: str = "",
+        steps: int = DEFAULTS["steps"],
+        t_start: int = DEFAULTS["t_start"],
+        cfg_src: float = DEFAULTS["cfg_src"],
+        cfg_tar: float = DEFAULTS["cfg_tar"],
+        seed: int = DEFAULTS["seed"],
+        variations: int = DEFAULTS["variations"],
+        session: str = "",
+        report: Callable[[float, str], None] | None = None,
+    ) -> RunResult:
+        """Invert the clip (or reuse its cached inversion), edit it and write the outputs.
+
+        Args:
+            report: called with (fraction done, what is happening) between the stages.
+
+        Raises:
+            InputError: no clip, an unreadable clip, an empty target, or settings no edit can run with
+                (the message names the uploaded file by its name only).
+        """
+        notify = report or (lambda fraction, text: None)
+        if not audio_path:
+            raise InputError("upload or record a clip first")
+        target = (target_prompt or "").strip()
+        if not target:
+            raise InputError('type a target description of the edit, e.g. "jazz piano"')
+        source = (source_prompt or "").strip()
+        steps, t_start, seed, variations = (_integer(v, name) for v, name in
+                                            ((steps, "steps"), (t_start, "t_start"), (seed, "seed"), (variations, "variations")))
+        cfg_src, cfg_tar = float(cfg_src), float(cfg_tar)
+        check_settings(steps, t_start, 1.0, cfg_src, cfg_tar)
+        if not 1 <= variations <= MAX_VARIATIONS:
+            raise InputError(f"variations must be between 1 and {MAX_VARIATIONS}, got {variations}")
+        if seed < 0:
+            raise InputError(f"seed must be >= 0, got {seed}")
+
+        started = time.perf_counter()
+        path = Path(audio_path)
+        try:
+            key = InversionKey(session, _digest(path), source, steps, t_start, cfg_src, seed, variations)
+            entry = self.cache.get(key)
+            reused = entry is not None
+            if entry is None:
+                notify(0.0, "Reading the clip")
+                audio = load_audio(path)
+                notify(0.05, "Inverting the clip")
+                inversion = self.editor.invert(
+                    audio, source_prompt=source, num_steps=steps, t_start=t_start, cfg_src=cfg_src, eta=1.0,
+                    seed=list(range(seed, seed + variations)),
+                )
+                notify(0.4, "Reconstructing the clip")
+                reconstruction = self.editor.reconstruct(_first_latent(inversion))[0]
+                entry = CachedInversion(inversion, _mono(audio), np.asarray(reconstruction, np.float32), audio.sample_rate)
+                self.cache.put(key, entry)
+            notify(0.6 if not reused else 0.0, "Editing")
+            clips = self.editor.edit(entry.inversion, target_prompt=[target], cfg_tar=cfg_tar)
+        except EditError as error:
+            raise type(error)(_hide_folder(str(error), path)) from None
+
+        notify(0.95, "Writing the outputs")
+        folder = self._new_run_folder()
+        rate = entry.sample_rate
+        reconstruction_file = folder / "reconstruction.wav"
+        save_audio(reconstruction_file, entry.reconstruction, rate)
+        edits = []
+        for index, clip in enumerate(clips):
+            label = f"Edit {index + 1} (seed {seed + index})" if variations > 1 else f"Edit (seed {seed})"
+            file = folder / f"edit_{slug(target)}_s{seed + index}.wav"
+            save_audio(file, clip, rate)
+            edits.append((label, file))
+        spectrogram_file = folder / "spectrograms.png"
+        panels = [("Original", entry.original), ("Reconstruction", entry.reconstruction)]
+        panels += [(f"{label}: {_shorten(target)}", clip) for (label, _), clip in zip(edits, clips)]
+        save_spectrograms(spectrogram_file, panels, rate, columns=3)
+
+        seconds = time.perf_counter() - started
+        if reused:
+            status = f"Reused the inversion: only the edit ran ({seconds:.1f} s)."
+        else:
+            status = (
+                f"Inverted the clip ({steps} steps, t_start {t_start}) and ran the edit ({seconds:.1f} s). "
+                "Change only the target or its guidance to reuse this inversion."
+            )
+        return RunResult(reconstruction_file, edits, spectrogram_file, reused, status, rate, int(entry.original.size))
+
+    def _new_run_folder(self) -> Path:
+        """A fresh output folder; those of older runs beyond the last few are deleted."""
+        with self._lock:
+            self._counter += 1
+            folder = Path(tempfile.mkdtemp(prefix=f"run{self._counter:05d}-", dir=self.output_dir))
+            self._runs.append(folder)
+            stale, self._runs = self._runs[:-_KEPT_RUNS], self._runs[-_KEPT_RUNS:]
+        for old in stale:
+            shutil.rmtree(old, ignore_errors=True)
+        return folder
+
+
+def _integer(value: Any, name: str) -> int:
+    """``value`` as an int (sliders and number boxes may send floats)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a whole number, got {value!r}") from None
+    if not number.is_integer():
+        raise InputError(f"{name} must be a whole number, got {value!r}")
+    return int(number)
+
+
+def _digest(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    try:
+        digest = hashlib.sha256()
+        with path.open("rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+    except OSError as error:
+        raise InputError(f"cannot read the uploaded clip {path.name}: {error.strerror or error}; upload it again") from None
+
+
+def _mono(audio: Audio) -> np.ndarray:
+    return audio.samples.mean(axis=0, dtype=np.float32)
+
+
+def _first_latent(inversion: Inversion) -> Inversion:
+    """The inversion of the first seed alone (the reconstruction needs one, not one per seed)."""
+    if inversion.num_latents == 1:
+        return inversion
+    settings = dataclasses.replace(inversion.settings, seeds=inversion.settings.seeds[:1])
+    return dataclasses.replace(
+        inversion, x0=inversion.x0[:1], xts=inversion.xts[:1], zs=inversion.zs[:1], settings=settings
+    )
+
+
+def _hide_folder(message: str, path: Path) -> str:
+    """``message`` with the server-side path of the upload replaced by its file name."""
+    return message.replace(str(path), path.name).replace(str(path.parent), "")
+
+
+def _shorten(text: str, limit: int = 32) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+# ------------------------------------------------------------------------------------------ the app
+
+_INTRO = """\
+# Edit a recording with text
+Upload or record a clip, describe what it should become (*target*), and listen to the original, its
+reconstruction and the edits. The clip is inverted once (the slow part); change only the target or
+its guidance and only the edit runs again. Method: edit-friendly DDPM inversion with AudioLDM 2
+(Manor & Michaeli, *Zero-Shot Unsupervised and Text-Based Audio Editing Using DDPM Inversion*, ICML 2024).
+"""
+
+_HELP = {
+    "source": "Optional: what the clip is now, e.g. 'a recording of a guitar'. Guides the inversion.",
+    "target": "What the clip should become, e.g. 'jazz piano'.",
+    "steps": "Diffusion steps of the full chain. More steps: finer but slower.",
+    "t_start": "Steps the edit runs (at most steps). Higher: a stronger edit that keeps less of the original.",
+    "cfg_src": "How strongly the source description guides the inversion (3 in the paper).",
+    "cfg_tar": "How strongly the edit follows the target. Higher: more of the target, less of the original.",
+    "seed": "Seed of the inversion noise. Another seed gives another take on the same edit.",
+    "variations": "Edits with seeds seed, seed+1, ... played side by side; each one adds to the run time.",
+}
+
+
+def _import_gradio() -> Any:
+    try:
+        import gradio
+    except ImportError:
+        print(GRADIO_MISSING, file=sys.stderr)
+        sys.exit(2)
+    return gradio
+
+
+def build_app(
+    editor: AudioEditor,
+    max_upload_mb: float = 50,
+    cache_size: int = 4,
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    output_dir: str | Path | None = None,
+) -> gr.Blocks:
+    """The Gradio app around ``editor``; start it with ``.launch()``.
+
+    Jobs are queued and run one at a time. ``launch()`` of the returned app limits uploads to
+    ``max_upload_mb`` megabytes unless given another ``max_file_size``. The editor's tqdm bars are turned
+    on: the page follows them.
+
+    Args:
+        editor: the ``AudioEditor`` to run.
+        max_upload_mb: largest accepted upload in megabytes.
+        cache_size: inversions kept in memory over all sessions (least recently used dropped first).
+        defaults: preset values of the controls, overriding :data:`DEFAULTS` (keys steps, t_start,
+            cfg_src, cfg_tar, seed, variations).
+        output_dir: where outputs are written; a temporary folder by default.
+    """
+    gr = _import_gradio()
+    preset = {**DEFAULTS, **(defaults or {})}
+    unknown = set(preset) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown defaults {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    if max_upload_mb <= 0:
+        raise ValueError(f"max_upload_mb must be positive, got {max_upload_mb}")
+    runner = DemoRunner(editor, cache_size, output_dir)
+    editor.progress = True
+
+    with gr.Blocks(title="Audio editing with text", delete_cache=_CACHE_CLEANUP) as demo:
+        gr.Markdown(_INTRO)
+        with gr.Row():
+            with gr.Column(scale=3):
+                clip = gr.Audio(
+                    sources=["upload", "microphone"], type="filepath", label="Original",
+                    buttons=["download"], elem_id="input-audio",
+                )
+                target = gr.Textbox(label="Target description", info=_HELP["target"], placeholder="jazz piano",
+                                    max_lines=2, elem_id="target")
+                source = gr.Textbox(label="Source description (optional)", info=_HELP["source"], max_lines=2,
+                                    elem_id="source")
+                run = gr.Button("Edit", variant="primary", elem_id="run")
+            with gr.Column(scale=2):
+                steps = gr.Slider(1, 1000, value=preset["steps"], step=1, label="Steps", info=_HELP["steps"])
+                t_start = gr.Slider(1, max(preset["steps"], 1), value=preset["t_start"], step=1, label="t_start",
+                                    info=_HELP["t_start"])
+                cfg_src = gr.Slider(0, 20, value=preset["cfg_src"], step=0.5, label="Source guidance (cfg_src)",
+                                    info=_HELP["cfg_src"])
+                cfg_tar = gr.Slider(0, 30, value=preset["cfg_tar"], step=0.5, label="Target guidance (cfg_tar)",
+                                    info=_HELP["cfg_tar"])
+                with gr.Row():
+                    seed = gr.Number(value=preset["seed"], precision=0, minimum=0, label="Seed", info=_HELP["seed"])
+                    variations = gr.Slider(1, MAX_VARIATIONS, value=preset["variations"], step=1,
+                                           label="Variations", info=_HELP["variations"])
+        status = gr.Textbox(label="Status", interactive=False, max_lines=3, elem_id="status",
+                            value="Upload or record a clip, type a target description and press Edit.")
+        with gr.Row():
+            reconstruction = gr.Audio(label="Reconstruction (from the inversion, no edit)", type="filepath",
+                                      interactive=False, buttons=["download"], elem_id="reconstruction")
+        with gr.Row():
+            edits = [
+                gr.Audio(label=f"Edit {index + 1}", type="filepath", interactive=False, buttons=["download"],
+                         visible=index == 0, elem_id=f"edit-{index}")
+                for index in range(MAX_VARIATIONS)
+            ]
+        spectrogram = gr.Image(label="Spectrograms", type="filepath", interactive=False, elem_id="spectrograms",
+                               buttons=["download", "fullscreen"])
+
+        def on_steps(steps_value: float, t_start_value: float) -> Any:
+            top = max(int(steps_value), 1)
+            return gr.Slider(maximum=top, value=min(int(t_start_value), top))
+
+        def on_edit(
+            audio_path: str | None, target_text: str, source_text: str, steps_value: float, t_start_value: float,
+            cfg_src_value: float, cfg_tar_value: float, seed_value: float | None, variations_value: float,
+            request: gr.Request, progress: gr.Progress = gr.Progress(track_tqdm=True),
+        ) -> list[Any]:
+            try:
+                result = runner.run(
+                    audio_path, target_text, source_text, steps_value, t_start_value, cfg_src_value,
+                    cfg_tar_value, 0 if seed_value is None else seed_value, variations_value,
+                    session=getattr(request, "session_hash", None) or "",
+                    report=lambda fraction, text: progress(fraction, desc=text),
+                )
+            except EditError as error:
+                return _failure(gr, f"Error: {_one_line(error)}")
+            except Exception as error:  # noqa: BLE001 - the page gets one line, the log the traceback
+                log.exception("the edit failed")
+                if "OutOfMemoryError" in type(error).__name__:
+                    return _failure(gr, "Error: out of memory; use fewer variations, fewer steps or a shorter clip.")
+                return _failure(gr, f"Error: the edit failed ({type(error).__name__}); see the server log.")
+            slots = [
+                gr.Audio(value=str(file), label=label, visible=True) for label, file in result.edits
+            ] + [gr.Audio(value=None, visible=False) for _ in range(MAX_VARIATIONS - len(result.edits))]
+            return [result.status, str(result.reconstruction), *slots, str(result.spectrogram)]
+
+        steps.release(on_steps, [steps, t_start], t_start, queue=False, show_progress="hidden")
+        inputs = [clip, target, source, steps, t_start, cfg_src, cfg_tar, seed, variations]
+        outputs = [status, reconstruction, *edits, spectrogram]
+        run.click(on_edit, inputs, outputs, concurrency_limit=1)
+        target.submit(on_edit, inputs, outputs, concurrency_limit=1)
+
+    demo.queue(default_concurrency_limit=1, max_size=_QUEUE_SIZE)
+    demo.runner = runner  # for inspection (tests, notebooks)
+    demo.launch = functools.partial(demo.launch, max_file_size=f"{max_upload_mb * 1024 * 1024:.0f}b")
+    return demo
+
+
+def _failure(gr: Any, message: str) -> list[Any]:
+    """Outputs for a run that failed: the message in the status line, the outputs cleared."""
+    slots = [gr.Audio(value=None, visible=index == 0) for index in range(MAX_VARIATIONS)]
+    return [message, None, *slots, None]
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+# ------------------------------------------------------------------------------------------ command line
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = Parser(
+        prog="audio-edit-demo",
+        description="Start a browser demo for editing recordings with text (AudioLDM 2, edit-friendly DDPM inversion).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", default=DEFAULT_MODEL, metavar="ID|PATH|tiny",
+                        help="hub id, local folder, or the random 'tiny' model (meaningless output, for trying the page)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 makes the demo reachable from other machines")
+    parser.add_argument("--port", type=_port, default=7860, help="port to listen on")
+    parser.add_argument("--share", action="store_true", help="also make a temporary public link through Gradio's share servers")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    return parser.parse_args(argv)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: give a number from 1 to 65535") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {port}: give a number from 1 to 65535")
+    return port
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console script ``audio-edit-demo``."""
+    args = parse_args(argv)
+    _import_gradio()
+    from .editor import AudioEditor
+
+    try:
+        editor = AudioEditor.from_pretrained(args.model, device=args.device)
+        demo = build_app(editor)
+    except EditError as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        demo.launch(server_name=args.host, server_port=args.port, share=args.share)
+    except OSError as error:
+        print(f"error: cannot serve the demo on {args.host}:{args.port}: {_one_line(error)}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

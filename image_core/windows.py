@@ -1,0 +1,124 @@
+"""Long inputs in overlapping windows: a MultiDiffusion denoiser and an overlap-add map.
+
+A model trained on windows of a fixed length runs on each window of a longer latent; the window
+outputs are blended with weights that ramp up linearly over the overlaps (MultiDiffusion, Bar-Tal
+et al. 2023, with smooth instead of uniform weights so that no seam is audible or visible). The
+blend is a deterministic function of the input, so inversion followed by reconstruction stays
+exact for any length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from fractions import Fraction
+
+import torch
+
+from . import batching
+from .batching import Cond
+from .guidance import Denoiser
+
+
+def spans(length: int, window: int, overlap: int, multiple: int = 1) -> list[tuple[int, int]]:
+    """[start, end) windows of ``window`` covering [0, length), consecutive ones overlapping by at
+    least ``overlap``; the last one ends at ``length``. One span (0, length) if it fits a window.
+
+    Starts are multiples of ``multiple`` when ``length`` and ``window`` are.
+    """
+    if length <= window:
+        return [(0, length)]
+    stride = max(multiple, (window - overlap) // multiple * multiple)
+    starts = list(range(0, length - window, stride)) + [length - window]
+    return [(start, start + window) for start in starts]
+
+
+def blend_weights(span: tuple[int, int], length: int, overlap: int) -> torch.Tensor:
+    """(end - start,) float64 weights: linear ramps over ``overlap`` at edges inside [0, length), 1 elsewhere."""
+    start, end = span
+    n = end - start
+    ramp = (torch.arange(n, dtype=torch.float64) + 0.5) / max(overlap, 1)
+    weights = torch.ones(n, dtype=torch.float64)
+    if start > 0:
+        weights = torch.minimum(weights, ramp)
+    if end < length:
+        weights = torch.minimum(weights, ramp.flip(0))
+    return weights
+
+
+def _along(weights: torch.Tensor, axis: int, like: torch.Tensor) -> torch.Tensor:
+    shape = [1] * like.dim()
+    shape[axis] = -1
+    return weights.to(device=like.device, dtype=like.dtype).view(shape)
+
+
+class WindowedDenoiser:
+    """A denoiser over latents of any length along ``axis``, from one trained on ``window``.
+
+    All windows of all rows go through the model in batches of at most ``max_batch`` rows, so
+    memory per step is bounded whatever the length.
+    """
+
+    def __init__(self, model: Denoiser, axis: int, window: int, overlap: int, max_batch: int = 8) -> None:
+        self.model, self.axis, self.window, self.overlap, self.max_batch = model, axis, window, overlap, max_batch
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
+        length = x_t.shape[self.axis]
+        windows = spans(length, self.window, self.overlap)
+        if len(windows) == 1 and x_t.shape[0] <= self.max_batch:
+            return self.model(x_t, t, cond)
+        B = x_t.shape[0]
+        pieces = torch.cat([x_t.narrow(self.axis, s, e - s) for s, e in windows])  # window-major rows
+        ts, conds = t.repeat(len(windows)), batching.tile(cond, len(windows))
+        eps = torch.cat(
+            [
+                self.model(pieces[lo : lo + self.max_batch], ts[lo : lo + self.max_batch], batching.take(conds, slice(lo, lo + self.max_batch)))
+                for lo in range(0, len(pieces), self.max_batch)
+            ]
+        )
+        total = torch.zeros_like(x_t)
+        norm = torch.zeros(length, dtype=torch.float64)
+        for i, span in enumerate(windows):
+            w = blend_weights(span, length, self.overlap)
+            total.narrow(self.axis, span[0], span[1] - span[0]).add_(_along(w, self.axis, x_t) * eps[i * B : (i + 1) * B])
+            norm[span[0] : span[1]] += w
+        return total / _along(norm, self.axis, x_t)
+
+
+def windowed_map(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    axis: int,
+    out_axis: int,
+    ratio: Fraction,
+    window: int,
+    overlap: int,
+    multiple: int = 1,
+) -> torch.Tensor:
+    """Apply a length-changing map (an encoder, a decoder, a vocoder) window by window and overlap-add.
+
+    Args:
+        fn: maps a tensor whose ``axis`` has length n to one whose ``out_axis`` has length n * ratio.
+        x: input; its ``axis`` length must be a multiple of ``multiple`` (and window of it), such that
+            every window start times ``ratio`` is an integer.
+    Returns:
+        ``fn(x)`` for inputs that fit a window; otherwise the blend of the windows' outputs.
+    """
+    length = x.shape[axis]
+    windows = spans(length, window, overlap, multiple)
+    if len(windows) == 1:
+        return fn(x)
+    out_length = int(length * ratio)
+    total: torch.Tensor | None = None
+    norm = torch.zeros(out_length, dtype=torch.float64)
+    for start, end in windows:
+        y = fn(x.narrow(axis, start, end - start))
+        span = (int(start * ratio), int(end * ratio))
+        w = blend_weights(span, out_length, int(overlap * ratio))
+        if total is None:
+            shape = list(y.shape)
+            shape[out_axis] = out_length
+            total = y.new_zeros(shape)
+        total.narrow(out_axis, span[0], span[1] - span[0]).add_(_along(w, out_axis, y) * y)
+        norm[span[0] : span[1]] += w
+    assert total is not None
+    return total / _along(norm, out_axis, total)
