@@ -11,7 +11,8 @@ edit. The Gradio app runs one job at a time from a bounded queue.
 Gradio is an optional dependency (``pip install '.[demo]'``); it is imported only when the app is built.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: Gradio reads the handlers' annotations (gr.Request)
+# at run time, and those name the gradio module imported inside build_app.
 
 import argparse
 import dataclasses
@@ -167,7 +168,7 @@ class DemoRunner:
         output_dir: folder for the WAV and PNG outputs; a temporary folder (removed at exit) by default.
     """
 
-    def __init__(self, editor: AudioEditor, cache_size: int = 4, output_dir: str | Path | None = None) -> None:
+    def __init__(self, editor: "AudioEditor", cache_size: int = 4, output_dir: str | Path | None = None) -> None:
         self.editor = editor
         self.cache = InversionCache(cache_size)
         if output_dir is None:
@@ -357,13 +358,13 @@ def _import_gradio() -> Any:
 
 
 def build_app(
-    editor: AudioEditor,
+    editor: "AudioEditor",
     max_upload_mb: float = 50,
     cache_size: int = 4,
     *,
     defaults: Mapping[str, Any] | None = None,
     output_dir: str | Path | None = None,
-) -> gr.Blocks:
+) -> "gr.Blocks":
     """The Gradio app around ``editor``; start it with ``.launch()``.
 
     Jobs are queued and run one at a time. ``launch()`` of the returned app limits uploads to
