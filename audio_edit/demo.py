@@ -64,6 +64,7 @@ DEFAULTS: dict[str, Any] = {
 
 GRADIO_MISSING = "the demo needs gradio: pip install '.[demo]'"
 
+_MAX_SEED = 2**32 - 1
 _QUEUE_SIZE = 16  # waiting jobs beyond this are refused with "queue full"
 _KEPT_RUNS = 8  # output folders of older runs are deleted (gradio serves its own copies)
 _CACHE_CLEANUP = (3600, 6 * 3600)  # gradio deletes its cached files older than 6 h, checking hourly
@@ -216,8 +217,8 @@ class DemoRunner:
         check_settings(steps, t_start, 1.0, cfg_src, cfg_tar)
         if not 1 <= variations <= MAX_VARIATIONS:
             raise InputError(f"variations must be between 1 and {MAX_VARIATIONS}, got {variations}")
-        if seed < 0:
-            raise InputError(f"seed must be >= 0, got {seed}")
+        if not 0 <= seed <= _MAX_SEED - variations + 1:
+            raise InputError(f"seed must be between 0 and {_MAX_SEED - variations + 1}, got {seed}")
 
         started = time.perf_counter()
         path = Path(audio_path)
@@ -256,7 +257,8 @@ class DemoRunner:
         spectrogram_file = folder / "spectrograms.png"
         panels = [("Original", entry.original), ("Reconstruction", entry.reconstruction)]
         panels += [(f"{label}: {_shorten(target)}", clip) for (label, _), clip in zip(edits, clips)]
-        save_spectrograms(spectrogram_file, panels, rate, columns=3)
+        rows = -(-len(panels) // 3)  # at most three panels a row, rows as even as can be
+        save_spectrograms(spectrogram_file, panels, rate, columns=-(-len(panels) // rows))
 
         seconds = time.perf_counter() - started
         if reused:
@@ -411,7 +413,7 @@ def build_app(
                 cfg_tar = gr.Slider(0, 30, value=preset["cfg_tar"], step=0.5, label="Target guidance (cfg_tar)",
                                     info=_HELP["cfg_tar"])
                 with gr.Row():
-                    seed = gr.Number(value=preset["seed"], precision=0, minimum=0, label="Seed", info=_HELP["seed"])
+                    seed = gr.Number(value=preset["seed"], precision=0, minimum=0, maximum=_MAX_SEED, label="Seed", info=_HELP["seed"])
                     variations = gr.Slider(1, MAX_VARIATIONS, value=preset["variations"], step=1,
                                            label="Variations", info=_HELP["variations"])
         status = gr.Textbox(label="Status", interactive=False, max_lines=3, elem_id="status",
@@ -522,7 +524,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         demo.launch(server_name=args.host, server_port=args.port, share=args.share)
     except OSError as error:
-        print(f"error: cannot serve the demo on {args.host}:{args.port}: {_one_line(error)}", file=sys.stderr)
+        reason = "the port is in use" if "empty port" in str(error) else _one_line(error)
+        print(f"error: cannot serve the demo on {args.host}:{args.port} ({reason}); choose another --port or --host",
+              file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         pass

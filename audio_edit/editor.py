@@ -117,7 +117,7 @@ class AudioEditor(LatentEditor):
         """
         clip = audio if isinstance(audio, Audio) else load_audio(audio)
         wave = to_model_rate(clip, self.model.sample_rate)
-        if len(wave) <= self.mel_config.n_fft // 2:
+        if len(wave) < 640:  # 40 ms: the STFT needs more than half its window
             raise InputError(f"the clip is too short ({clip.duration * 1000:.0f} ms): give at least 40 ms of audio")
         meta = {**vars(Original.of(clip)), "model_samples": len(wave)}
         return self.invert_latent(self.encode(wave), source_prompt, num_steps, t_start, cfg_src, eta, seed, meta)

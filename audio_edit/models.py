@@ -17,7 +17,6 @@ keep full precision. Latents and conditioning are handed out in ``dtype``; mels 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -44,6 +43,7 @@ from transformers import (
     T5Tokenizer,
 )
 
+from image_core import adapters
 from image_core.errors import InputError, ModelLoadError
 
 from .tiny import build_tiny
@@ -177,7 +177,7 @@ class AudioModel:
                 raise
             except Exception as error:
                 raise ModelLoadError(
-                    f"Cannot load model {name_or_path!r} ({_first_line(error)}); {_HOW_TO_PROVIDE}."
+                    f"Cannot load model {name_or_path!r} ({adapters.first_line(error)}); {_HOW_TO_PROVIDE}."
                 ) from error
         scheduler = components.pop("scheduler")
         config = _plain_config(scheduler.config)
@@ -309,9 +309,8 @@ class AudioModel:
             ).sample
         else:
             output = self.unet(sample, t, encoder_hidden_states=None, class_labels=cond["class_labels"]).sample
-        alpha_bar = self._alphas_cumprod[t].reshape(-1, 1, 1, 1)
         x_t = x.to(self.device, torch.float32)
-        return _to_epsilon(output.float(), x_t, alpha_bar, self.prediction_type).to(x.dtype)
+        return adapters.eps_from_output(output.float(), x_t, self._alphas_cumprod[t], self.prediction_type).to(x.dtype)
 
     # ---------------------------------------------------------------------------------- mel <-> latent
 
@@ -357,16 +356,8 @@ class AudioModel:
         Equal for the same weights whether loaded from the hub, a cache or a local folder, on any
         device; different for other weights or another UNet dtype (which changes the noise estimates).
         """
-        payload = {
-            "family": self.family,
-            "dtype": str(self.dtype),
-            "unet": _plain_config(self.unet.config),
-            "vae": _plain_config(self.vae.config),
-            "scheduler": _plain_config(self.scheduler_config),
-            "weights": {name: _weight_checksum(module) for name, module in self._modules()},
-        }
-        digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-        return f"{self.family}-{digest[:16]}"
+        configs = {"unet": self.unet.config, "vae": self.vae.config, "scheduler": self.scheduler_config}
+        return adapters.fingerprint(self.family, configs, dict(self._modules()), self.dtype)
 
     def _modules(self) -> Iterator[tuple[str, torch.nn.Module]]:
         """(name, module) of every torch component, in a fixed order."""
@@ -468,13 +459,6 @@ def _scheduler_from_config(config: dict[str, Any]) -> diffusers.SchedulerMixin:
     return scheduler_class.from_config(config)
 
 
-def _first_line(error: BaseException) -> str:
-    """``Type: first line of the message``, at most 300 characters, for one-line messages."""
-    lines = str(error).strip().splitlines()
-    text = f"{type(error).__name__}: {lines[0].strip()}" if lines else type(error).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
 # ----------------------------------------------------------------------------------------------- tensors
 
 
@@ -504,31 +488,6 @@ def _pad_dim1(tensor: torch.Tensor, length: int) -> torch.Tensor:
     return torch.cat([tensor, padding], dim=1)
 
 
-def _to_epsilon(output: torch.Tensor, x: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str) -> torch.Tensor:
-    """Epsilon from a UNet output of ``prediction_type``, given x_t and alpha_bar_t (broadcastable)."""
-    if prediction_type == "epsilon":
-        return output
-    if prediction_type == "v_prediction":
-        return alpha_bar.sqrt() * output + (1 - alpha_bar).sqrt() * x
-    return (x - alpha_bar.sqrt() * output) / (1 - alpha_bar).sqrt()
-
-
-# ---------------------------------------------------------------------------------------------- identity
-
-
 def _plain_config(config: Any) -> dict[str, Any]:
     """A config as a plain dict without bookkeeping entries (names starting with "_")."""
     return {key: value for key, value in dict(config).items() if not key.startswith("_")}
-
-
-def _weight_checksum(module: torch.nn.Module) -> str:
-    """Sum of up to 64 evenly spaced entries of every parameter tensor, in float64, 12 significant digits.
-
-    Cheap (one small gather per tensor, one device sync) yet sensitive to any change that touches most
-    entries of a tensor, such as fine-tuning or merged adapters.
-    """
-    total = torch.zeros((), dtype=torch.float64)
-    for parameter in module.parameters():
-        flat = parameter.detach().reshape(-1)
-        total = total.to(flat.device) + flat[:: max(1, flat.numel() // 64)].double().sum()
-    return f"{total.item():.12g}"

@@ -32,6 +32,7 @@ WINDOW_SECONDS = 0.046
 _PANEL_INCHES = (4.2, 3.0)
 _DPI = 100
 _CMAP = "magma"
+_DEFAULT_COLUMNS = 4
 
 
 def save_spectrograms(
@@ -51,7 +52,7 @@ def save_spectrograms(
         path: output file (PNG whatever its extension).
         clips: (label, samples) pairs; samples shaped ``(n,)`` (``(channels, n)`` is averaged to mono).
         sample_rate: Hz, the same for all clips.
-        columns: panels per row; all in one row by default.
+        columns: panels per row; by default all in one row up to four, then rows of four.
 
     Raises:
         InputError: no clips, an empty or non-finite clip, a bad sample rate, or an unwritable path.
@@ -129,7 +130,7 @@ def _figure(clips: Sequence[tuple[str, np.ndarray]], sample_rate: int, columns: 
     spectra, _, hop = log_magnitude(waves, int(sample_rate))
 
     count = len(waves)
-    columns = count if columns is None else max(1, min(int(columns), count))
+    columns = min(count, _DEFAULT_COLUMNS) if columns is None else max(1, min(int(columns), count))
     rows = math.ceil(count / columns)
     width, height = _PANEL_INCHES
     figure = Figure(figsize=(width * columns + 0.9, height * rows), dpi=_DPI, layout="constrained")

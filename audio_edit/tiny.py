@@ -115,6 +115,7 @@ def _vocoder() -> SpeechT5HifiGan:
         resblock_kernel_sizes=(3,),
         resblock_dilation_sizes=((1, 3),),
         normalize_before=False,
+        initializer_range=0.1,  # the default 0.01 makes random weights output ~1e-8: inaudible
     )
     return SpeechT5HifiGan(config).eval()
 
@@ -207,13 +208,13 @@ def _audioldm2_unet() -> AudioLDM2UNet2DConditionModel:
         sample_size=(256, 16),
         in_channels=_LATENT_CHANNELS,
         out_channels=_LATENT_CHANNELS,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        block_out_channels=(16, 16, 32),
         layers_per_block=1,
         norm_num_groups=8,
-        cross_attention_dim=(attention_dims, attention_dims),
-        attention_head_dim=2,
+        cross_attention_dim=(attention_dims, attention_dims, attention_dims),
+        attention_head_dim=8,
     )
 
 
@@ -223,13 +224,13 @@ def _audioldm_unet() -> UNet2DConditionModel:
         sample_size=(256, 16),
         in_channels=_LATENT_CHANNELS,
         out_channels=_LATENT_CHANNELS,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        block_out_channels=(16, 16, 32),
         layers_per_block=1,
         norm_num_groups=8,
-        cross_attention_dim=(16, 32),
-        attention_head_dim=2,
+        cross_attention_dim=(16, 16, 32),
+        attention_head_dim=8,
         class_embed_type="simple_projection",
         projection_class_embeddings_input_dim=_CLAP_PROJECTION,
         class_embeddings_concat=True,

@@ -64,19 +64,38 @@ def eps_from_output(
     raise ModelLoadError(f"unsupported prediction_type {prediction_type!r}")
 
 
-def fingerprint(family: str, configs: Mapping[str, Mapping[str, Any]], *modules: torch.nn.Module) -> str:
-    """family:hash of the configs (private "_" keys left out):checksum of the first and last parameter of each module.
+def fingerprint(family: str, configs: Mapping[str, Mapping[str, Any]], modules: Mapping[str, torch.nn.Module], dtype: torch.dtype) -> str:
+    """A short stable id of a model, e.g. "audioldm2-1f0c...": family, configs (private "_" keys left
+    out), the denoiser's dtype (it changes the noise estimates) and a checksum of the weights.
 
-    Equal for the same weights whether loaded from a hub id or a local folder, and in any dtype.
+    Equal for the same weights loaded from a hub id, the cache or a local folder, on any device.
     """
-    public = {name: {k: v for k, v in dict(c).items() if not k.startswith("_")} for name, c in configs.items()}
-    digest = hashlib.sha256(json.dumps(public, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    sums = []
-    for module in modules:
-        params = list(module.parameters())
-        sums += [float(p.detach().double().sum()) for p in (params[0], params[-1])]
-    checksum = hashlib.sha256(",".join(f"{s:.3e}" for s in sums).encode()).hexdigest()[:12]
-    return f"{family}:{digest}:{checksum}"
+    payload = {
+        "family": family,
+        "dtype": str(dtype),
+        "configs": {name: {k: v for k, v in dict(c).items() if not k.startswith("_")} for name, c in configs.items()},
+        "weights": {name: _weight_checksum(module) for name, module in modules.items()},
+    }
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{family}-{digest[:16]}"
+
+
+def _weight_checksum(module: torch.nn.Module) -> str:
+    """Sum of up to 64 evenly spaced entries of every parameter, in float64, 12 significant digits:
+    cheap (one small gather per tensor) yet changed by anything that touches most entries of a tensor,
+    such as fine-tuning or merged adapters."""
+    total = torch.zeros((), dtype=torch.float64)
+    for parameter in module.parameters():
+        flat = parameter.detach().reshape(-1)
+        total = total.to(flat.device) + flat[:: max(1, flat.numel() // 64)].double().sum()
+    return f"{total.item():.12g}"
+
+
+def first_line(error: BaseException) -> str:
+    """``Type: first line of the message``, at most 300 characters, for one-line messages."""
+    lines = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {lines[0].strip()}" if lines else type(error).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def load_component(name: str, what: str, load: Callable[[], T]) -> T:
@@ -84,10 +103,10 @@ def load_component(name: str, what: str, load: Callable[[], T]) -> T:
     try:
         return load()
     except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         where = "folder" if os.path.isdir(name) else "model"
         raise ModelLoadError(
-            f"cannot load the {what} of {where} {name!r} ({reason[:200]}). Download it once with network "
+            f"cannot load the {what} of {where} {name!r} ({reason}). Download it once with network "
             "access (it is then cached in ~/.cache/huggingface) or pass a local folder saved with "
             "save_pretrained"
         ) from None

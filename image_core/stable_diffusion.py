@@ -32,10 +32,9 @@ class StableDiffusionModel:
         self.alphas_cumprod = DDIMScheduler.from_config(self.scheduler_config).alphas_cumprod.double()
         self._fingerprint = adapters.fingerprint(
             "stable-diffusion",
-            {"unet": dict(unet.config), "vae": dict(vae.config), "scheduler": self.scheduler_config},
-            unet,
-            vae,
-            text_encoder,
+            {"unet": unet.config, "vae": vae.config, "scheduler": self.scheduler_config},
+            {"unet": unet, "vae": vae, "text_encoder": text_encoder},
+            self.dtype,
         )
 
     @classmethod

@@ -174,7 +174,7 @@ def test_predict_eps_converts_other_parameterisations(model: AudioModel, predict
 def test_vae_round_trip_shapes_and_vocoder_length(model: AudioModel) -> None:
     assert (model.vae_factor, model.latent_channels, model.mel_bins) == (4, 8, 64)
     assert (model.latent_window, model.sample_rate, model.hop_length) == (256, 16000, 160)
-    assert model.latent_multiple == 2
+    assert model.latent_multiple == 4
     mel = torch.randn(2, 1, 48, 64)
     latent = model.encode_mel(mel)
     assert latent.shape == (2, 8, 12, 16) and latent.dtype == model.dtype

@@ -1,0 +1,115 @@
+"""The audio editor end to end on tiny random-weight AudioLDM2 / AudioLDM models (float32, CPU)."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from audio_edit import Audio, AudioEditor, Inversion, load_audio
+from image_core.errors import InputError, InversionMismatchError
+
+
+@pytest.fixture(scope="module", params=["tiny", "tiny-audioldm"])
+def editor(request):
+    return AudioEditor.from_pretrained(request.param, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def audioldm2():
+    return AudioEditor.from_pretrained("tiny", device="cpu", progress=False)
+
+
+def melody(rate: int, seconds: float, channels: int = 1) -> np.ndarray:
+    """(channels, n) a few decaying harmonic notes, different per channel."""
+    t = np.arange(int(round(rate * seconds))) / rate
+    notes = 220 * 2 ** (np.floor(t * 4) % 5 / 12)
+    wave = sum(np.sin(2 * np.pi * k * notes * t) / k for k in (1, 2, 3)) * np.exp(-(t * 4 % 1) * 3)
+    return np.stack([0.3 * np.roll(wave, 37 * c) for c in range(channels)]).astype(np.float32)
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.mark.parametrize("seconds", [3.3, 31.0])  # one window; three windows (10.24 s each)
+def test_reconstruction_is_exact(editor, seconds):
+    clip = Audio(melody(16000, seconds), 16000)
+    inv = editor.invert(clip, "a melody", num_steps=20, t_start=12, cfg_src=3.0, seed=[0, 1])
+    windows = -(-inv.x0.shape[2] // editor.model.latent_window)
+    assert windows == (1 if seconds < 10 else 4 if inv.x0.shape[2] > 3 * 192 + 64 else 3)
+    rec = editor.reconstruct(inv, output_type="latent")
+    assert relative_error(rec, inv.x0) <= 1e-4
+
+
+def test_reconstruction_at_paper_defaults(audioldm2):
+    clip = Audio(melody(22050, 2.0), 22050)
+    inv = audioldm2.invert(clip, "a melody", num_steps=200, t_start=100, cfg_src=3.0)
+    assert inv.xts.shape[1] == 100
+    assert relative_error(audioldm2.reconstruct(inv, output_type="latent"), inv.x0) <= 1e-4
+
+
+def test_edit_outputs_match_input_rate_length_and_loudness(audioldm2):
+    clip = Audio(melody(44100, 3.3, channels=2), 44100)
+    inv = audioldm2.invert(clip, "", num_steps=10, t_start=5, seed=[3, 4])
+    clips = audioldm2.edit(inv, ["jazz piano", "rock"], cfg_tar=12.0)
+    assert len(clips) == 4
+    for wave in clips:
+        assert wave.shape == (clip.num_frames,) and wave.dtype == np.float32 and np.isfinite(wave).all()
+        assert np.sqrt(np.mean(wave.astype(np.float64) ** 2)) == pytest.approx(clip.rms, rel=0.01)
+    assert not np.allclose(clips[0], clips[2])  # targets differ
+    assert not np.allclose(clips[0], clips[1])  # seeds differ
+
+
+# Every value of every axis at least once: format, rate, channels, length.
+MATRIX = [
+    ("wav", "PCM_16", 8000, 1, 0.2),
+    ("flac", "PCM_24", 22050, 2, 3.3),
+    ("wav", "FLOAT", 44100, 6, 3.3),
+    ("ogg", "VORBIS", 48000, 2, 0.2),
+    ("aiff", "PCM_16", 96000, 1, 3.3),
+    ("wav", "PCM_24", 48000, 2, 25.0),
+    ("mp3", "MPEG_LAYER_III", 44100, 2, 3.3),
+]
+
+
+@pytest.mark.parametrize("extension, subtype, rate, channels, seconds", MATRIX)
+def test_formats_rates_channels_lengths(audioldm2, tmp_path, extension, subtype, rate, channels, seconds):
+    if extension == "mp3" and "MP3" not in sf.available_formats():
+        pytest.skip("this libsndfile cannot write MP3")
+    path = tmp_path / f"clip.{extension}"
+    sf.write(path, melody(rate, seconds, channels).T, rate, subtype=subtype)
+    clip = load_audio(path)
+    inv = audioldm2.invert(path, num_steps=4, t_start=2)
+    (wave,) = audioldm2.reconstruct(inv)
+    assert inv.meta["sample_rate"] == rate and wave.shape == (clip.num_frames,)
+    assert np.isfinite(wave).all()
+
+
+def test_silence_is_valid(audioldm2):
+    clip = Audio(np.zeros((2, 16000), np.float32), 16000)
+    inv = audioldm2.invert(clip, num_steps=6, t_start=3)
+    assert torch.isfinite(inv.zs).all()
+    (wave,) = audioldm2.edit(inv, "jazz piano")
+    assert wave.shape == (16000,) and np.isfinite(wave).all()
+
+
+def test_too_short_clip_is_refused(audioldm2):
+    with pytest.raises(InputError, match="too short"):
+        audioldm2.invert(Audio(np.ones((1, 100), np.float32), 16000))
+
+
+def test_inversion_file_and_model_check(audioldm2, tmp_path):
+    inv = audioldm2.invert(Audio(melody(16000, 1.0), 16000), "a melody", num_steps=6, t_start=3)
+    inv.save(tmp_path / "clip.inv")
+    back = Inversion.load(tmp_path / "clip.inv")
+    assert back.meta == inv.meta
+    assert [w.shape for w in audioldm2.edit(back, "a dog barking")] == [(16000,)]
+    other = AudioEditor.from_pretrained("tiny-audioldm", device="cpu", progress=False)
+    with pytest.raises(InversionMismatchError, match="another model"):
+        other.edit(back, "a dog barking")
+
+
+def test_save_and_load_model_folder(audioldm2, tmp_path):
+    audioldm2.save_pretrained(tmp_path / "model")
+    loaded = AudioEditor.from_pretrained(str(tmp_path / "model"), device="cpu", dtype="float32", progress=False)
+    assert loaded.model.fingerprint() == audioldm2.model.fingerprint()
