@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from image_core.cli_common import Parser, slug
+from image_core.cli_common import Parser, quiet_hub_logging, slug
 from image_core.editing import check_settings
 from image_core.errors import EditError, InputError
 from image_core.inversion import Inversion
@@ -513,6 +513,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Console script ``audio-edit-demo``."""
     args = parse_args(argv)
     _import_gradio()
+    quiet_hub_logging()
     from .editor import AudioEditor
 
     try:

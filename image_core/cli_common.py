@@ -106,8 +106,17 @@ def write_atomically(path: Path, write: Callable[[str], None]) -> None:
         raise
 
 
+def quiet_hub_logging() -> None:
+    """Keep the hub client's retry warnings off stderr (an offline load then fails in one line;
+    download progress bars are not affected)."""
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub_logging.set_verbosity_error()
+
+
 def run(main: Callable[[], None]) -> None:
     """Run a command: user errors as one line on stderr with exit code 2, Ctrl-C as exit code 130."""
+    quiet_hub_logging()
     try:
         main()
     except EditError as error:

@@ -1,0 +1,170 @@
+"""The ``audio-edit`` command end to end with the tiny random-weight AudioLDM2 (CPU)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audio_edit.cli import main
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "melody.flac"
+FAST = ["--model", "tiny", "--steps", "6", "--tstart", "3", "--device", "cpu"]
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of ``audio-edit argv`` run in this process."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+        raise SystemExit(0)
+    out, err = capsys.readouterr()
+    return int(exited.value.code or 0), out, err
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A spoken sentence from espeak-ng (22.05 kHz mono WAV); skipped where espeak-ng is missing."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    path = tmp_path_factory.mktemp("speech") / "speech.wav"
+    subprocess.run(["espeak-ng", "-w", str(path), "Edit this sentence, please."], check=True, capture_output=True)
+    return path
+
+
+def test_end_to_end_on_the_example_melody(tmp_path: Path) -> None:
+    """Two targets x two seeds of a real 44.1 kHz stereo FLAC, plus the spectrogram picture."""
+    source = tmp_path / "melody.flac"
+    shutil.copy(EXAMPLE, source)
+    before = digest(source)
+    cmd = [sys.executable, "-m", "audio_edit", str(source), "--target", "jazz piano", "--target", "a choir",
+           "--num-outputs", "2", "--spectrogram", *FAST]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    names = ["melody_edit_jazz-piano_s0.wav", "melody_edit_jazz-piano_s1.wav", "melody_edit_a-choir_s0.wav",
+             "melody_edit_a-choir_s1.wav", "melody_edit_jazz-piano_s0_spectrogram.png"]  # fmt: skip
+    assert done.stdout.split() == [str(tmp_path / name) for name in names]
+    info = sf.info(source)
+    edits = []
+    for name in names[:4]:
+        wave, rate = sf.read(tmp_path / name, dtype="float32")
+        assert (wave.shape, rate) == ((info.frames,), info.samplerate)
+        assert np.isfinite(wave).all() and np.abs(wave).max() > 0
+        edits.append(wave)
+    assert not np.allclose(edits[0], edits[1]) and not np.allclose(edits[0], edits[2])
+    assert (tmp_path / names[4]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert digest(source) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*names, "melody.flac"])  # no temporary files
+
+
+def test_speech_to_flac_and_overwrite(speech: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "edited.flac"
+    code, stdout, err = run_cli([str(speech), "--target", "a robot voice", "--out", str(out), *FAST], capsys)
+    assert code == 0, err
+    assert stdout.strip() == str(out)
+    info, expected = sf.info(out), sf.info(speech)
+    assert (info.frames, info.samplerate, info.channels, info.format) == (expected.frames, expected.samplerate, 1, "FLAC")
+
+    stamp = digest(out)
+    code, _, err = run_cli([str(speech), "--target", "a choir", "--out", str(out), *FAST], capsys)
+    assert code == 2 and "--overwrite" in err and digest(out) == stamp
+    code, _, err = run_cli([str(speech), "--target", "a choir", "--out", str(out), "--overwrite", *FAST], capsys)
+    assert code == 0, err
+    assert digest(out) != stamp
+
+
+def _text_wav(path: Path) -> None:
+    path.write_text("these are notes, not a recording\n" * 20)
+
+
+def _zero_frames(path: Path) -> None:
+    with sf.SoundFile(path, "w", samplerate=16000, channels=1, format="WAV", subtype="PCM_16"):
+        pass
+
+
+def _float_wav(value: float):
+    def make(path: Path) -> None:
+        samples = np.zeros(1600, np.float32)
+        samples[800] = value
+        sf.write(path, samples, 16000, subtype="FLOAT")
+
+    return make
+
+
+def _melody(path: Path) -> None:
+    t = np.arange(8000) / 16000
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), 16000)
+
+
+# case -> (make the input at the given path or None for no file, extra arguments, words of the error)
+BAD = {
+    "missing file": (None, [], "not found"),
+    "directory": ("dir", [], "folder"),
+    "empty file": (lambda p: p.write_bytes(b""), [], "empty"),
+    "text named .wav": (_text_wav, [], "Cannot decode"),
+    "zero frames": (_zero_frames, [], "no audio frames"),
+    "nan samples": (_float_wav(np.nan), [], "NaN"),
+    "inf samples": (_float_wav(np.inf), [], "infinite"),
+    "tstart above steps": (_melody, ["--steps", "10", "--tstart", "20"], "tstart"),
+    "no steps": (_melody, ["--steps", "0"], "steps"),
+    "negative cfg": (_melody, ["--cfg-tar", "-1"], "guidance"),
+    "nan cfg": (_melody, ["--cfg-src", "nan"], "guidance"),
+    "eta zero": (_melody, ["--eta", "0"], "eta"),
+    "empty target": (_melody, ["--target", " "], "--target must not be empty"),
+    "unknown extension": (_melody, ["--out", "{out}/edit.xyz"], "extension"),
+    "missing output folder": (_melody, ["--out", "{out}/missing/edit.wav"], "does not exist"),
+    "model that cannot load": (_melody, ["--model", "{out}/no-model"], "Cannot load model"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_is_one_line_with_no_output(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make, extra, words = BAD[case]
+    source = tmp_path / "input.wav"
+    if make == "dir":
+        source.mkdir()
+    elif make is not None:
+        make(source)
+    before = digest(source) if source.is_file() else None
+    listing = sorted(os.listdir(tmp_path))
+    extra = [arg.replace("{out}", str(tmp_path)) for arg in extra]
+    target = [] if "--target" in extra else ["--target", "jazz piano"]
+    code, stdout, err = run_cli([str(source), *target, "--model", "tiny", "--device", "cpu", *extra], capsys)
+    assert code == 2 and stdout == ""
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and words in err, err
+    assert "Traceback" not in err
+    assert sorted(os.listdir(tmp_path)) == listing  # no output, no temporary file
+    if before is not None:
+        assert digest(source) == before
+
+
+def test_unwritable_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder the user may not write to (simulated: root may write anywhere)."""
+    source = tmp_path / "input.wav"
+    _melody(source)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != locked and real_access(path, mode, **kw))
+    code, _, err = run_cli([str(source), "--target", "jazz", "--out", str(locked / "e.wav"), *FAST], capsys)
+    assert code == 2 and "not writable" in err and len(err.strip().splitlines()) == 1
+    assert os.listdir(locked) == []
+
+
+def test_digital_silence_is_edited(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "silence.wav"
+    sf.write(source, np.zeros((24000, 2), np.float32), 48000, subtype="PCM_16")
+    code, _, err = run_cli([str(source), "--target", "rain", *FAST], capsys)
+    assert code == 0, err
+    wave, rate = sf.read(tmp_path / "silence_edit.wav", dtype="float32")
+    assert wave.shape == (24000,) and rate == 48000 and np.isfinite(wave).all()
