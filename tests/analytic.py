@@ -12,15 +12,9 @@ from __future__ import annotations
 
 import torch
 
-SCHEDULER_CONFIG = {  # the Stable Diffusion scheduler
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "set_alpha_to_one": False,
-    "steps_offset": 1,
-    "clip_sample": False,
-}
+from image_core.tiny import SD_SCHEDULER
+
+SCHEDULER_CONFIG = SD_SCHEDULER  # the Stable Diffusion scheduler
 
 PROMPTS = {"A": (1.0, 0.0), "B": (0.0, 1.0), "": (0.5, 0.5)}
 
