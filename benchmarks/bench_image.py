@@ -23,18 +23,18 @@ random-weight UNet, ``--channels`` and ``--size``). The VAE is not timed (both m
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 from typing import Any
 
 import torch
 
 try:
-    from .common import count_unet_calls, print_table, relative_error, timed
+    from .common import COMPARISON_COLUMNS, COMPARISON_NOTES, compare_with_reference, print_table
 except ImportError:  # run as a script: benchmarks/ is on sys.path
-    from common import count_unet_calls, print_table, relative_error, timed
+    from common import COMPARISON_COLUMNS, COMPARISON_NOTES, compare_with_reference, print_table
 
 from image_core import ImageEditor
-from image_core.inversion import Inversion
 from image_core.stable_diffusion import StableDiffusionModel
 from image_core.tiny import SD_SCHEDULER, tiny_stable_diffusion
 
@@ -106,21 +106,12 @@ def sample_latent(model: StableDiffusionModel) -> torch.Tensor:
 # ------------------------------------------------------------------------------ reference loop
 
 
-class ReferenceLoop:
-    """Edit-friendly DDPM inversion and editing written as in the official DDPM_inversion code.
+class TextEps:
+    """The reference's model call: the SD UNet on batch 1, the prompt encoded at every call as in a
+    naive loop, or once per prompt (``encode_once``, as the official code does)."""
 
-    One UNet call per branch and step (the unconditional one, then the conditional one), the
-    timesteps and ᾱ read from a diffusers ``DDIMScheduler``, the predecessor of t at
-    t - T / N. The x_t are drawn from a generator seeded like ours, from the smallest timestep up.
-    """
-
-    def __init__(self, model: StableDiffusionModel, num_steps: int, encode_once: bool = False) -> None:
-        from diffusers import DDIMScheduler
-
+    def __init__(self, model: StableDiffusionModel, encode_once: bool = False) -> None:
         self.model = model
-        self.scheduler = DDIMScheduler.from_config(dict(model.scheduler_config))
-        self.scheduler.set_timesteps(num_steps)
-        self.num_steps = num_steps
         self.encode_once = encode_once
         self._cache: dict[str, torch.Tensor] = {}
 
@@ -131,142 +122,22 @@ class ReferenceLoop:
             self._cache[prompt] = self.model.encode_prompts([prompt])["text"]
         return self._cache[prompt]
 
-    def alpha_bar(self, t: int) -> float:
-        return float(self.scheduler.alphas_cumprod[t]) if t >= 0 else float(self.scheduler.final_alpha_cumprod)
-
     @torch.no_grad()
-    def noise_pred(self, x: torch.Tensor, t: torch.Tensor, prompt: str, cfg: float) -> torch.Tensor:
-        unet, dtype = self.model.unet, self.model.dtype
-        uncond = unet(x.to(dtype), t, encoder_hidden_states=self.encode_text("")).sample.float()
-        if prompt == "":
-            return uncond
-        cond = unet(x.to(dtype), t, encoder_hidden_states=self.encode_text(prompt)).sample.float()
-        return uncond + cfg * (cond - uncond)
-
-    def step_terms(self, x: torch.Tensor, t: int, eps: torch.Tensor, eta: float) -> tuple[torch.Tensor, float]:
-        """(μ, σ) of the step from t to t - T / N."""
-        prev = t - self.scheduler.config.num_train_timesteps // self.num_steps
-        a_t, a_prev = self.alpha_bar(t), self.alpha_bar(prev)
-        variance = (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
-        x0_pred = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
-        mu = a_prev**0.5 * x0_pred + (1 - a_prev - eta * variance) ** 0.5 * eps
-        return mu, eta * variance**0.5
-
-    @torch.no_grad()
-    def invert(
-        self, x0: torch.Tensor, prompt: str, cfg: float, eta: float, seed: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inversion of all N steps: (xts, zs), both (N, ...) in timestep order (largest t first)."""
-        timesteps = self.scheduler.timesteps
-        generator = torch.Generator().manual_seed(seed)
-        noise = [torch.randn(x0.shape, generator=generator, dtype=x0.dtype) for _ in timesteps]
-        a = [self.alpha_bar(int(t)) for t in timesteps]
-        xts = torch.cat([a_t**0.5 * x0 + (1 - a_t) ** 0.5 * n.to(x0.device) for a_t, n in zip(a, reversed(noise))])
-        x_prev = torch.cat([xts[1:], x0])
-        zs = torch.empty_like(xts)
-        for i, t in enumerate(timesteps.to(x0.device)):
-            x = xts[i : i + 1]
-            eps = self.noise_pred(x, t, prompt, cfg)
-            mu, sigma = self.step_terms(x, int(t), eps, eta)
-            zs[i] = (x_prev[i] - mu[0]) / sigma
-        return xts, zs
-
-    @torch.no_grad()
-    def edit(
-        self, xts: torch.Tensor, zs: torch.Tensor, t_start: int, prompt: str, cfg: float, eta: float
-    ) -> torch.Tensor:
-        """Sample the last ``t_start`` steps from x_{t_start} with the inversion's noise maps."""
-        first = self.num_steps - t_start
-        x = xts[first : first + 1]
-        for i, t in enumerate(self.scheduler.timesteps[first:].to(x.device), start=first):
-            eps = self.noise_pred(x, t, prompt, cfg)
-            mu, sigma = self.step_terms(x, int(t), eps, eta)
-            x = mu + sigma * zs[i : i + 1]
-        return x
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, prompt: str) -> torch.Tensor:
+        unet = self.model.unet
+        return unet(x.to(self.model.dtype), t, encoder_hidden_states=self.encode_text(prompt)).sample.float()
 
 
 # ---------------------------------------------------------------------------------- measuring
 
 
-def measure(model: StableDiffusionModel, invert: Any, edit: Any, repeats: int) -> dict[str, Any]:
-    """Time and count an inversion and the edit that follows it; ``edit`` takes invert's result."""
-    with count_unet_calls(model.unet) as inv_count:
-        inv_time, state = timed(invert, repeats)
-    with count_unet_calls(model.unet) as edit_count:
-        edit_time, edited = timed(lambda: edit(state), repeats)
-    n = max(1, repeats)
-    calls = (inv_count.calls // n, edit_count.calls // n)
-    rows = (inv_count.rows // n, edit_count.rows // n)
-    return {
-        "calls": f"{calls[0]} + {calls[1]} = {sum(calls)}",
-        "rows": f"{rows[0]} + {rows[1]} = {sum(rows)}",
-        "inv_s": inv_time,
-        "edit_s": edit_time,
-        "total_s": inv_time + edit_time,
-        "ms_per_eval": 1000 * (inv_time + edit_time) / max(1, sum(rows)),
-        "state": state,
-        "edited": edited,
-    }
-
-
 def run_model(kind: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     model = build_model(kind, args)
     editor = ImageEditor(model, inversion_batch_size=args.inversion_batch_size, progress=False)
-    x0 = sample_latent(model)
-    src, tar = args.source_prompt, args.target_prompt
-
-    def ours(steps: int, t_start: int) -> tuple[Any, Any]:
-        def invert() -> Inversion:
-            return editor.invert_latent(x0, src, steps, t_start, args.cfg_src, args.eta, args.seed)
-
-        return invert, lambda inv: editor.edit_latent(inv, tar, args.cfg_tar)
-
-    def reference(steps: int, t_start: int) -> tuple[Any, Any]:
-        loop = ReferenceLoop(model, steps, args.encode_once)
-        return (
-            lambda: loop.invert(x0, src, args.cfg_src, args.eta, args.seed),
-            lambda state: loop.edit(*state, t_start, tar, args.cfg_tar, args.eta),
-        )
-
-    if args.warmup_steps > 0:  # a short run of each method: kernels, allocator, lazy imports
-        steps = min(args.warmup_steps, args.steps)
-        t_start = min(args.t_start, steps, args.inversion_batch_size)
-        for method in (ours, reference):
-            invert, edit = method(steps, t_start)
-            edit(invert())
-
-    results = {
-        "reference": measure(model, *reference(args.steps, args.t_start), args.repeats),
-        "ours": measure(model, *ours(args.steps, args.t_start), args.repeats),
-    }
-    inv = results["ours"]["state"]
-    recon = relative_error(editor.reconstruct_latent(inv), inv.x0)
-    agreement = relative_error(results["ours"]["edited"], results["reference"]["edited"])
     side = model.unet.config.sample_size
     label = f"{kind} ({side}x{side} latent, {sum(p.numel() for p in model.unet.parameters()) / 1e6:.1f}M)"
-    rows = []
-    for name, result in results.items():
-        row = {k: v for k, v in result.items() if k not in ("state", "edited")}
-        row.update(model=label, method=name)
-        if name == "ours":
-            row.update(speedup=results["reference"]["total_s"] / result["total_s"], recon=recon, agree=agreement)
-        rows.append(row)
-    return rows
-
-
-COLUMNS = [
-    ("model", "model"),
-    ("method", "method"),
-    ("calls", "UNet calls (inv + edit)"),
-    ("rows", "sample-evals (inv + edit)"),
-    ("inv_s", "inversion s"),
-    ("edit_s", "edit s"),
-    ("total_s", "total s"),
-    ("ms_per_eval", "ms / sample-eval"),
-    ("speedup", "speedup"),
-    ("recon", "recon. rel. err"),
-    ("agree", "edit rel. diff vs reference"),
-]
+    make_eps = functools.partial(TextEps, model, args.encode_once)
+    return compare_with_reference(editor, model.unet, sample_latent(model), make_eps, args, label)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -307,12 +178,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         flush=True,
     )
     rows = [row for kind in args.models.split(",") for row in run_model(kind.strip(), args)]
-    print_table(rows, COLUMNS)
-    print(
-        "\nsample-evals: UNet rows evaluated (a batch of B rows counts B). speedup: reference total / ours total."
-        "\nrecon. rel. err: ||x0' - x0|| / ||x0|| of ours' reconstruction with the source prompt."
-        "\nedit rel. diff: ||edit_ours - edit_reference|| / ||edit_reference|| (same x_t draws: ~float rounding)."
-    )
+    print_table(rows, COMPARISON_COLUMNS)
+    print("\n" + COMPARISON_NOTES)
     return rows
 
 
