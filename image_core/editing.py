@@ -160,8 +160,7 @@ class LatentEditor:
         B, T = inv.num_latents, len(targets)
         cond = self._condition(targets, negative_prompt, cfgs, B)
         x_t = inv.xts[:, 0].repeat(T, *([1] * (inv.x0.dim() - 1)))
-        zs = inv.zs.repeat(T, *([1] * (inv.zs.dim() - 1)))
-        return ddpm_sample(self.guided_denoiser, schedule, x_t, zs, cond, s.eta, self.progress)
+        return ddpm_sample(self.guided_denoiser, schedule, x_t, inv.zs, cond, s.eta, self.progress)
 
     def reconstruct_latent(self, inv: Inversion) -> torch.Tensor:
         """Sample with the inversion's own prompt and scale: (B, ...) equal to ``inv.x0`` up to rounding."""

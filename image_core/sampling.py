@@ -72,15 +72,14 @@ def _noised(
     those of a longer one with the same seed.
     """
     shape = x0.shape[1:]
-    noise = torch.stack(
-        [
-            torch.stack([torch.randn(shape, generator=g, dtype=x0.dtype) for _ in steps][::-1])
-            for g in _generators(seeds)
-        ]
-    ).to(x0.device)
-    a = schedule.alphas[list(steps)].to(device=x0.device, dtype=x0.dtype)
-    a = a.view(1, -1, *([1] * len(shape)))
-    return a.sqrt() * x0.unsqueeze(1) + (1 - a).sqrt() * noise
+    noise = torch.empty((len(seeds), len(steps), *shape), dtype=x0.dtype)
+    for row, g in enumerate(_generators(seeds)):
+        for j in reversed(range(len(steps))):
+            noise[row, j] = torch.randn(shape, generator=g, dtype=x0.dtype)
+    noise = noise.to(x0.device)
+    for j, a in enumerate(schedule.alphas[list(steps)].tolist()):  # in place: one full-size tensor
+        noise[:, j].mul_((1 - a) ** 0.5).add_(a**0.5 * x0)
+    return noise
 
 
 @torch.no_grad()
@@ -113,18 +112,20 @@ def ddpm_invert(
     if len(seeds) != B:
         raise ValueError(f"need one seed per latent: {B} latents, {len(seeds)} seeds")
     xts = _noised(schedule, x0, steps, seeds)
-    x_prev = torch.cat([xts[:, 1:], x0.unsqueeze(1)], dim=1)
-
     flat = xts.flatten(0, 1)  # row b * K + j holds step steps[j] of sample b
     k = torch.tensor(list(steps)).repeat(B)
-    rows = torch.arange(B).repeat_interleave(K)
-    eps = torch.empty_like(flat)
+    b, j = torch.arange(B).repeat_interleave(K), torch.arange(K).repeat(B)
+    scale = noise_scale(schedule, eta)
+    zs = torch.empty_like(flat)
     for lo in tqdm(range(0, B * K, batch_size), desc="inversion", disable=not progress):
         part = slice(lo, lo + batch_size)
         t = schedule.timesteps[k[part]].to(x0.device)
-        eps[part] = denoiser(flat[part], t, batching.take(cond, rows[part]))
-    mu = posterior_mean(schedule, k, flat, eps, eta)
-    zs = (x_prev.flatten(0, 1) - mu) / _rows(noise_scale(schedule, eta)[k], flat)
+        eps = denoiser(flat[part], t, batching.take(cond, b[part]))
+        # x_s: the next x_t of the same sample, x0 after its last step
+        last = (j[part] == K - 1).to(x0.device).view(-1, *([1] * (x0.dim() - 1)))
+        x_s = torch.where(last, x0[b[part]], xts[b[part], (j[part] + 1).clamp(max=K - 1)])
+        mu = posterior_mean(schedule, k[part], flat[part], eps, eta)
+        zs[part] = (x_s - mu) / _rows(scale[k[part]], flat)
     return xts, zs.view_as(xts)
 
 
@@ -142,18 +143,24 @@ def ddpm_sample(
 
     Args:
         x_t: (B, ...) latents at the first of those steps.
-        zs: (B, K, ...) noise maps, one per step (from ``ddpm_invert`` or fresh Gaussian noise).
+        zs: (B', K, ...) noise maps, one per step (from ``ddpm_invert`` or fresh Gaussian noise);
+            B a multiple of B': row i of x_t takes the maps of row i mod B' (several targets edit
+            one inversion without copies of its maps).
         cond: B rows, the condition of the edit.
     Returns:
         (B, ...) the sample x_0.
     """
+    if x_t.shape[0] % zs.shape[0]:
+        raise ValueError(f"{x_t.shape[0]} latents cannot share the noise maps of {zs.shape[0]}")
+    tiles = x_t.shape[0] // zs.shape[0]
     scale = noise_scale(schedule, eta)
     x = x_t
     for j, k in enumerate(tqdm(schedule.last(zs.shape[1]), desc="editing", disable=not progress)):
         t = schedule.timesteps[k].expand(x.shape[0]).to(x.device)
         eps = denoiser(x, t, cond)
         ks = torch.full((x.shape[0],), k)
-        x = posterior_mean(schedule, ks, x, eps, eta) + float(scale[k]) * zs[:, j]
+        z = zs[:, j].to(x.device).repeat(tiles, *([1] * (x.dim() - 1)))
+        x = posterior_mean(schedule, ks, x, eps, eta) + float(scale[k]) * z
     return x
 
 
