@@ -36,7 +36,7 @@ except ImportError:  # run as a script: benchmarks/ is on sys.path
 
 from image_core import ImageEditor
 from image_core.stable_diffusion import StableDiffusionModel
-from image_core.tiny import SD_SCHEDULER, tiny_stable_diffusion
+from image_core.tiny import SD_SCHEDULER, clip_text_encoder, tiny_stable_diffusion
 
 
 # --------------------------------------------------------------------------------------- models
@@ -48,26 +48,13 @@ def mid_model(
     """An SD-like model with random weights: the tiny tokenizer and VAE, a UNet of ``channels``
     with cross-attention in all but the deepest level, a 2-layer text encoder of width ``cross_dim``."""
     from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     parts = tiny_stable_diffusion()
     tokenizer = parts["tokenizer"]
     levels = len(channels)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=cross_dim,
-                intermediate_size=2 * cross_dim,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                max_position_embeddings=77,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        )
+        text_encoder = clip_text_encoder(tokenizer, cross_dim)
         unet = UNet2DConditionModel(
             sample_size=size,
             in_channels=4,
