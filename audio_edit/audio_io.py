@@ -17,6 +17,7 @@ import librosa
 import numpy as np
 import soundfile as sf
 
+from image_core.adapters import check_memory
 from image_core.errors import InputError
 
 MODEL_SAMPLE_RATE = 16000
@@ -136,6 +137,11 @@ def load_audio(path: str | os.PathLike[str]) -> Audio:
 def _decode(file: Path) -> tuple[np.ndarray, int]:
     """Decode ``file`` to float32 ``(channels, frames)`` samples and the sample rate in Hz."""
     try:
+        info = sf.info(file)
+        check_memory(
+            4 * info.frames * info.channels, "cpu", f"the decoded samples of {file}",
+            "cut the recording into shorter pieces first (for example with sox)",
+        )
         data, sample_rate = sf.read(file, always_2d=True, dtype="float32")
         return np.ascontiguousarray(data.T), int(sample_rate)
     except sf.SoundFileError:

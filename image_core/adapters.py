@@ -43,6 +43,45 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     return DTYPES[dtype]
 
 
+def available_memory(device: str | torch.device = "cpu") -> int | None:
+    """Bytes that can still be allocated on ``device``, or None where that cannot be read.
+
+    CUDA: the driver's free memory; CPU: MemAvailable of /proc/meminfo (Linux only).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(needed: int, device: str | torch.device, what: str, remedy: str) -> None:
+    """InputError before work that would need more memory than ``device`` has available.
+
+    Args:
+        needed: bytes the work will hold at once.
+        what: the work, e.g. "the inversion's noise maps".
+        remedy: what the user can change, e.g. "use a lower tstart".
+    """
+    free = available_memory(device)
+    if free is not None and needed > free:
+        raise InputError(
+            f"{what} need about {_size(needed)} but only {_size(free)} are free on {torch.device(device).type}: {remedy}"
+        )
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
 def eps_from_output(
     output: torch.Tensor, x_t: torch.Tensor, alphas: torch.Tensor, prediction_type: str
 ) -> torch.Tensor:

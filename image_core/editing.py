@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import torch
 
-from . import batching
+from . import adapters, batching
 from .batching import Cond
 from .errors import InputError
 from .guidance import ClassifierFreeGuidance, Denoiser, guided
@@ -124,6 +124,10 @@ class LatentEditor:
         if x0.shape[0] == 1 and len(seeds) > 1:
             x0 = x0.expand(len(seeds), *x0.shape[1:])
         schedule = Schedule.from_config(self.model.scheduler_config, num_steps)
+        maps = 2 * len(seeds) * t_start * x0[0].numel() * x0.element_size()  # x_t and z_t of every step
+        adapters.check_memory(
+            maps, x0.device, "the inversion's x_t and noise maps", "use a lower tstart, fewer seeds or a shorter input"
+        )
         cond = self._condition([source_prompt], "", [cfg_src], len(seeds))
         xts, zs = ddpm_invert(
             self.guided_denoiser, schedule, x0, cond, t_start, eta, seeds, self.inversion_batch_size, self.progress

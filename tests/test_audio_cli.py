@@ -168,3 +168,18 @@ def test_digital_silence_is_edited(tmp_path: Path, capsys: pytest.CaptureFixture
     assert code == 0, err
     wave, rate = sf.read(tmp_path / "silence_edit.wav", dtype="float32")
     assert wave.shape == (24000,) and rate == 48000 and np.isfinite(wave).all()
+
+
+@pytest.mark.parametrize("seconds, words", [(0.5, "noise maps"), (60.0, "decoded samples")])
+def test_too_long_for_memory(seconds: float, words: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clip whose samples or noise maps would not fit in memory is refused before the work starts
+    (simulated with 512 KiB of free memory)."""
+    from image_core import adapters
+
+    source = tmp_path / "long.wav"
+    sf.write(source, np.zeros(int(16000 * seconds), np.float32), 16000)
+    monkeypatch.setattr(adapters, "available_memory", lambda device="cpu": 2**19)
+    code, _, err = run_cli([str(source), "--target", "jazz", *FAST], capsys)
+    assert code == 2 and words in err and "MiB are free" in err and len(err.strip().splitlines()) == 1, err
+    assert os.listdir(tmp_path) == ["long.wav"]

@@ -201,3 +201,21 @@ def test_bad_edit_settings_are_refused(model, x0):
         editor(model).edit_latent(inv, [])
     with pytest.raises(InputError, match="guidance"):
         editor(model).edit_latent(inv, "B", -2.0)
+
+
+def test_inversion_that_cannot_fit_in_memory_is_refused(model, x0, monkeypatch):
+    from image_core import adapters
+
+    maps = 2 * 8 * 64 * x0.shape[1] * 8  # x_t and z_t of 8 seeds, 64 steps, float64
+    monkeypatch.setattr(adapters, "available_memory", lambda device="cpu": maps - 1)
+    with pytest.raises(InputError, match="lower tstart"):
+        editor(model).invert_latent(x0, "A", 100, 64, 3.5, 1.0, SEEDS)
+    monkeypatch.setattr(adapters, "available_memory", lambda device="cpu": maps)
+    assert editor(model).invert_latent(x0, "A", 100, 64, 3.5, 1.0, SEEDS).num_latents == 8
+
+
+def test_available_memory_is_read_on_this_machine():
+    from image_core.adapters import available_memory
+
+    free = available_memory("cpu")
+    assert free is None or free > 2**20
