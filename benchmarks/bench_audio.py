@@ -50,9 +50,11 @@ import numpy as np
 import torch
 
 try:
-    from .common import COMPARISON_COLUMNS, COMPARISON_NOTES, compare_with_reference, count_unet_calls, print_table, timed
+    from .common import (COMPARISON_COLUMNS, COMPARISON_NOTES, compare_with_reference, count_unet_calls, edit_parser,
+                        print_table, timed)
 except ImportError:  # run as a script: benchmarks/ is on sys.path
-    from common import COMPARISON_COLUMNS, COMPARISON_NOTES, compare_with_reference, count_unet_calls, print_table, timed
+    from common import (COMPARISON_COLUMNS, COMPARISON_NOTES, compare_with_reference, count_unet_calls, edit_parser,
+                        print_table, timed)
 
 from audio_edit import Audio, AudioEditor
 from audio_edit.models import FAMILIES, AudioModel
@@ -267,30 +269,12 @@ LENGTH_COLUMNS = [
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    p = edit_parser(
+        __doc__.split("\n\n")[0], steps=200, t_start=100, cfg_src=3.0, cfg_tar=12.0, warmup=10,
+        source="a piano playing a melody", target="an electric guitar playing a melody",
     )
     p.add_argument("--models", default="tiny,mid", help="comma-separated: tiny, mid (comparison table)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="UNet dtype")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch.set_num_threads; 1 gives steady timings on a shared machine, use the free cores on an idle one",
-    )
-    p.add_argument("--repeats", type=int, default=1, help="timed runs per measurement (the best is kept)")
-    p.add_argument("--warmup-steps", type=int, default=10, help="steps of the warm-up run (0: none)")
     p.add_argument("--channels", default="64,128,256", help="block_out_channels of the mid model's UNet")
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--t-start", type=int, default=100)
-    p.add_argument("--cfg-src", type=float, default=3.0)
-    p.add_argument("--cfg-tar", type=float, default=12.0)
-    p.add_argument("--eta", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--source-prompt", default="a piano playing a melody")
-    p.add_argument("--target-prompt", default="an electric guitar playing a melody")
-    p.add_argument("--inversion-batch-size", type=int, default=16, help="(x_t, t) rows per inversion call of ours")
     p.add_argument("--window-batch", type=int, default=8, help="window rows per UNet call of ours")
     p.add_argument("--lengths", default="10,60,180", help="clip lengths in seconds of the length table")
     p.add_argument("--length-steps", type=int, default=20, help="steps of the length table's edits")

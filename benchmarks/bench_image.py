@@ -30,9 +30,9 @@ from typing import Any
 import torch
 
 try:
-    from .common import COMPARISON_COLUMNS, COMPARISON_NOTES, compare_with_reference, print_table
+    from .common import COMPARISON_COLUMNS, COMPARISON_NOTES, compare_with_reference, edit_parser, print_table
 except ImportError:  # run as a script: benchmarks/ is on sys.path
-    from common import COMPARISON_COLUMNS, COMPARISON_NOTES, compare_with_reference, print_table
+    from common import COMPARISON_COLUMNS, COMPARISON_NOTES, compare_with_reference, edit_parser, print_table
 
 from image_core import ImageEditor
 from image_core.stable_diffusion import StableDiffusionModel
@@ -128,32 +128,14 @@ def run_model(kind: str, args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    p = edit_parser(
+        __doc__.split("\n\n")[0], steps=100, t_start=64, cfg_src=3.5, cfg_tar=15.0, warmup=20,
+        source="a photo of a cat sitting on a bench", target="a photo of a dog sitting on a bench",
     )
     p.add_argument("--models", default="tiny,mid", help="comma-separated: tiny, mid")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch.set_num_threads; 1 gives steady timings on a shared machine, use the free cores on an idle one",
-    )
-    p.add_argument("--repeats", type=int, default=1, help="timed runs per measurement (the best is kept)")
-    p.add_argument("--warmup-steps", type=int, default=20, help="steps of the warm-up run (0: none)")
     p.add_argument("--size", type=int, default=24, help="latent side of the mid model")
     p.add_argument("--channels", default="64,128,256", help="block_out_channels of the mid model")
     p.add_argument("--cross-dim", type=int, default=64, help="cross-attention / text width of the mid model")
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--t-start", type=int, default=64)
-    p.add_argument("--cfg-src", type=float, default=3.5)
-    p.add_argument("--cfg-tar", type=float, default=15.0)
-    p.add_argument("--eta", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--source-prompt", default="a photo of a cat sitting on a bench")
-    p.add_argument("--target-prompt", default="a photo of a dog sitting on a bench")
-    p.add_argument("--inversion-batch-size", type=int, default=16, help="(x_t, t) rows per inversion call of ours")
     p.add_argument("--encode-once", action="store_true", help="the reference encodes the prompts once, not every step")
     args = p.parse_args(argv)
 

@@ -292,3 +292,30 @@ COMPARISON_NOTES = (
     "\nrecon. rel. err: ||x0' - x0|| / ||x0|| of ours' reconstruction with the source prompt."
     "\nedit rel. diff: ||edit_ours - edit_reference|| / ||edit_reference|| (same x_t draws: ~float rounding)."
 )
+
+
+def edit_parser(
+    description: str, *, steps: int, t_start: int, cfg_src: float, cfg_tar: float, source: str, target: str, warmup: int
+) -> argparse.ArgumentParser:
+    """The options every benchmark takes, with the defaults of its paper."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="UNet dtype")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch.set_num_threads; 1 gives steady timings on a shared machine, use the free cores on an idle one",
+    )
+    p.add_argument("--repeats", type=int, default=1, help="timed runs per measurement (the best is kept)")
+    p.add_argument("--warmup-steps", type=int, default=warmup, help="steps of the warm-up run (0: none)")
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--t-start", type=int, default=t_start)
+    p.add_argument("--cfg-src", type=float, default=cfg_src)
+    p.add_argument("--cfg-tar", type=float, default=cfg_tar)
+    p.add_argument("--eta", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--source-prompt", default=source)
+    p.add_argument("--target-prompt", default=target)
+    p.add_argument("--inversion-batch-size", type=int, default=16, help="(x_t, t) rows per inversion call of ours")
+    return p
