@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from image_core import cli_common
 
-from .editor import DEFAULT_MODEL
+from . import defaults
 
 
 def _main(argv: Sequence[str]) -> None:
@@ -15,11 +15,11 @@ def _main(argv: Sequence[str]) -> None:
         "audio-edit",
         "Edit a recording with text by edit-friendly DDPM inversion (AudioLDM / AudioLDM2). "
         "The edit is mono, at the input's sample rate, length and loudness.",
-        model=DEFAULT_MODEL,
-        steps=200,
-        t_start=100,
-        cfg_src=3.0,
-        cfg_tar=12.0,
+        model=defaults.MODEL,
+        steps=defaults.NUM_STEPS,
+        t_start=defaults.T_START,
+        cfg_src=defaults.CFG_SRC,
+        cfg_tar=defaults.CFG_TAR,
     )
     parser.add_argument("--spectrogram", action="store_true", help="also write a PNG of the input's and the edits' spectrograms")
     args = parser.parse_args(argv)

@@ -38,6 +38,7 @@ from image_core.editing import check_settings
 from image_core.errors import EditError, InputError
 from image_core.inversion import Inversion
 
+from . import defaults as paper
 from .audio_io import Audio, load_audio, save_audio
 from .spectrogram import save_spectrograms
 
@@ -46,17 +47,14 @@ if TYPE_CHECKING:
 
     from .editor import AudioEditor
 
-DEFAULT_MODEL = "cvssp/audioldm2-music"
-"""The model of the audio paper (Manor & Michaeli, ICML 2024)."""
-
 MAX_VARIATIONS = 4
 """Most edits (seeds) one run makes and the page plays side by side."""
 
 DEFAULTS: dict[str, Any] = {
-    "steps": 200,
-    "t_start": 100,
-    "cfg_src": 3.0,
-    "cfg_tar": 12.0,
+    "steps": paper.NUM_STEPS,
+    "t_start": paper.T_START,
+    "cfg_src": paper.CFG_SRC,
+    "cfg_tar": paper.CFG_TAR,
     "seed": 0,
     "variations": 1,
 }
@@ -490,7 +488,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Start a browser demo for editing recordings with text (AudioLDM 2, edit-friendly DDPM inversion).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--model", default=DEFAULT_MODEL, metavar="ID|PATH|tiny",
+    parser.add_argument("--model", default=paper.MODEL, metavar="ID|PATH|tiny",
                         help="hub id, local folder, or the random 'tiny' model (meaningless output, for trying the page)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 makes the demo reachable from other machines")
     parser.add_argument("--port", type=_port, default=7860, help="port to listen on")

@@ -21,11 +21,10 @@ from image_core.errors import InputError
 from image_core.inversion import Inversion
 from image_core.windows import WindowedDenoiser, windowed_map
 
+from . import defaults
 from .audio_io import Audio, Original, load_audio, restore, to_model_rate
 from .mel import LogMel, MelConfig, normalize_waveform
 from .models import AudioModel
-
-DEFAULT_MODEL = "cvssp/audioldm2-music"  # the music model of the audio paper
 
 OutputType = Literal["np", "latent"]
 AudioInput = str | os.PathLike | Audio
@@ -56,7 +55,7 @@ class AudioEditor(LatentEditor):
 
     @classmethod
     def from_pretrained(
-        cls, name: str = DEFAULT_MODEL, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto", **kwargs: Any
+        cls, name: str = defaults.MODEL, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto", **kwargs: Any
     ) -> AudioEditor:
         """Load a hub id, a local folder (diffusers layout), "tiny" (AudioLDM2) or "tiny-audioldm"."""
         resolved = adapters.resolve_device(device)
@@ -104,9 +103,9 @@ class AudioEditor(LatentEditor):
         self,
         audio: AudioInput,
         source_prompt: str = "",
-        num_steps: int = 200,
-        t_start: int = 100,
-        cfg_src: float = 3.0,
+        num_steps: int = defaults.NUM_STEPS,
+        t_start: int = defaults.T_START,
+        cfg_src: float = defaults.CFG_SRC,
         eta: float = 1.0,
         seed: int | Sequence[int] = 0,
     ) -> Inversion:
@@ -126,7 +125,7 @@ class AudioEditor(LatentEditor):
         self,
         inv: Inversion,
         target_prompt: str | Sequence[str],
-        cfg_tar: float | Sequence[float] = 12.0,
+        cfg_tar: float | Sequence[float] = defaults.CFG_TAR,
         negative_prompt: str = "",
         output_type: OutputType = "np",
     ) -> list[np.ndarray] | torch.Tensor:

@@ -183,3 +183,11 @@ def test_too_long_for_memory(seconds: float, words: str, tmp_path: Path, capsys:
     code, _, err = run_cli([str(source), "--target", "jazz", *FAST], capsys)
     assert code == 2 and words in err and "MiB are free" in err and len(err.strip().splitlines()) == 1, err
     assert os.listdir(tmp_path) == ["long.wav"]
+
+
+def test_help_and_bad_input_do_not_load_the_model_libraries() -> None:
+    """The command answers --help and refuses a bad file without importing diffusers or transformers."""
+    probe = ("import sys; from audio_edit import cli, load_audio; "
+             "print(sorted(m for m in ('diffusers', 'transformers') if m in sys.modules))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
