@@ -191,3 +191,14 @@ def test_help_and_bad_input_do_not_load_the_model_libraries() -> None:
              "print(sorted(m for m in ('diffusers', 'transformers') if m in sys.modules))")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
+
+
+def test_example_script_edits_the_melody_into_four_styles(tmp_path: Path) -> None:
+    script = EXAMPLE.parent / "edit_melody.py"
+    cmd = [sys.executable, str(script), "--model", "tiny", "--steps", "4", "--tstart", "2", "--out", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    written = [Path(line) for line in done.stdout.split()]
+    assert len(written) == 4 and all(path.parent == tmp_path for path in written)
+    frames = sf.info(EXAMPLE).frames
+    assert all(sf.info(path).frames == frames for path in written)
