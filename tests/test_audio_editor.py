@@ -48,6 +48,18 @@ def test_reconstruction_at_paper_defaults(audioldm2):
     assert relative_error(audioldm2.reconstruct(inv, output_type="latent"), inv.x0) <= 1e-4
 
 
+@pytest.mark.parametrize("seconds", [3.3, 31.0])
+def test_reconstruction_is_exact_in_float64_with_batch_invariant_calls(seconds):
+    """With float64 latents and every UNet call shaped as in the edit (one x_t, both guidance halves,
+    one window at a time) the reconstruction is exact to float64 rounding, windows blended or not:
+    the 1e-4 bound above is float32 rounding and batch-size-dependent kernels only."""
+    editor = AudioEditor.from_pretrained("tiny", device="cpu", progress=False, inversion_batch_size=1, window_batch=2)
+    x0 = editor.encode(melody(16000, seconds)[0]).double()
+    inv = editor.invert_latent(x0, "a melody", num_steps=20, t_start=12, cfg_src=3.0)
+    assert inv.zs.dtype == torch.float64
+    assert relative_error(editor.reconstruct_latent(inv), x0) <= 1e-10
+
+
 def test_edit_outputs_match_input_rate_length_and_loudness(audioldm2):
     clip = Audio(melody(44100, 3.3, channels=2), 44100)
     inv = audioldm2.invert(clip, "", num_steps=10, t_start=5, seed=[3, 4])
