@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from .editing import check_settings
+from .editing import MAX_SEED, check_settings
 from .errors import EditError, InputError
 
 
@@ -51,8 +51,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise InputError("--target must not be empty: describe the edit, e.g. --target \"jazz piano\"")
     if not 1 <= args.num_outputs <= 64:
         raise InputError(f"--num-outputs must be between 1 and 64, got {args.num_outputs}")
-    if args.seed < 0:
-        raise InputError(f"--seed must be >= 0, got {args.seed}")
+    if not 0 <= args.seed <= MAX_SEED - args.num_outputs + 1:
+        raise InputError(f"--seed must be between 0 and {MAX_SEED - args.num_outputs + 1}, got {args.seed}")
 
 
 def slug(text: str, limit: int = 40) -> str:

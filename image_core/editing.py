@@ -7,6 +7,7 @@ between (schedule, guidance, inversion, the reverse loop) happens here, once.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -50,6 +51,16 @@ def check_settings(num_steps: int, t_start: int, eta: float, *cfgs: float) -> No
     for cfg in cfgs:
         if not (isinstance(cfg, (int, float)) and math.isfinite(cfg) and cfg >= 0):
             raise InputError(f"guidance scales must be finite and >= 0, got {cfg}")
+
+
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
+
+
+def check_seeds(seeds: Sequence[int]) -> None:
+    """Raise ``InputError`` unless every seed is an integer in [0, 2**63 - 1]."""
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+            raise InputError(f"seeds must be whole numbers from 0 to {MAX_SEED}, got {seed!r}")
 
 
 def _as_list(value: str | Sequence[str], what: str) -> list[str]:
@@ -120,7 +131,9 @@ class LatentEditor:
             An ``Inversion`` of max(B, len(seeds)) latents.
         """
         check_settings(num_steps, t_start, eta, cfg_src)
-        seeds = [seed] if isinstance(seed, int) else [int(s) for s in seed]
+        seeds = list(seed) if isinstance(seed, Sequence) else [seed]
+        check_seeds(seeds)
+        seeds = [int(s) for s in seeds]
         if x0.shape[0] == 1 and len(seeds) > 1:
             x0 = x0.expand(len(seeds), *x0.shape[1:])
         schedule = Schedule.from_config(self.model.scheduler_config, num_steps)

@@ -120,6 +120,8 @@ BAD = {
     "negative cfg": (_melody, ["--cfg-tar", "-1"], "guidance"),
     "nan cfg": (_melody, ["--cfg-src", "nan"], "guidance"),
     "eta zero": (_melody, ["--eta", "0"], "eta"),
+    "seed beyond 64 bits": (_melody, ["--seed", str(2**64)], "--seed"),
+    "negative seed": (_melody, ["--seed", "-3"], "--seed"),
     "empty target": (_melody, ["--target", " "], "--target must not be empty"),
     "unknown extension": (_melody, ["--out", "{out}/edit.xyz"], "extension"),
     "missing output folder": (_melody, ["--out", "{out}/missing/edit.wav"], "does not exist"),

@@ -187,6 +187,10 @@ def test_inversion_refuses_other_model_or_schedule(model, x0, tmp_path):
         ({"cfg_src": float("nan")}, "guidance"),
         ({"eta": 0.0}, "eta"),
         ({"num_steps": 5000, "t_start": 10}, "steps"),
+        ({"seed": -1}, "seeds"),
+        ({"seed": [0, 2**63]}, "seeds"),
+        ({"seed": [0.5]}, "seeds"),
+        ({"seed": 1.5}, "seeds"),
     ],
 )
 def test_bad_settings_are_refused(model, x0, kwargs, message):
