@@ -15,7 +15,7 @@ import torch
 
 from . import adapters, batching
 from .batching import Cond
-from .errors import InputError
+from .errors import EditError, InputError
 from .guidance import ClassifierFreeGuidance, Denoiser, guided
 from .inversion import Inversion, InversionSettings
 from .sampling import ddpm_invert, ddpm_sample
@@ -40,6 +40,9 @@ class LatentModel(Protocol):
         ...
 
 
+MAX_GUIDANCE = 100.0  # the papers use at most about 30; far beyond, samples leave the data range
+
+
 def check_settings(num_steps: int, t_start: int, eta: float, *cfgs: float) -> None:
     """Raise ``InputError`` for settings no edit can run with (before any work is done)."""
     if not isinstance(num_steps, int) or num_steps < 1:
@@ -49,8 +52,8 @@ def check_settings(num_steps: int, t_start: int, eta: float, *cfgs: float) -> No
     if not (isinstance(eta, (int, float)) and 0 < eta <= 1):
         raise InputError(f"eta must be in (0, 1], got {eta}")
     for cfg in cfgs:
-        if not (isinstance(cfg, (int, float)) and math.isfinite(cfg) and cfg >= 0):
-            raise InputError(f"guidance scales must be finite and >= 0, got {cfg}")
+        if not (isinstance(cfg, (int, float)) and math.isfinite(cfg) and 0 <= cfg <= MAX_GUIDANCE):
+            raise InputError(f"guidance scales must be between 0 and {MAX_GUIDANCE}, got {cfg}")
 
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
@@ -177,7 +180,10 @@ class LatentEditor:
         B, T = inv.num_latents, len(targets)
         cond = self._condition(targets, negative_prompt, cfgs, B)
         x_t = inv.xts[:, 0].repeat(T, *([1] * (inv.x0.dim() - 1)))
-        return ddpm_sample(self.guided_denoiser, schedule, x_t, inv.zs, cond, s.eta, self.progress)
+        latents = ddpm_sample(self.guided_denoiser, schedule, x_t, inv.zs, cond, s.eta, self.progress)
+        if not torch.isfinite(latents).all():
+            raise EditError(f"the edit diverged (NaN or Inf in the result): use a lower guidance scale than {max(cfgs)}")
+        return latents
 
     def reconstruct_latent(self, inv: Inversion) -> torch.Tensor:
         """Sample with the inversion's own prompt and scale: (B, ...) equal to ``inv.x0`` up to rounding."""

@@ -6,7 +6,7 @@ from analytic import GaussianMixtureModel
 from diffusers import DDIMScheduler
 
 from image_core.editing import LatentEditor
-from image_core.errors import InputError, InversionMismatchError
+from image_core.errors import EditError, InputError, InversionMismatchError
 from image_core.guidance import ClassifierFreeGuidance, guided
 from image_core.inversion import Inversion
 from image_core.sampling import ddpm_invert, ddpm_sample, noise_scale, posterior_mean, sdedit
@@ -185,6 +185,7 @@ def test_inversion_refuses_other_model_or_schedule(model, x0, tmp_path):
         ({"t_start": 0}, "tstart"),
         ({"cfg_src": -1.0}, "guidance"),
         ({"cfg_src": float("nan")}, "guidance"),
+        ({"cfg_src": 101.0}, "guidance"),
         ({"eta": 0.0}, "eta"),
         ({"num_steps": 5000, "t_start": 10}, "steps"),
         ({"seed": -1}, "seeds"),
@@ -223,3 +224,10 @@ def test_available_memory_is_read_on_this_machine():
 
     free = available_memory("cpu")
     assert free is None or free > 2**20
+
+
+def test_diverged_edit_is_an_error_not_a_result(model, x0, monkeypatch):
+    inv = editor(model).invert_latent(x0[:1], "A", 20, 10)
+    monkeypatch.setattr(model, "predict_eps", lambda x_t, t, cond: torch.full_like(x_t, float("inf")))
+    with pytest.raises(EditError, match="lower guidance scale than 12.0"):
+        editor(model).edit_latent(inv, "B", 12.0)
