@@ -8,7 +8,6 @@ channels) and :func:`restore` takes a model output back to the recording's rate,
 from __future__ import annotations
 
 import os
-import secrets
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import soundfile as sf
 
 from image_core.adapters import check_memory
 from image_core.errors import InputError
+from image_core.files import final_path, replacing
 
 MODEL_SAMPLE_RATE = 16000
 """Sample rate (Hz) of the waveforms the AudioLDM models read and write."""
@@ -310,23 +310,15 @@ def _check_mp3(file: Path, channels: int, sample_rate: int) -> None:
 
 def _write_atomic(file: Path, frames: np.ndarray, sample_rate: int, audio_format: str, subtype: str) -> None:
     """Write ``frames`` (n, channels) to a temporary sibling of ``file``, then rename it over ``file``."""
-    temporary = file.with_name(f".{file.name}.{secrets.token_hex(6)}.tmp")
     try:
-        # Mode 0o666 lets the umask decide the output's permissions, as for any new file (mkstemp gives 0o600).
-        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    except OSError as error:
+        with replacing(file) as (temporary,):
+            sf.write(temporary, frames, sample_rate, format=audio_format, subtype=subtype)
+    except (sf.SoundFileError, OSError) as error:
         raise _write_error(file, audio_format, error) from error
-    try:
-        sf.write(temporary, frames, sample_rate, format=audio_format, subtype=subtype)
-        os.replace(temporary, file)
-    except BaseException as error:
-        temporary.unlink(missing_ok=True)
-        if isinstance(error, (sf.SoundFileError, OSError)):
-            raise _write_error(file, audio_format, error) from error
-        raise
 
 
 def _write_error(file: Path, audio_format: str, error: Exception) -> InputError:
     """One-line InputError for a failed write of ``file``."""
+    file = final_path(file)
     reason = " ".join((getattr(error, "error_string", None) or str(error)).split())
     return InputError(f"Cannot save {file} as {audio_format}: {reason}; choose another format or folder.")

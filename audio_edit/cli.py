@@ -6,6 +6,7 @@ import sys
 from collections.abc import Sequence
 
 from image_core import cli_common
+from image_core.files import replacing
 
 from . import defaults
 
@@ -39,15 +40,17 @@ def _main(argv: Sequence[str]) -> None:
     editor = AudioEditor.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     inv = editor.invert(clip, args.source, args.steps, args.tstart, args.cfg_src, args.eta, seeds)
     clips = editor.edit(inv, args.target, args.cfg_tar, args.negative)
-    for path, wave in zip(paths, clips):
-        save_audio(path, wave, clip.sample_rate)
-        print(path)
-    if picture:
-        from .spectrogram import save_spectrograms
+    outputs = paths + ([picture] if picture else [])
+    with replacing(*outputs) as temporaries:  # all files or none
+        for temporary, wave in zip(temporaries, clips):
+            save_audio(temporary, wave, clip.sample_rate)
+        if picture:
+            from .spectrogram import save_spectrograms
 
-        labelled = [("input", clip.samples.mean(axis=0))] + [(path.stem, wave) for path, wave in zip(paths, clips)]
-        save_spectrograms(picture, labelled, clip.sample_rate)
-        print(picture)
+            labelled = [("input", clip.samples.mean(axis=0))] + [(path.stem, wave) for path, wave in zip(paths, clips)]
+            save_spectrograms(temporaries[-1], labelled, clip.sample_rate)
+    for path in outputs:
+        print(path)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +16,7 @@ import librosa
 import numpy as np
 
 from image_core.errors import InputError
+from image_core.files import final_path, replacing
 
 from .audio_io import check_writable
 
@@ -60,15 +60,11 @@ def save_spectrograms(
     file = Path(path)
     check_writable(file)
     figure = _figure(clips, sample_rate, columns)
-    temporary = file.with_name(f".{file.name}.{secrets.token_hex(6)}.tmp")
     try:
-        figure.savefig(temporary, format="png", dpi=_DPI)
-        os.replace(temporary, file)
-    except BaseException as error:
-        temporary.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise InputError(f"Cannot write the spectrogram {file}: {error.strerror or error}.") from error
-        raise
+        with replacing(file) as (temporary,):
+            figure.savefig(temporary, format="png", dpi=_DPI)
+    except OSError as error:
+        raise InputError(f"Cannot write the spectrogram {final_path(file)}: {error.strerror or error}.") from error
 
 
 def spectrogram_image(clip: np.ndarray, sample_rate: int, label: str = "") -> np.ndarray:

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Sequence
 
 from . import cli_common
+from .files import replacing
 from .stable_diffusion import DEFAULT_MODEL
 
 
@@ -34,8 +35,10 @@ def _main(argv: Sequence[str] | None) -> None:
     editor = ImageEditor.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     inv = editor.invert(args.input, args.source, args.steps, args.tstart, args.cfg_src, args.eta, seeds)
     images = editor.edit(inv, args.target, args.cfg_tar, args.negative)
-    for path, fmt, image in zip(paths, formats, images):
-        cli_common.write_atomically(path, lambda tmp, image=image, fmt=fmt: image.save(tmp, format=fmt))
+    with replacing(*paths) as temporaries:  # all files or none
+        for temporary, fmt, image in zip(temporaries, formats, images):
+            image.save(temporary, format=fmt)
+    for path in paths:
         print(path)
 
 

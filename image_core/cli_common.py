@@ -6,7 +6,6 @@ import argparse
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -91,19 +90,6 @@ def check_outputs(paths: Sequence[Path], input_path: str, overwrite: bool) -> No
             raise InputError(f"output folder {folder} does not exist: create it or choose another --out")
         if not os.access(folder, os.W_OK):
             raise InputError(f"output folder {folder} is not writable: choose another --out")
-
-
-def write_atomically(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(temporary path)`` in path's folder, then rename: no half-written file is ever left."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def quiet_hub_logging() -> None:

@@ -204,3 +204,26 @@ def test_example_script_edits_the_melody_into_four_styles(tmp_path: Path) -> Non
     assert len(written) == 4 and all(path.parent == tmp_path for path in written)
     frames = sf.info(EXAMPLE).frames
     assert all(sf.info(path).frames == frames for path in written)
+
+
+def test_a_failed_write_leaves_no_output_at_all(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outputs are all-or-nothing: the disk filling up at the second file removes the first one too."""
+    from audio_edit import audio_io
+
+    source = tmp_path / "input.wav"
+    _melody(source)
+    real_write, calls = sf.write, []
+
+    def failing_write(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise sf.SoundFileError("No space left on device")
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(audio_io.sf, "write", failing_write)
+    code, stdout, err = run_cli([str(source), "--target", "jazz", "--target", "rock", *FAST], capsys)
+    message = err.strip().splitlines()[-1]  # after the progress bars
+    assert code == 2 and stdout == "" and message.startswith("error: Cannot save") and "No space left" in message
+    assert str(tmp_path / "input_edit_rock_s0.wav") in message
+    assert len(calls) == 2 and os.listdir(tmp_path) == ["input.wav"]
