@@ -201,36 +201,31 @@ def _gpt2() -> GPT2Model:
     return GPT2Model(config).eval()
 
 
+# Both tiny UNets: three levels, attention only in the deepest (as cheap as a UNet with attention gets).
+_UNET_LAYOUT: dict[str, Any] = dict(
+    sample_size=(256, 16),
+    in_channels=_LATENT_CHANNELS,
+    out_channels=_LATENT_CHANNELS,
+    down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+    block_out_channels=(16, 16, 32),
+    layers_per_block=1,
+    norm_num_groups=8,
+    attention_head_dim=8,
+)
+
+
 def _audioldm2_unet() -> AudioLDM2UNet2DConditionModel:
-    """Self-attention, cross-attention to the GPT-2 states, cross-attention to the T5 states in every block."""
+    """Self-attention, cross-attention to the GPT-2 states and to the T5 states in the deepest level."""
     attention_dims = (None, _GPT2_HIDDEN, _T5_HIDDEN)
-    return AudioLDM2UNet2DConditionModel(
-        sample_size=(256, 16),
-        in_channels=_LATENT_CHANNELS,
-        out_channels=_LATENT_CHANNELS,
-        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        block_out_channels=(16, 16, 32),
-        layers_per_block=1,
-        norm_num_groups=8,
-        cross_attention_dim=(attention_dims, attention_dims, attention_dims),
-        attention_head_dim=8,
-    )
+    return AudioLDM2UNet2DConditionModel(**_UNET_LAYOUT, cross_attention_dim=(attention_dims,) * 3)
 
 
 def _audioldm_unet() -> UNet2DConditionModel:
     """The AudioLDM layout: the CLAP embedding is a FiLM-like class embedding concatenated to the time embedding."""
     return UNet2DConditionModel(
-        sample_size=(256, 16),
-        in_channels=_LATENT_CHANNELS,
-        out_channels=_LATENT_CHANNELS,
-        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        block_out_channels=(16, 16, 32),
-        layers_per_block=1,
-        norm_num_groups=8,
+        **_UNET_LAYOUT,
         cross_attention_dim=(16, 16, 32),
-        attention_head_dim=8,
         class_embed_type="simple_projection",
         projection_class_embeddings_input_dim=_CLAP_PROJECTION,
         class_embeddings_concat=True,
