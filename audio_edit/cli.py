@@ -31,7 +31,8 @@ def _main(argv: Sequence[str]) -> None:
     seeds = list(range(args.seed, args.seed + args.num_outputs))
     paths = cli_common.output_paths(args.input, args.out, args.target, seeds, ".wav")
     picture = paths[0].with_name(f"{paths[0].stem}_spectrogram.png") if args.spectrogram else None
-    cli_common.check_outputs(paths + ([picture] if picture else []), args.input, args.overwrite)
+    outputs = paths + ([picture] if picture else [])
+    cli_common.check_outputs(outputs, args.input, args.overwrite)
     for path in paths:
         check_output(path, 1, clip.sample_rate)
 
@@ -40,7 +41,6 @@ def _main(argv: Sequence[str]) -> None:
     editor = AudioEditor.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     inv = editor.invert(clip, args.source, args.steps, args.tstart, args.cfg_src, args.eta, seeds)
     clips = editor.edit(inv, args.target, args.cfg_tar, args.negative)
-    outputs = paths + ([picture] if picture else [])
     with replacing(*outputs) as temporaries:  # all files or none
         for temporary, wave in zip(temporaries, clips):
             save_audio(temporary, wave, clip.sample_rate)
