@@ -26,6 +26,7 @@ class LatentModel(Protocol):
     """What the editing loops need of a model adapter."""
 
     scheduler_config: Mapping[str, Any]
+    device: torch.device  # where latents and noise maps are sampled
 
     def encode_prompts(self, prompts: list[str]) -> Cond:
         """One condition row per prompt; "" is the unconditional branch."""
@@ -137,6 +138,7 @@ class LatentEditor:
         seeds = list(seed) if isinstance(seed, Sequence) else [seed]
         check_seeds(seeds)
         seeds = [int(s) for s in seeds]
+        x0 = x0.to(self.model.device)
         if x0.shape[0] == 1 and len(seeds) > 1:
             x0 = x0.expand(len(seeds), *x0.shape[1:])
         schedule = Schedule.from_config(self.model.scheduler_config, num_steps)
@@ -179,7 +181,7 @@ class LatentEditor:
         inv.check_fits(self.model.fingerprint(), schedule)
         B, T = inv.num_latents, len(targets)
         cond = self._condition(targets, negative_prompt, cfgs, B)
-        x_t = inv.xts[:, 0].repeat(T, *([1] * (inv.x0.dim() - 1)))
+        x_t = inv.xts[:, 0].to(self.model.device).repeat(T, *([1] * (inv.x0.dim() - 1)))
         latents = ddpm_sample(self.guided_denoiser, schedule, x_t, inv.zs, cond, s.eta, self.progress)
         if not torch.isfinite(latents).all():
             raise EditError(f"the edit diverged (NaN or Inf in the result): use a lower guidance scale than {max(cfgs)}")

@@ -116,6 +116,7 @@ class StableDiffusionModel:
     @torch.no_grad()
     def predict_eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
         """ε for (B, 4, h, w) latents at (B,) timesteps; computed in the model's dtype, returned in x_t's."""
+        x_t = x_t.to(self.device)
         out = self.unet(x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=cond["text"]).sample
         return adapters.eps_from_output(out.to(x_t.dtype), x_t, self.alphas_cumprod[t.cpu()], self.prediction_type)
 

@@ -23,6 +23,7 @@ class GaussianMixtureModel:
     """A ``LatentModel`` over (B, D) float64 latents with two classes."""
 
     scheduler_config = SCHEDULER_CONFIG
+    device = torch.device("cpu")
 
     def __init__(self, dim: int = 32, seed: int = 0, separation: float = 2.0) -> None:
         from diffusers import DDIMScheduler

@@ -231,3 +231,11 @@ def test_diverged_edit_is_an_error_not_a_result(model, x0, monkeypatch):
     monkeypatch.setattr(model, "predict_eps", lambda x_t, t, cond: torch.full_like(x_t, float("inf")))
     with pytest.raises(EditError, match="lower guidance scale than 12.0"):
         editor(model).edit_latent(inv, "B", 12.0)
+
+
+def test_guidance_scales_follow_the_model_output_to_its_device():
+    """Conditions (and their scales) are built on the CPU; the model may answer on a GPU. The meta
+    device stands in for one: a CPU tensor in the arithmetic would raise."""
+    model = lambda x_t, t, cond: torch.empty(x_t.shape, device="meta")  # noqa: E731
+    cond = guided(torch.zeros(2, 3), torch.ones(2, 3), torch.tensor([3.0, 7.5]))
+    assert ClassifierFreeGuidance(model)(torch.zeros(2, 4), torch.tensor([10, 10]), cond).device.type == "meta"
