@@ -37,6 +37,7 @@ from image_core.cli_common import Parser, quiet_hub_logging, slug
 from image_core.editing import check_settings
 from image_core.errors import EditError, InputError
 from image_core.inversion import Inversion
+from image_core.schedule import Schedule
 
 from . import defaults as paper
 from .audio_io import Audio, load_audio, save_audio
@@ -403,7 +404,8 @@ def build_app(
                                     elem_id="source")
                 run = gr.Button("Edit", variant="primary", elem_id="run")
             with gr.Column(scale=2):
-                steps = gr.Slider(1, 1000, value=preset["steps"], step=1, label="Steps", info=_HELP["steps"])
+                most = Schedule.max_steps(editor.model.scheduler_config)
+                steps = gr.Slider(1, most, value=preset["steps"], step=1, label="Steps", info=_HELP["steps"])
                 t_start = gr.Slider(1, max(preset["steps"], 1), value=preset["t_start"], step=1, label="t_start",
                                     info=_HELP["t_start"])
                 cfg_src = gr.Slider(0, 20, value=preset["cfg_src"], step=0.5, label="Source guidance (cfg_src)",

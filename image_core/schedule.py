@@ -50,14 +50,25 @@ class Schedule:
 
         scheduler = DDIMScheduler.from_config(dict(config))
         T = int(scheduler.config.num_train_timesteps)
-        if not 1 <= num_steps <= T:
-            raise InputError(f"steps must be between 1 and {T} for this model, got {num_steps}")
+        most = cls.max_steps(config)
+        if not 1 <= num_steps <= most:
+            raise InputError(f"steps must be between 1 and {most} for this model, got {num_steps}")
         scheduler.set_timesteps(num_steps)
         timesteps = scheduler.timesteps.to(torch.int64).clone()
         alphas_cumprod = scheduler.alphas_cumprod.to(torch.float64)
         final = torch.tensor([float(scheduler.final_alpha_cumprod)], dtype=torch.float64)
         alphas = alphas_cumprod[timesteps]
         return cls(timesteps, alphas, torch.cat([alphas[1:], final]), T)
+
+    @staticmethod
+    def max_steps(config: Mapping[str, Any]) -> int:
+        """The most steps whose timesteps stay below T: T - steps_offset for "leading" spacing (the
+        SD and AudioLDM configs: 999), T otherwise."""
+        from diffusers import DDIMScheduler
+
+        c = DDIMScheduler.from_config(dict(config)).config
+        leading = c.timestep_spacing == "leading"
+        return int(c.num_train_timesteps) - (int(c.steps_offset) if leading else 0)
 
     @property
     def num_steps(self) -> int:

@@ -30,7 +30,7 @@ def editor(model):
 
 
 @pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
-@pytest.mark.parametrize("num_steps", [1, 50, 100, 200])
+@pytest.mark.parametrize("num_steps", [1, 50, 100, 200, 999])
 def test_schedule_matches_ddim(model, spacing, num_steps):
     config = {**model.scheduler_config, "timestep_spacing": spacing}
     schedule = Schedule.from_config(config, num_steps)
@@ -188,6 +188,7 @@ def test_inversion_refuses_other_model_or_schedule(model, x0, tmp_path):
         ({"cfg_src": 101.0}, "guidance"),
         ({"eta": 0.0}, "eta"),
         ({"num_steps": 5000, "t_start": 10}, "steps"),
+        ({"num_steps": 1000, "t_start": 10}, "between 1 and 999"),  # "leading" + offset 1: t would reach T
         ({"seed": -1}, "seeds"),
         ({"seed": [0, 2**63]}, "seeds"),
         ({"seed": [0.5]}, "seeds"),
