@@ -48,10 +48,17 @@ class AudioEditor(LatentEditor):
 
     def __init__(self, model: AudioModel, overlap: int | None = None, window_batch: int = 8, **kwargs: Any) -> None:
         self.overlap = model.latent_window // 4 if overlap is None else overlap
+        if not 0 <= self.overlap < model.latent_window:
+            raise InputError(f"overlap must be in [0, {model.latent_window}) latent frames, got {self.overlap}")
         denoiser = WindowedDenoiser(model.predict_eps, axis=2, window=model.latent_window, overlap=self.overlap, max_batch=window_batch)
         super().__init__(model, denoiser, **kwargs)
         self.mel_config = MelConfig(sample_rate=model.sample_rate, hop_length=model.hop_length, n_mels=model.mel_bins)
         self.log_mel = LogMel(self.mel_config).to(model.device)
+
+    def fingerprint(self) -> str:
+        """The model's fingerprint plus the windows: the blend of overlapping windows changes the noise
+        estimates of long clips, so an inversion made with another overlap would not reconstruct."""
+        return f"{self.model.fingerprint()}-window{self.model.latent_window}-overlap{self.overlap}"
 
     @classmethod
     def from_pretrained(

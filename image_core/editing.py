@@ -100,6 +100,11 @@ class LatentEditor:
         self.inversion_batch_size = inversion_batch_size
         self.progress = progress
 
+    def fingerprint(self) -> str:
+        """What an inversion must have been made with to be edited here: the model's fingerprint
+        (frontends add whatever else changes the noise estimates, such as a window overlap)."""
+        return self.model.fingerprint()
+
     def _condition(self, prompts: list[str], negative: str, cfgs: list[float], repeats: int) -> Cond:
         """Guided condition of len(prompts) * repeats rows (prompt-major), prompts encoded once.
 
@@ -151,7 +156,7 @@ class LatentEditor:
             self.guided_denoiser, schedule, x0, cond, t_start, eta, seeds, self.inversion_batch_size, self.progress
         )
         settings = InversionSettings(
-            self.model.fingerprint(), num_steps, t_start, float(eta), float(cfg_src), source_prompt, tuple(seeds)
+            self.fingerprint(), num_steps, t_start, float(eta), float(cfg_src), source_prompt, tuple(seeds)
         )
         return Inversion(x0.clone(), xts, zs, schedule.timesteps[schedule.last(t_start)], settings, dict(meta or {}))
 
@@ -178,7 +183,7 @@ class LatentEditor:
         s = inv.settings
         check_settings(s.num_steps, s.t_start, s.eta, *cfgs)
         schedule = Schedule.from_config(self.model.scheduler_config, s.num_steps)
-        inv.check_fits(self.model.fingerprint(), schedule)
+        inv.check_fits(self.fingerprint(), schedule)
         B, T = inv.num_latents, len(targets)
         cond = self._condition(targets, negative_prompt, cfgs, B)
         x_t = inv.xts[:, 0].to(self.model.device).repeat(T, *([1] * (inv.x0.dim() - 1)))

@@ -57,8 +57,8 @@ class Inversion:
         """Raise ``InversionMismatchError`` unless this inversion was made with ``model`` and ``schedule``."""
         if model != self.settings.model:
             raise InversionMismatchError(
-                "this inversion was made with another model "
-                f"({self.settings.model}, not {model}): invert the input again with this model"
+                "this inversion was made with another model or window setting "
+                f"({self.settings.model}, not {model}): invert the input again with this editor"
             )
         expected = schedule.timesteps[schedule.last(self.settings.t_start)]
         if not torch.equal(expected, self.timesteps.cpu()):

@@ -119,6 +119,11 @@ def test_inversion_file_and_model_check(audioldm2, tmp_path):
     other = AudioEditor.from_pretrained("tiny-audioldm", device="cpu", progress=False)
     with pytest.raises(InversionMismatchError, match="another model"):
         other.edit(back, "a dog barking")
+    other_windows = AudioEditor(audioldm2.model, overlap=16, progress=False)  # blends long clips differently
+    with pytest.raises(InversionMismatchError, match="overlap16"):
+        other_windows.edit(back, "a dog barking")
+    with pytest.raises(InputError, match="overlap"):
+        AudioEditor(audioldm2.model, overlap=256)
 
 
 def test_save_and_load_model_folder(audioldm2, tmp_path):
