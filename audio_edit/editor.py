@@ -75,9 +75,13 @@ class AudioEditor(LatentEditor):
     # ------------------------------------------------------------------------------ waveform <-> latent
 
     def latent_length(self, num_samples: int) -> int:
-        """Latent frames for a clip of ``num_samples`` at 16 kHz: at least one window, a UNet multiple."""
+        """Latent frames for a clip of ``num_samples`` at 16 kHz: at least one window, a UNet multiple.
+
+        The mel frames counted are those the vocoder needs to give back ``num_samples`` (one per hop),
+        so a clip of exactly the training length (10.24 s) is one window.
+        """
         m = self.model.latent_multiple
-        frames = num_samples // self.mel_config.hop_length + 1
+        frames = -(-num_samples // self.mel_config.hop_length)
         return max(self.model.latent_window, -(-frames // (self.model.vae_factor * m)) * m)
 
     @torch.no_grad()

@@ -130,3 +130,10 @@ def test_save_and_load_model_folder(audioldm2, tmp_path):
     audioldm2.save_pretrained(tmp_path / "model")
     loaded = AudioEditor.from_pretrained(str(tmp_path / "model"), device="cpu", dtype="float32", progress=False)
     assert loaded.model.fingerprint() == audioldm2.model.fingerprint()
+
+
+@pytest.mark.parametrize("samples, frames", [(640, 256), (163840, 256), (163841, 260), (16000 * 31, 776)])
+def test_latent_length_fits_the_training_window_exactly(audioldm2, samples, frames):
+    """10.24 s at 16 kHz is one 256-frame window; one sample more needs the next multiple of 4."""
+    assert audioldm2.latent_length(samples) == frames
+    assert frames * audioldm2.model.vae_factor * audioldm2.model.hop_length >= samples  # the vocoder covers the clip
