@@ -186,5 +186,6 @@ def sdedit(
     x_t = _noised(schedule, x0, range(steps.start, steps.start + 1), seeds)[:, 0]
     gens = _generators([seed + 1 for seed in seeds])
     zs = torch.stack([torch.randn((len(steps), *x0.shape[1:]), generator=g, dtype=x0.dtype) for g in gens])
-    zs[:, -1] *= float(sigma(schedule, eta)[-1] > 0)  # no residual to add when σ is zero
+    stochastic = (sigma(schedule, eta)[list(steps)] > 0).to(zs.dtype)  # where σ is zero z is a residual: none
+    zs *= stochastic.view(1, -1, *([1] * (x0.dim() - 1)))
     return ddpm_sample(denoiser, schedule, x_t, zs.to(x0.device), cond, eta, progress)

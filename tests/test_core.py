@@ -240,3 +240,17 @@ def test_guidance_scales_follow_the_model_output_to_its_device():
     model = lambda x_t, t, cond: torch.empty(x_t.shape, device="meta")  # noqa: E731
     cond = guided(torch.zeros(2, 3), torch.ones(2, 3), torch.tensor([3.0, 7.5]))
     assert ClassifierFreeGuidance(model)(torch.zeros(2, 4), torch.tensor([10, 10]), cond).device.type == "meta"
+
+
+def test_sdedit_without_noise_is_deterministic_ddim(model, x0):
+    """At eta = 0 every σ is zero: SDEdit must add no noise after noising x0, i.e. run plain DDIM."""
+    from image_core.sampling import _noised
+
+    schedule = Schedule.from_config(model.scheduler_config, 50)
+    cfg = ClassifierFreeGuidance(model.predict_eps)
+    cond = guided(model.encode_prompts(["B"] * 2))
+    edited = sdedit(cfg, schedule, x0[:2], cond, 30, 0.0, [0, 1], progress=False)
+    start = schedule.last(30).start
+    x_t = _noised(schedule, x0[:2], range(start, start + 1), [0, 1])[:, 0]
+    ddim = ddpm_sample(cfg, schedule, x_t, torch.zeros(2, 30, x0.shape[1], dtype=x0.dtype), cond, 0.0, progress=False)
+    assert torch.allclose(edited, ddim, atol=1e-12)
