@@ -91,14 +91,20 @@ class Inversion:
                     raise InputError(f"{path} is not an inversion file (format {metadata.get('format')!r})")
                 tensors = {key: f.get_tensor(key) for key in ("x0", "xts", "zs", "timesteps")}
             settings = json.loads(metadata["settings"])
-            meta = json.loads(metadata["meta"])
+            settings["seeds"] = tuple(settings["seeds"])
+            inv = cls(**tensors, settings=InversionSettings(**settings), meta=json.loads(metadata["meta"]))
         except InputError:
             raise
         except Exception as error:  # any decoding problem is the file's
             raise InputError(f"cannot read inversion file {path}: {error}".replace("\n", " ")) from None
-        settings["seeds"] = tuple(settings["seeds"])
-        inv = cls(**tensors, settings=InversionSettings(**settings), meta=meta)
-        K = inv.settings.t_start
-        if inv.xts.shape != inv.zs.shape or inv.xts.shape[:2] != (inv.num_latents, K) or len(inv.timesteps) != K:
+        B, K = inv.num_latents, inv.settings.t_start
+        consistent = (
+            inv.xts.shape == inv.zs.shape
+            and inv.xts.shape[:2] == (B, K)
+            and inv.x0.shape == (B, *inv.xts.shape[2:])
+            and len(inv.timesteps) == K
+            and len(inv.settings.seeds) == B
+        )
+        if not consistent:
             raise InputError(f"inversion file {path} is inconsistent (tensor shapes do not match its settings)")
         return inv

@@ -254,3 +254,26 @@ def test_sdedit_without_noise_is_deterministic_ddim(model, x0):
     x_t = _noised(schedule, x0[:2], range(start, start + 1), [0, 1])[:, 0]
     ddim = ddpm_sample(cfg, schedule, x_t, torch.zeros(2, 30, x0.shape[1], dtype=x0.dtype), cond, 0.0, progress=False)
     assert torch.allclose(edited, ddim, atol=1e-12)
+
+
+def test_tampered_inversion_files_are_input_errors(model, x0, tmp_path):
+    import json
+    from dataclasses import asdict
+
+    from safetensors.torch import load_file, save_file
+
+    inv = editor(model).invert_latent(x0[:1], "A", 20, 10)
+    inv.save(tmp_path / "good.inv")
+    tensors = load_file(tmp_path / "good.inv")
+    settings = json.loads(json.dumps(asdict(inv.settings)))
+    base = {"format": "ddpm-inversion/1", "meta": "{}"}
+    cases = {
+        "no seeds": ({**base, "settings": json.dumps({k: v for k, v in settings.items() if k != "seeds"})}, tensors),
+        "unknown setting": ({**base, "settings": json.dumps({**settings, "colour": "red"})}, tensors),
+        "settings not a mapping": ({**base, "settings": "[1, 2]"}, tensors),
+        "x0 of another shape": ({**base, "settings": json.dumps(settings)}, {**tensors, "x0": torch.zeros(1, 7)}),
+    }
+    for name, (metadata, content) in cases.items():
+        save_file(content, tmp_path / "bad.inv", metadata)
+        with pytest.raises(InputError, match="inversion file"):
+            Inversion.load(tmp_path / "bad.inv")
