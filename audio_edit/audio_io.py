@@ -130,8 +130,9 @@ def load_audio(path: str | os.PathLike[str]) -> Audio:
     if not os.access(file, os.R_OK):
         raise InputError(f"Input audio file is not readable: {file}; check its permissions.")
     samples, sample_rate = _decode(file)
-    _check_decoded(file, samples, sample_rate)
-    return Audio(samples=samples, sample_rate=sample_rate)
+    audio = Audio(samples=samples, sample_rate=sample_rate)
+    check_audio(audio, str(file))
+    return audio
 
 
 def _decode(file: Path) -> tuple[np.ndarray, int]:
@@ -161,17 +162,21 @@ def _decode(file: Path) -> tuple[np.ndarray, int]:
     )
 
 
-def _check_decoded(file: Path, samples: np.ndarray, sample_rate: int) -> None:
-    """Raise InputError when decoded audio cannot be edited."""
-    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+def check_audio(audio: Audio, name: str = "the audio") -> None:
+    """Raise InputError unless ``audio`` can be edited: a supported rate, frames, finite samples.
+
+    Args:
+        name: how the message calls the recording (its file name, say).
+    """
+    if not MIN_SAMPLE_RATE <= audio.sample_rate <= MAX_SAMPLE_RATE:
         raise InputError(
-            f"{file} has sample rate {sample_rate} Hz, outside the supported "
+            f"{name} has sample rate {audio.sample_rate} Hz, outside the supported "
             f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz; resample it first (for example with sox)."
         )
-    if samples.shape[1] == 0:
-        raise InputError(f"{file} contains no audio frames; give a recording that is not empty.")
-    if not np.isfinite(samples).all():
-        raise InputError(f"{file} contains NaN or infinite sample values; repair or re-export the recording.")
+    if audio.num_frames == 0:
+        raise InputError(f"{name} contains no audio frames; give a recording that is not empty.")
+    if not np.isfinite(audio.samples).all():
+        raise InputError(f"{name} contains NaN or infinite sample values; repair or re-export the recording.")
 
 
 def to_model_rate(audio: Audio, sample_rate: int = MODEL_SAMPLE_RATE) -> np.ndarray:

@@ -22,9 +22,11 @@ from image_core.inversion import Inversion
 from image_core.windows import WindowedDenoiser, windowed_map
 
 from . import defaults
-from .audio_io import Audio, Original, load_audio, restore, to_model_rate
+from .audio_io import Audio, Original, check_audio, load_audio, restore, to_model_rate
 from .mel import LogMel, MelConfig, normalize_waveform
 from .models import AudioModel
+
+MIN_SAMPLES = 640  # 40 ms at 16 kHz: the centred STFT needs more than half its 1024-sample window
 
 OutputType = Literal["np", "latent"]
 AudioInput = str | os.PathLike | Audio
@@ -126,9 +128,13 @@ class AudioEditor(LatentEditor):
         input's sample rate, length and loudness for the outputs.
         """
         clip = audio if isinstance(audio, Audio) else load_audio(audio)
+        check_audio(clip)
         wave = to_model_rate(clip, self.model.sample_rate)
-        if len(wave) < 640:  # 40 ms: the STFT needs more than half its window
-            raise InputError(f"the clip is too short ({clip.duration * 1000:.0f} ms): give at least 40 ms of audio")
+        if len(wave) < MIN_SAMPLES:
+            raise InputError(
+                f"the clip is too short ({clip.duration * 1000:.1f} ms, {len(wave)} samples at 16 kHz): "
+                "give at least 40 ms of audio"
+            )
         meta = {**vars(Original.of(clip)), "model_samples": len(wave)}
         return self.invert_latent(self.encode(wave), source_prompt, num_steps, t_start, cfg_src, eta, seed, meta)
 

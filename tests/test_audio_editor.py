@@ -108,6 +108,18 @@ def test_silence_is_valid(audioldm2):
 def test_too_short_clip_is_refused(audioldm2):
     with pytest.raises(InputError, match="too short"):
         audioldm2.invert(Audio(np.ones((1, 100), np.float32), 16000))
+    with pytest.raises(InputError, match=r"39\.9 ms, 639 samples"):
+        audioldm2.invert(Audio(np.ones((1, 639), np.float32), 16000))
+
+
+@pytest.mark.parametrize(
+    "samples, rate, words",
+    [(np.full((1, 8000), np.nan, np.float32), 16000, "NaN"), (np.zeros((1, 0), np.float32), 16000, "no audio"),
+     (np.zeros((1, 8000), np.float32), 4000, "4000 Hz")],
+)
+def test_audio_objects_are_checked_like_files(audioldm2, samples, rate, words):
+    with pytest.raises(InputError, match=words):
+        audioldm2.invert(Audio(samples, rate))
 
 
 def test_inversion_file_and_model_check(audioldm2, tmp_path):
