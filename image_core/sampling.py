@@ -75,7 +75,7 @@ def _noised(
     noise = torch.empty((len(seeds), len(steps), *shape), dtype=x0.dtype)
     for row, g in enumerate(_generators(seeds)):
         for j in reversed(range(len(steps))):
-            noise[row, j] = torch.randn(shape, generator=g, dtype=x0.dtype)
+            noise[row, j] = torch.randn(shape, generator=g)  # float32 draws: a seed means the same in any dtype
     noise = noise.to(x0.device)
     for j, a in enumerate(schedule.alphas[list(steps)].tolist()):  # in place: one full-size tensor
         noise[:, j].mul_((1 - a) ** 0.5).add_(a**0.5 * x0)
@@ -185,7 +185,7 @@ def sdedit(
     steps = schedule.last(t_start)
     x_t = _noised(schedule, x0, range(steps.start, steps.start + 1), seeds)[:, 0]
     gens = _generators([seed + 1 for seed in seeds])
-    zs = torch.stack([torch.randn((len(steps), *x0.shape[1:]), generator=g, dtype=x0.dtype) for g in gens])
+    zs = torch.stack([torch.randn((len(steps), *x0.shape[1:]), generator=g) for g in gens]).to(x0.dtype)
     stochastic = (sigma(schedule, eta)[list(steps)] > 0).to(zs.dtype)  # where σ is zero z is a residual: none
     zs *= stochastic.view(1, -1, *([1] * (x0.dim() - 1)))
     return ddpm_sample(denoiser, schedule, x_t, zs.to(x0.device), cond, eta, progress)

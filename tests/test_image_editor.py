@@ -12,7 +12,6 @@ from image_core import ImageEditor, Inversion
 from image_core.adapters import eps_from_output
 from image_core.cli import main
 from image_core.errors import ModelLoadError
-from image_core.images import load_image, to_tensor
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +36,14 @@ def test_reconstruction_at_paper_defaults(editor, photo):
     assert ((rec - inv.x0).norm() / inv.x0.norm()).item() <= 1e-4
 
 
-def test_reconstruction_is_exact_in_float64_with_batch_invariant_calls(photo):
-    """The error above is float32 rounding and batch-size-dependent UNet kernels, nothing else: with
-    float64 latents and inversion calls shaped like the edit's (one x_t, both guidance halves), the
-    frontend's whole path (CLIP prompts, guidance, ε of the SD UNet) reconstructs to float64 rounding."""
+def test_reconstruction_is_bitwise_exact_with_batch_invariant_calls(photo):
+    """The error above is batch-size-dependent UNet kernel rounding, nothing else: with inversion calls
+    shaped like the edit's (one x_t, both guidance halves) the frontend's whole path (CLIP prompts,
+    guidance, ε of the SD UNet, float64 noise maps) reconstructs to float64 rounding."""
     editor = ImageEditor.from_pretrained("tiny", device="cpu", progress=False, inversion_batch_size=1)
-    x0 = editor.model.encode(to_tensor(load_image(photo), (32, 32))).double()
-    inv = editor.invert_latent(x0, "a photo", num_steps=50, t_start=32, cfg_src=3.5)
+    inv = editor.invert(photo, "a photo", num_steps=50, t_start=32, cfg_src=3.5)
     assert inv.zs.dtype == torch.float64
-    assert ((editor.reconstruct_latent(inv) - x0).norm() / x0.norm()).item() <= 1e-10
+    assert ((editor.reconstruct(inv, output_type="latent") - inv.x0).norm() / inv.x0.norm()).item() <= 1e-10
 
 
 def test_edits_have_the_input_size_and_differ(editor, photo):
