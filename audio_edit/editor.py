@@ -149,7 +149,7 @@ class AudioEditor(LatentEditor):
         """Edit with T target prompts; T * B results (item i * B + j: target i, inversion j).
 
         output_type "np": float32 mono waveforms (num_frames,) at the input's sample rate, length and
-        loudness; "latent": the (T * B, C, T, F) latents, not decoded.
+        loudness; "latent": the (T * B, C, T, F) float64 latents, not decoded.
         """
         return self._output(self.edit_latent(inv, target_prompt, cfg_tar, negative_prompt), inv, output_type)
 

@@ -74,7 +74,7 @@ class ImageEditor(LatentEditor):
         """Edit with T target prompts; returns T * B results (row i * B + j: target i, inversion j).
 
         output_type: "pil" (list of images at the input's size), "np" ((N, H, W, 3) float in [0, 1]),
-        "pt" ((N, 3, H, W) float in [0, 1]) or "latent" ((N, 4, h, w) latents, not decoded).
+        "pt" ((N, 3, H, W) float in [0, 1]) or "latent" ((N, 4, h, w) float64 latents, not decoded).
         """
         return self._output(self.edit_latent(inv, target_prompt, cfg_tar, negative_prompt), inv, output_type)
 

@@ -30,7 +30,7 @@ class InversionSettings:
 
 @dataclass(frozen=True)
 class Inversion:
-    """Noise maps of B inverted latents.
+    """Noise maps of B inverted latents (tensors in the latent dtype: float64, float32 on MPS).
 
     Attributes:
         x0: (B, ...) clean latents.
