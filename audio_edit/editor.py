@@ -19,7 +19,7 @@ from image_core import adapters
 from image_core.editing import LatentEditor
 from image_core.errors import InputError
 from image_core.inversion import Inversion
-from image_core.windows import WindowedDenoiser, windowed_map
+from image_core.windows import WindowedDenoiser, spans, windowed_map
 
 from . import defaults
 from .audio_io import Audio, Original, check_audio, load_audio, restore, to_model_rate
@@ -56,6 +56,13 @@ class AudioEditor(LatentEditor):
         super().__init__(model, denoiser, **kwargs)
         self.mel_config = MelConfig(sample_rate=model.sample_rate, hop_length=model.hop_length, n_mels=model.mel_bins)
         self.log_mel = LogMel(self.mel_config).to(model.device)
+
+    def inversion_rows(self, x0: torch.Tensor) -> int:
+        """Fewer timesteps per inversion call for clips of several windows: ``inversion_batch_size``
+        window-rows in all, so the buffers of a call stay the size of a short clip's at any length
+        (the UNet sees batches of ``window_batch`` windows either way)."""
+        windows = len(spans(x0.shape[2], self.model.latent_window, self.overlap))
+        return max(1, self.inversion_batch_size // windows)
 
     def fingerprint(self) -> str:
         """The model's fingerprint plus the windows: the blend of overlapping windows changes the noise

@@ -108,6 +108,10 @@ class LatentEditor:
         self.inversion_batch_size = inversion_batch_size
         self.progress = progress
 
+    def inversion_rows(self, x0: torch.Tensor) -> int:
+        """(x_t, t) rows per denoiser call of the inversion of latents like ``x0``."""
+        return self.inversion_batch_size
+
     def fingerprint(self) -> str:
         """What an inversion must have been made with to be edited here: the model's fingerprint
         (frontends add whatever else changes the noise estimates, such as a window overlap)."""
@@ -161,7 +165,7 @@ class LatentEditor:
         )
         cond = self._condition([source_prompt], "", [cfg_src], len(seeds))
         xts, zs = ddpm_invert(
-            self.guided_denoiser, schedule, x0, cond, t_start, eta, seeds, self.inversion_batch_size, self.progress
+            self.guided_denoiser, schedule, x0, cond, t_start, eta, seeds, self.inversion_rows(x0), self.progress
         )
         settings = InversionSettings(
             self.fingerprint(), num_steps, t_start, float(eta), float(cfg_src), source_prompt, tuple(seeds)

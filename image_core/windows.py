@@ -66,22 +66,24 @@ class WindowedDenoiser:
         windows = spans(length, self.window, self.overlap)
         if len(windows) == 1 and x_t.shape[0] <= self.max_batch:
             return self.model(x_t, t, cond)
-        B = x_t.shape[0]
-        pieces = torch.cat([x_t.narrow(self.axis, s, e - s) for s, e in windows])  # window-major rows
-        ts, conds = t.repeat(len(windows)), batching.tile(cond, len(windows))
-        eps = torch.cat(
-            [
-                self.model(pieces[lo : lo + self.max_batch], ts[lo : lo + self.max_batch], batching.take(conds, slice(lo, lo + self.max_batch)))
-                for lo in range(0, len(pieces), self.max_batch)
-            ]
-        )
+        weights = [blend_weights(span, length, self.overlap) for span in windows]
+        jobs = [(i, row) for i in range(len(windows)) for row in range(x_t.shape[0])]  # window-major
         total = torch.zeros_like(x_t)
+        for lo in range(0, len(jobs), self.max_batch):  # only max_batch windows are ever cut out at once
+            part = jobs[lo : lo + self.max_batch]
+            rows = torch.tensor([row for _, row in part])
+            pieces = torch.stack([self._cut(x_t[row], windows[i]) for i, row in part])
+            eps = self.model(pieces, t[rows.to(t.device)], batching.take(cond, rows))
+            for (i, row), piece in zip(part, eps):
+                self._cut(total[row], windows[i]).add_(_along(weights[i], self.axis - 1, piece) * piece)
         norm = torch.zeros(length, dtype=torch.float64)
-        for i, span in enumerate(windows):
-            w = blend_weights(span, length, self.overlap)
-            total.narrow(self.axis, span[0], span[1] - span[0]).add_(_along(w, self.axis, x_t) * eps[i * B : (i + 1) * B])
-            norm[span[0] : span[1]] += w
+        for (start, end), w in zip(windows, weights):
+            norm[start:end] += w
         return total / _along(norm, self.axis, x_t)
+
+    def _cut(self, row: torch.Tensor, span: tuple[int, int]) -> torch.Tensor:
+        """The view of one row (no batch axis) inside ``span`` along the window axis."""
+        return row.narrow(self.axis - 1, span[0], span[1] - span[0])
 
 
 def windowed_map(

@@ -149,3 +149,10 @@ def test_latent_length_fits_the_training_window_exactly(audioldm2, samples, fram
     """10.24 s at 16 kHz is one 256-frame window; one sample more needs the next multiple of 4."""
     assert audioldm2.latent_length(samples) == frames
     assert frames * audioldm2.model.vae_factor * audioldm2.model.hop_length >= samples  # the vocoder covers the clip
+
+
+def test_long_clips_invert_fewer_timesteps_per_call(audioldm2):
+    """The inversion's buffers stay those of a one-window clip: 16 window-rows per call at any length."""
+    one, four = torch.zeros(1, 8, 256, 16), torch.zeros(1, 8, 776, 16)
+    assert audioldm2.inversion_rows(one) == 16 and audioldm2.inversion_rows(four) == 4
+    assert audioldm2.inversion_rows(torch.zeros(1, 8, 256 * 40, 16)) == 1
