@@ -50,7 +50,7 @@ class Schedule:
 
         scheduler = DDIMScheduler.from_config(dict(config))
         T = int(scheduler.config.num_train_timesteps)
-        most = cls.max_steps(config)
+        most = _max_steps(scheduler.config)
         if not 1 <= num_steps <= most:
             raise InputError(f"steps must be between 1 and {most} for this model, got {num_steps}")
         scheduler.set_timesteps(num_steps)
@@ -66,9 +66,7 @@ class Schedule:
         SD and AudioLDM configs: 999), T otherwise."""
         from diffusers import DDIMScheduler
 
-        c = DDIMScheduler.from_config(dict(config)).config
-        leading = c.timestep_spacing == "leading"
-        return int(c.num_train_timesteps) - (int(c.steps_offset) if leading else 0)
+        return _max_steps(DDIMScheduler.from_config(dict(config)).config)
 
     @property
     def num_steps(self) -> int:
@@ -80,3 +78,9 @@ class Schedule:
         if not 1 <= t_start <= self.num_steps:
             raise InputError(f"tstart must be between 1 and steps ({self.num_steps}), got {t_start}")
         return range(self.num_steps - t_start, self.num_steps)
+
+
+def _max_steps(ddim_config: Any) -> int:
+    """``Schedule.max_steps`` of a ``DDIMScheduler``'s config (its defaults filled in)."""
+    leading = ddim_config.timestep_spacing == "leading"
+    return int(ddim_config.num_train_timesteps) - (int(ddim_config.steps_offset) if leading else 0)
