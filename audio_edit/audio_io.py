@@ -107,6 +107,11 @@ class Original:
     def of(cls, audio: Audio) -> Original:
         return cls(audio.sample_rate, audio.num_frames, audio.rms)
 
+    @classmethod
+    def from_meta(cls, meta: dict) -> Original:
+        """The summary kept in an inversion's ``meta`` (written there as ``vars(Original.of(audio))``)."""
+        return cls(meta["sample_rate"], meta["num_frames"], meta["rms"])
+
 
 def load_audio(path: str | os.PathLike[str]) -> Audio:
     """Decode an audio file (WAV, FLAC, OGG/Vorbis, MP3, AIFF, ...) without modifying it.

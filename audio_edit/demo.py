@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from image_core.cli_common import Parser, quiet_hub_logging, slug
-from image_core.editing import check_settings
+from image_core.settings import MAX_SEED, check_settings, consecutive_seeds
 from image_core.errors import EditError, InputError
 from image_core.inversion import Inversion
 from image_core.schedule import Schedule
@@ -63,7 +63,6 @@ DEFAULTS: dict[str, Any] = {
 
 GRADIO_MISSING = "the demo needs gradio: pip install '.[demo]'"
 
-_MAX_SEED = 2**32 - 1
 _QUEUE_SIZE = 16  # waiting jobs beyond this are refused with "queue full"
 _KEPT_RUNS = 8  # output folders of older runs are deleted (gradio serves its own copies)
 _CACHE_CLEANUP = (3600, 6 * 3600)  # gradio deletes its cached files older than 6 h, checking hourly
@@ -216,8 +215,7 @@ class DemoRunner:
         check_settings(steps, t_start, 1.0, cfg_src, cfg_tar)
         if not 1 <= variations <= MAX_VARIATIONS:
             raise InputError(f"variations must be between 1 and {MAX_VARIATIONS}, got {variations}")
-        if not 0 <= seed <= _MAX_SEED - variations + 1:
-            raise InputError(f"seed must be between 0 and {_MAX_SEED - variations + 1}, got {seed}")
+        consecutive_seeds(seed, variations)
 
         started = time.perf_counter()
         path = Path(audio_path)
@@ -413,7 +411,7 @@ def build_app(
                 cfg_tar = gr.Slider(0, 30, value=preset["cfg_tar"], step=0.5, label="Target guidance (cfg_tar)",
                                     info=_HELP["cfg_tar"])
                 with gr.Row():
-                    seed = gr.Number(value=preset["seed"], precision=0, minimum=0, maximum=_MAX_SEED, label="Seed", info=_HELP["seed"])
+                    seed = gr.Number(value=preset["seed"], precision=0, minimum=0, maximum=MAX_SEED, label="Seed", info=_HELP["seed"])
                     variations = gr.Slider(1, MAX_VARIATIONS, value=preset["variations"], step=1,
                                            label="Variations", info=_HELP["variations"])
         status = gr.Textbox(label="Status", interactive=False, max_lines=3, elem_id="status",

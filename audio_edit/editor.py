@@ -170,6 +170,6 @@ class AudioEditor(LatentEditor):
         if output_type != "np":
             raise InputError(f"output_type must be np or latent, got {output_type!r}")
         meta = inv.meta
-        original = Original(meta["sample_rate"], meta["num_frames"], meta["rms"])
+        original = Original.from_meta(meta)
         waves = self.decode(latents)[:, : meta["model_samples"]]
         return list(restore(waves, original, self.model.sample_rate))

@@ -291,11 +291,12 @@ class AudioModel:
 
     # --------------------------------------------------------------------------------------- denoising
 
-    @torch.no_grad()
     def predict_eps(self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
         """The noise in ``x``: x (B, C, T, F) latents, t (B,) timesteps -> epsilon (B, C, T, F), dtype of x.
 
         v- and sample-predicting checkpoints are converted to epsilon with the scheduler's alphas_cumprod.
+        Differentiable with respect to ``x`` and ``cond`` (the weights are frozen): callers that need no
+        gradients run it under ``torch.no_grad``.
         """
         sample = x.to(self.device, self.dtype)
         t = t.to(self.device)

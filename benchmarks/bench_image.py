@@ -35,8 +35,8 @@ except ImportError:  # run as a script: benchmarks/ is on sys.path
     from common import COMPARISON_COLUMNS, COMPARISON_NOTES, compare_with_reference, edit_parser, print_table
 
 from image_core import ImageEditor
-from image_core.stable_diffusion import StableDiffusionModel
-from image_core.tiny import SD_SCHEDULER, clip_text_encoder, tiny_stable_diffusion
+from image_core.stable_diffusion.model import StableDiffusionModel
+from image_core.stable_diffusion.tiny import SD_SCHEDULER, clip_text_encoder, tiny_stable_diffusion
 
 
 # --------------------------------------------------------------------------------------- models

@@ -1,27 +1,59 @@
-"""Edit-friendly DDPM inversion: a modality-agnostic core and a Stable Diffusion image editor."""
+"""Edit-friendly DDPM inversion: a modality-agnostic core, its methods, and a Stable Diffusion frontend.
 
-from .editing import LatentEditor
-from .editor import ImageEditor
-from .errors import EditError, InputError, InversionMismatchError, ModelLoadError
-from .guidance import ClassifierFreeGuidance, Denoiser, guided
-from .inversion import Inversion, InversionSettings
-from .sampling import ddpm_invert, ddpm_sample, sdedit
-from .schedule import Schedule
+Layers, each importing only those above it in this list:
 
-__all__ = [
-    "ClassifierFreeGuidance",
-    "Denoiser",
-    "EditError",
-    "ImageEditor",
-    "InputError",
-    "Inversion",
-    "InversionMismatchError",
-    "InversionSettings",
-    "LatentEditor",
-    "ModelLoadError",
-    "Schedule",
-    "ddpm_invert",
-    "ddpm_sample",
-    "guided",
-    "sdedit",
-]
+- the core: ``schedule``, ``batching``, ``guidance``, ``sampling`` (the one reverse loop and its noise
+  sources), ``inversion`` (the value), ``windows``, ``settings``;
+- ``methods``: one paper per module (``ddpm``: edit-friendly inversion and editing; ``sdedit``);
+- ``editing.LatentEditor``: the methods behind one model adapter, shared by both frontends;
+- frontends: ``stable_diffusion`` (images) here, ``audio_edit`` (AudioLDM / AudioLDM2) beside it;
+- the command-line tools and the demo.
+
+The names below are imported on first use, so that the command-line tools start fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "ClassifierFreeGuidance": ".guidance",
+    "Denoiser": ".guidance",
+    "guided": ".guidance",
+    "EditError": ".errors",
+    "InputError": ".errors",
+    "InversionMismatchError": ".errors",
+    "ModelLoadError": ".errors",
+    "Inversion": ".inversion",
+    "InversionSettings": ".inversion",
+    "LatentEditor": ".editing",
+    "Schedule": ".schedule",
+    "GaussianNoise": ".sampling",
+    "RecordedNoise": ".sampling",
+    "Step": ".sampling",
+    "sample": ".sampling",
+    "ddpm_edit": ".methods.ddpm",
+    "ddpm_invert": ".methods.ddpm",
+    "sdedit": ".methods.sdedit",
+    "ImageEditor": ".stable_diffusion.editor",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .editing import LatentEditor
+    from .errors import EditError, InputError, InversionMismatchError, ModelLoadError
+    from .guidance import ClassifierFreeGuidance, Denoiser, guided
+    from .inversion import Inversion, InversionSettings
+    from .methods.ddpm import ddpm_edit, ddpm_invert
+    from .methods.sdedit import sdedit
+    from .sampling import GaussianNoise, RecordedNoise, Step, sample
+    from .schedule import Schedule
+    from .stable_diffusion.editor import ImageEditor
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)

@@ -1,3 +1,3 @@
-from .cli import main
+from .stable_diffusion.cli import main
 
 main()

@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from .editing import MAX_SEED, check_settings
 from .errors import EditError, InputError
+from .settings import check_settings, consecutive_seeds
 
 
 class Parser(argparse.ArgumentParser):
@@ -50,8 +50,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise InputError("--target must not be empty: describe the edit, e.g. --target \"jazz piano\"")
     if not 1 <= args.num_outputs <= 64:
         raise InputError(f"--num-outputs must be between 1 and 64, got {args.num_outputs}")
-    if not 0 <= args.seed <= MAX_SEED - args.num_outputs + 1:
-        raise InputError(f"--seed must be between 0 and {MAX_SEED - args.num_outputs + 1}, got {args.seed}")
+    consecutive_seeds(args.seed, args.num_outputs, "--seed")
 
 
 def slug(text: str, limit: int = 40) -> str:

@@ -6,8 +6,6 @@ between (schedule, guidance, inversion, the reverse loop) happens here, once.
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -20,6 +18,7 @@ from .guidance import ClassifierFreeGuidance, Denoiser, guided
 from .inversion import Inversion, InversionSettings
 from .sampling import ddpm_invert, ddpm_sample
 from .schedule import Schedule
+from .settings import check_seeds, check_settings
 
 
 class LatentModel(Protocol):
@@ -41,38 +40,12 @@ class LatentModel(Protocol):
         ...
 
 
-MAX_GUIDANCE = 100.0  # the papers use at most about 30; far beyond, samples leave the data range
-
-
-def check_settings(num_steps: int, t_start: int, eta: float, *cfgs: float) -> None:
-    """Raise ``InputError`` for settings no edit can run with (before any work is done)."""
-    if not isinstance(num_steps, int) or num_steps < 1:
-        raise InputError(f"steps must be a positive integer, got {num_steps}")
-    if not isinstance(t_start, int) or not 1 <= t_start <= num_steps:
-        raise InputError(f"tstart must be between 1 and steps ({num_steps}), got {t_start}")
-    if not (isinstance(eta, (int, float)) and 0 < eta <= 1):
-        raise InputError(f"eta must be in (0, 1], got {eta}")
-    for cfg in cfgs:
-        if not (isinstance(cfg, (int, float)) and math.isfinite(cfg) and 0 <= cfg <= MAX_GUIDANCE):
-            raise InputError(f"guidance scales must be between 0 and {MAX_GUIDANCE}, got {cfg}")
-
-
 def latent_dtype(device: torch.device) -> torch.dtype:
     """The dtype of latents, noise maps and sampler arithmetic: float64 (float32 on MPS, which has no
     float64), whatever the model's dtype. The sampler then retraces the inverted x_t to ~1e-16, so a
     float16 UNet sees the very same inputs when reconstructing; float32 latents put one float32 ulp
     between them, enough to flip float16 roundings (4e-2 reconstruction error with the tiny audio model)."""
     return torch.float32 if torch.device(device).type == "mps" else torch.float64
-
-
-MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
-
-
-def check_seeds(seeds: Sequence[int]) -> None:
-    """Raise ``InputError`` unless every seed is an integer in [0, 2**63 - 1]."""
-    for seed in seeds:
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
-            raise InputError(f"seeds must be whole numbers from 0 to {MAX_SEED}, got {seed!r}")
 
 
 def _as_list(value: str | Sequence[str], what: str) -> list[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from image_core.tiny import SD_SCHEDULER
+from image_core.stable_diffusion.tiny import SD_SCHEDULER
 
 SCHEDULER_CONFIG = SD_SCHEDULER  # the Stable Diffusion scheduler
 

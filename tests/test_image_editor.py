@@ -10,7 +10,7 @@ from PIL import Image
 
 from image_core import ImageEditor, Inversion
 from image_core.adapters import eps_from_output
-from image_core.cli import main
+from image_core.stable_diffusion.cli import main
 from image_core.errors import ModelLoadError
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from . import adapters
-from .adapters import load_component
+from .. import adapters
+from ..adapters import load_component
 
 DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"  # the model of the image paper
 
@@ -24,6 +24,8 @@ class StableDiffusionModel:
     ) -> None:
         self.name = name
         self.tokenizer, self.text_encoder, self.unet, self.vae = tokenizer, text_encoder, unet, vae
+        for module in (text_encoder, unet, vae):
+            module.eval().requires_grad_(False)  # gradients may flow to inputs and conditions, never to weights
         self.scheduler_config = adapters.scheduler_config(scheduler_config)
         self.device, self.dtype = unet.device, unet.dtype
         self.prediction_type = self.scheduler_config.get("prediction_type", "epsilon")
@@ -113,9 +115,11 @@ class StableDiffusionModel:
         ).input_ids
         return {"text": self.text_encoder(ids.to(self.device))[0]}
 
-    @torch.no_grad()
     def predict_eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
-        """ε for (B, 4, h, w) latents at (B,) timesteps; computed in the model's dtype, returned in x_t's."""
+        """ε for (B, 4, h, w) latents at (B,) timesteps; computed in the model's dtype, returned in x_t's.
+
+        Differentiable with respect to ``x_t`` and ``cond`` (the weights are frozen): callers that need
+        no gradients run it under ``torch.no_grad``."""
         x_t = x_t.to(self.device)
         out = self.unet(x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=cond["text"]).sample
         return adapters.eps_from_output(out.to(x_t.dtype), x_t, self.alphas_cumprod[t.cpu()], self.prediction_type)

@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .editing import LatentEditor
-from .errors import InputError
+from ..editing import LatentEditor
+from ..errors import InputError
 from .images import ImageInput, load_image, model_size, to_pil, to_tensor
-from .inversion import Inversion
-from .stable_diffusion import DEFAULT_MODEL, StableDiffusionModel
+from ..inversion import Inversion
+from .model import DEFAULT_MODEL, StableDiffusionModel
 
 OutputType = Literal["pil", "np", "pt", "latent"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from . import cli_common
-from .files import replacing
-from .stable_diffusion import DEFAULT_MODEL
+from .. import cli_common
+from ..files import replacing
+from .model import DEFAULT_MODEL
 
 
 def _main(argv: Sequence[str] | None) -> None:
@@ -48,7 +48,7 @@ def _format(suffix: str) -> str:
     Image.init()
     fmt = Image.EXTENSION.get(suffix.lower())
     if fmt is None:
-        from .errors import InputError
+        from ..errors import InputError
 
         raise InputError(f"unknown image extension {suffix!r}: use .png, .jpg or .webp")
     return fmt
