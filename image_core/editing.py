@@ -1,11 +1,13 @@
-"""Inversion and text-based editing in latent space, shared by the image and audio editors.
+"""The methods behind one model adapter, in latent space: shared by the image and audio editors.
 
 A frontend turns its input into latents x0 and a model adapter into a ``LatentModel``; everything
-between (schedule, guidance, inversion, the reverse loop) happens here, once.
+between (schedule, guidance, the methods of ``methods/`` and the one reverse loop) happens here,
+once. The entry points run without gradients; the denoisers below them stay differentiable.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -16,7 +18,8 @@ from .batching import Cond
 from .errors import EditError, InputError
 from .guidance import ClassifierFreeGuidance, Denoiser, guided
 from .inversion import Inversion, InversionSettings
-from .sampling import ddpm_invert, ddpm_sample
+from .methods.ddpm import ddpm_edit, ddpm_invert
+from .sampling import Callback
 from .schedule import Schedule
 from .settings import check_seeds, check_settings
 
@@ -90,6 +93,16 @@ class LatentEditor:
         (frontends add whatever else changes the noise estimates, such as a window overlap)."""
         return self.model.fingerprint()
 
+    def check_inversion_memory(self, latent_shape: Sequence[int], num_seeds: int, t_start: int) -> None:
+        """Refuse, before any encoding, an inversion whose x_t and noise maps (float64 latents of
+        ``latent_shape`` = (C, ...), ``num_seeds`` of them, ``t_start`` steps) would not fit in free memory."""
+        element = torch.finfo(latent_dtype(self.model.device)).bits // 8
+        maps = 2 * num_seeds * t_start * math.prod(latent_shape) * element
+        adapters.check_memory(
+            maps, self.model.device, "the inversion's x_t and noise maps",
+            "use a lower tstart, fewer seeds or a shorter input",
+        )
+
     def _condition(self, prompts: list[str], negative: str, cfgs: list[float], repeats: int) -> Cond:
         """Guided condition of len(prompts) * repeats rows (prompt-major), prompts encoded once.
 
@@ -105,6 +118,7 @@ class LatentEditor:
         uncond = batching.take(encoded, torch.full_like(rows, len(prompts)))
         return guided(cond, uncond, torch.tensor(cfgs, dtype=torch.float64)[rows])
 
+    @torch.no_grad()
     def invert_latent(
         self,
         x0: torch.Tensor,
@@ -132,25 +146,25 @@ class LatentEditor:
         if x0.shape[0] == 1 and len(seeds) > 1:
             x0 = x0.expand(len(seeds), *x0.shape[1:])
         schedule = Schedule.from_config(self.model.scheduler_config, num_steps)
-        maps = 2 * len(seeds) * t_start * x0[0].numel() * x0.element_size()  # x_t and z_t of every step
-        adapters.check_memory(
-            maps, x0.device, "the inversion's x_t and noise maps", "use a lower tstart, fewer seeds or a shorter input"
-        )
+        self.check_inversion_memory(x0.shape[1:], len(seeds), t_start)
         cond = self._condition([source_prompt], "", [cfg_src], len(seeds))
-        xts, zs = ddpm_invert(
+        xts, zs, residual = ddpm_invert(
             self.guided_denoiser, schedule, x0, cond, t_start, eta, seeds, self.inversion_rows(x0), self.progress
         )
         settings = InversionSettings(
             self.fingerprint(), num_steps, t_start, float(eta), float(cfg_src), source_prompt, tuple(seeds)
         )
-        return Inversion(x0.clone(), xts, zs, schedule.timesteps[schedule.last(t_start)], settings, dict(meta or {}))
+        timesteps = schedule.timesteps[schedule.last(t_start)]
+        return Inversion(x0.clone(), xts, zs, timesteps, settings, dict(meta or {}), residual)
 
+    @torch.no_grad()
     def edit_latent(
         self,
         inv: Inversion,
         target_prompt: str | Sequence[str],
         cfg_tar: float | Sequence[float] = 15.0,
         negative_prompt: str = "",
+        callback: Callback | None = None,
     ) -> torch.Tensor:
         """Regenerate the inverted latents with other prompts, all targets and seeds in one batch.
 
@@ -158,6 +172,7 @@ class LatentEditor:
             target_prompt: T prompts (or one).
             cfg_tar: one guidance scale, or one per target.
             negative_prompt: the prompt of the unconditional branch ("" as the models were trained).
+            callback: called after every step of the edit with its ``sampling.Step``; returns x_s.
         Returns:
             (T * B, ...) latents; row i * B + j is target i edited from inversion j.
         """
@@ -168,11 +183,13 @@ class LatentEditor:
         s = inv.settings
         check_settings(s.num_steps, s.t_start, s.eta, *cfgs)
         schedule = Schedule.from_config(self.model.scheduler_config, s.num_steps)
-        inv.check_fits(self.fingerprint(), schedule)
+        inv = inv.fit(self.fingerprint(), schedule)
         B, T = inv.num_latents, len(targets)
         cond = self._condition(targets, negative_prompt, cfgs, B)
         x_t = inv.xts[:, 0].to(self.model.device).repeat(T, *([1] * (inv.x0.dim() - 1)))
-        latents = ddpm_sample(self.guided_denoiser, schedule, x_t, inv.zs, cond, s.eta, self.progress)
+        latents = ddpm_edit(
+            self.guided_denoiser, schedule, x_t, inv.zs, cond, s.eta, inv.residual, callback, self.progress
+        )
         if not torch.isfinite(latents).all():
             raise EditError(f"the edit diverged (NaN or Inf in the result): use a lower guidance scale than {max(cfgs)}")
         return latents

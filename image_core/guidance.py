@@ -54,5 +54,5 @@ class ClassifierFreeGuidance:
             return self.model(x_t, t, cond["cond"])  # type: ignore[index]
         both = batching.cat([cond["cond"], cond["uncond"]])  # type: ignore[index]
         eps_c, eps_u = self.model(torch.cat([x_t, x_t]), torch.cat([t, t]), both).chunk(2)
-        scale = cond["scale"].to(eps_c.device, eps_c.dtype).view(-1, *([1] * (x_t.dim() - 1)))  # type: ignore[index]
+        scale = batching.append_dims(cond["scale"], eps_c)  # type: ignore[index]
         return eps_u + scale * (eps_c - eps_u)

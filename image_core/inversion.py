@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -12,7 +12,9 @@ import torch
 from .errors import InputError, InversionMismatchError
 from .schedule import Schedule
 
-FORMAT = "ddpm-inversion/1"
+FORMAT = "ddpm-inversion/2"
+_FORMAT_1 = "ddpm-inversion/1"  # the residual, if any, stored as the last noise map
+_TENSORS = ("x0", "xts", "zs", "timesteps")
 
 
 @dataclass(frozen=True)
@@ -35,10 +37,12 @@ class Inversion:
     Attributes:
         x0: (B, ...) clean latents.
         xts: (B, K, ...) x_t at the K = t_start timesteps the edit runs, xts[:, 0] = x_{t_start}.
-        zs: (B, K, ...) noise maps; sampling from xts[:, 0] with them regenerates x0.
+        zs: (B, K, ...) noise maps z ~ N(0, I); sampling from xts[:, 0] with them regenerates x0.
         timesteps: (K,) int64, descending.
         settings: how it was made.
         meta: JSON-able facts of the input a frontend needs to write outputs (size, sample rate...).
+        residual: (B, ...) x0 - μ of the chain's last step where σ is zero there (a scheduler whose
+            final alpha is one), added back at that step; None otherwise (SD, AudioLDM).
     """
 
     x0: torch.Tensor
@@ -47,11 +51,27 @@ class Inversion:
     timesteps: torch.Tensor
     settings: InversionSettings
     meta: dict[str, Any] = field(default_factory=dict)
+    residual: torch.Tensor | None = None
+    legacy_last_map: bool = False  # read from a format-1 file: a residual may still sit in zs[:, -1]
 
     @property
     def num_latents(self) -> int:
         """B, the number of inverted latents (one per seed)."""
         return self.x0.shape[0]
+
+    def fit(self, model: str, schedule: Schedule) -> Inversion:
+        """This inversion, checked to be made with ``model`` and ``schedule`` (else
+        ``InversionMismatchError``); a format-1 file's residual is moved out of its last noise map
+        where the schedule's last σ is zero."""
+        self.check_fits(model, schedule)
+        if not self.legacy_last_map:
+            return self
+        if float(schedule.alphas_prev[-1]) < 1:
+            return replace(self, legacy_last_map=False)
+        zs = self.zs.clone()
+        residual = zs[:, -1].clone()
+        zs[:, -1] = 0
+        return replace(self, zs=zs, residual=residual, legacy_last_map=False)
 
     def check_fits(self, model: str, schedule: Schedule) -> None:
         """Raise ``InversionMismatchError`` unless this inversion was made with ``model`` and ``schedule``."""
@@ -71,9 +91,11 @@ class Inversion:
         """Write a safetensors file (tensors) with the settings and meta as JSON metadata."""
         from safetensors.torch import save_file
 
-        tensors = {"x0": self.x0, "xts": self.xts, "zs": self.zs, "timesteps": self.timesteps}
+        tensors = {name: getattr(self, name) for name in _TENSORS}
+        if self.residual is not None:
+            tensors["residual"] = self.residual
         metadata = {
-            "format": FORMAT,
+            "format": _FORMAT_1 if self.legacy_last_map else FORMAT,
             "settings": json.dumps(asdict(self.settings)),
             "meta": json.dumps(self.meta),
         }
@@ -87,12 +109,14 @@ class Inversion:
         try:
             with safe_open(os.fspath(path), framework="pt", device=str(device)) as f:
                 metadata = f.metadata() or {}
-                if metadata.get("format") != FORMAT:
+                if metadata.get("format") not in (FORMAT, _FORMAT_1):
                     raise InputError(f"{path} is not an inversion file (format {metadata.get('format')!r})")
-                tensors = {key: f.get_tensor(key) for key in ("x0", "xts", "zs", "timesteps")}
+                tensors = {key: f.get_tensor(key) for key in (*_TENSORS, "residual") if key in f.keys()}
             settings = json.loads(metadata["settings"])
             settings["seeds"] = tuple(settings["seeds"])
-            inv = cls(**tensors, settings=InversionSettings(**settings), meta=json.loads(metadata["meta"]))
+            legacy = metadata["format"] == _FORMAT_1
+            meta = json.loads(metadata["meta"])
+            inv = cls(**tensors, settings=InversionSettings(**settings), meta=meta, legacy_last_map=legacy)
         except InputError:
             raise
         except Exception as error:  # any decoding problem is the file's
@@ -104,6 +128,7 @@ class Inversion:
             and inv.x0.shape == (B, *inv.xts.shape[2:])
             and len(inv.timesteps) == K
             and len(inv.settings.seeds) == B
+            and (inv.residual is None or inv.residual.shape == inv.x0.shape)
         )
         if not consistent:
             raise InputError(f"inversion file {path} is inconsistent (tensor shapes do not match its settings)")

@@ -1,4 +1,4 @@
-"""DDPM sampling, edit-friendly DDPM inversion and SDEdit as plain functions over a denoiser.
+"""The reverse process: one step, the noise sources, and the ONE loop every method samples with.
 
 One reverse step from t to its predecessor s (DDIM form; eta = 1 is DDPM):
 
@@ -7,185 +7,200 @@ One reverse step from t to its predecessor s (DDIM form; eta = 1 is DDPM):
     μ      = sqrt(ᾱ_s) x0_hat + sqrt(1 - ᾱ_s - σ²) ε
     x_s    = μ + σ z
 
-Edit-friendly inversion (Huberman-Spiegelglas et al., CVPR 2024) draws every x_t independently
-from x_0 and solves the step for z: z_t = (x_s - μ(x_t)) / σ_t. The noise maps z_t then make the
-sampler regenerate x_0 exactly; sampling from x_{t_start} with the same z_t and another condition
-edits. Where σ is zero (a final alpha of 1) the noise map holds the residual x_s - μ itself
-(``noise_scale`` is 1 there), so reconstruction stays exact.
+Methods differ only in what they hand this loop: the denoiser (guidance is a wrapper around it), the
+condition (or one per step), where z comes from (``RecordedNoise``: an inversion's maps;
+``GaussianNoise``: fresh N(0, I) per row; None: deterministic DDIM), and a per-step ``callback`` that
+sees the whole ``Step`` and may replace x_s (masks, drifts of x0_hat).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, Union
 
 import torch
 from tqdm.auto import tqdm
 
-from . import batching
-from .batching import Cond
+from .batching import Cond, append_dims
 from .guidance import Denoiser
 from .schedule import Schedule
 
 
-def _rows(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """(B,) float64 coefficients -> (B, 1, ..., 1) in ``like``'s dtype and device."""
-    return values.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.dim() - 1)))
-
-
 def sigma(schedule: Schedule, eta: float) -> torch.Tensor:
-    """(N,) float64 σ of each step of the chain."""
+    """(N,) float64 σ of each step of the chain (zero where ᾱ_s = 1, i.e. a final alpha of one)."""
     a_t, a_s = schedule.alphas, schedule.alphas_prev
     return eta * ((1 - a_s) / (1 - a_t)).sqrt() * (1 - a_t / a_s).clamp(min=0).sqrt()
 
 
-def noise_scale(schedule: Schedule, eta: float) -> torch.Tensor:
-    """(N,) float64 factor of z in each step: σ, or 1 where σ is zero (z is then the residual)."""
-    s = sigma(schedule, eta)
-    return torch.where(s > 0, s, torch.ones_like(s))
+def predicted_x0(a_t: torch.Tensor, x_t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """x0_hat = (x_t - sqrt(1 - ᾱ_t) ε) / sqrt(ᾱ_t); ``a_t`` a float64 scalar or (B,) tensor."""
+    a_t = append_dims(a_t, x_t)
+    return (x_t - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+
+
+def eps_from_x0(a_t: torch.Tensor, x_t: torch.Tensor, x0_hat: torch.Tensor) -> torch.Tensor:
+    """The ε for which ``predicted_x0`` gives ``x0_hat``: (x_t - sqrt(ᾱ_t) x0_hat) / sqrt(1 - ᾱ_t)."""
+    a_t = append_dims(a_t, x_t)
+    return (x_t - a_t.sqrt() * x0_hat) / (1 - a_t).sqrt()
+
+
+def mean_from_x0(a_s: torch.Tensor, sigma_t: torch.Tensor, x0_hat: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """μ = sqrt(ᾱ_s) x0_hat + sqrt(1 - ᾱ_s - σ²) ε; ``a_s`` and ``sigma_t`` float64 scalars or (B,)."""
+    a_s, sigma_t = append_dims(a_s, x0_hat), append_dims(sigma_t, x0_hat)
+    return a_s.sqrt() * x0_hat + (1 - a_s - sigma_t**2).clamp(min=0).sqrt() * eps
 
 
 def posterior_mean(
     schedule: Schedule, k: torch.Tensor, x_t: torch.Tensor, eps: torch.Tensor, eta: float
 ) -> torch.Tensor:
-    """μ of the step from t_k to its predecessor, per row.
+    """μ of the step from t_k to its predecessor, per row (rows may sit at different steps).
 
     Args:
         k: (B,) int64 step indices into the schedule.
         x_t, eps: (B, ...) latents and their predicted noise.
     """
-    a_t, a_s = _rows(schedule.alphas[k], x_t), _rows(schedule.alphas_prev[k], x_t)
-    s = _rows(sigma(schedule, eta)[k], x_t)
-    x0_hat = (x_t - (1 - a_t).sqrt() * eps) / a_t.sqrt()
-    return a_s.sqrt() * x0_hat + (1 - a_s - s**2).clamp(min=0).sqrt() * eps
+    x0_hat = predicted_x0(schedule.alphas[k], x_t, eps)
+    return mean_from_x0(schedule.alphas_prev[k], sigma(schedule, eta)[k], x0_hat, eps)
 
 
-def _generators(seeds: Sequence[int]) -> list[torch.Generator]:
+# ------------------------------------------------------------------------------------ noise sources
+
+
+class NoiseSource(Protocol):
+    """Where the z of each step comes from.
+
+    ``noise(j, like)`` returns z for the j-th step of the run (j = 0 is the first step run), shaped,
+    typed and placed like ``like`` (the current (B, ...) latents). It is called only where σ > 0.
+    """
+
+    def __call__(self, j: int, like: torch.Tensor) -> torch.Tensor: ...
+
+
+class RecordedNoise:
+    """The noise maps of an inversion: z_j = zs[:, j], moved to the latents' device step by step.
+
+    Args:
+        zs: (B', K, ...) maps of K steps; B latents with B a multiple of B' share them, row i
+            taking the maps of row i mod B' (several targets edit one inversion without copies).
+    """
+
+    def __init__(self, zs: torch.Tensor) -> None:
+        self.zs = zs
+
+    def __call__(self, j: int, like: torch.Tensor) -> torch.Tensor:
+        z = self.zs[:, j].to(like.device, like.dtype)
+        return z.repeat(like.shape[0] // z.shape[0], *([1] * (z.dim() - 1)))
+
+
+def generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per seed (one per row of a batch)."""
     return [torch.Generator().manual_seed(int(seed)) for seed in seeds]
 
 
-def _noised(
-    schedule: Schedule, x0: torch.Tensor, steps: range, seeds: Sequence[int]
-) -> torch.Tensor:
-    """(B, len(steps), ...) independent x_t = sqrt(ᾱ_t) x0 + sqrt(1 - ᾱ_t) n, one generator per row.
+def gaussian(gens: Sequence[torch.Generator], shape: Sequence[int]) -> torch.Tensor:
+    """(len(gens), *shape) float32 N(0, I) draws, row r from ``gens[r]`` alone (float32 so that a seed
+    means the same noise whatever the latents' dtype)."""
+    return torch.stack([torch.randn(tuple(shape), generator=g) for g in gens])
 
-    The noise is drawn from the smallest timestep up, so the x_t of a shorter edit are a prefix of
-    those of a longer one with the same seed.
+
+class GaussianNoise:
+    """Fresh z ~ N(0, I) at every step, each row from its own generator (EDM-style): a row's noise
+    does not depend on the rest of the batch. Rows i share the generator of row i mod len(gens)."""
+
+    def __init__(self, gens: Sequence[torch.Generator]) -> None:
+        self.gens = list(gens)
+
+    def __call__(self, j: int, like: torch.Tensor) -> torch.Tensor:
+        z = gaussian(self.gens, like.shape[1:]).to(like.device, like.dtype)
+        return z.repeat(like.shape[0] // z.shape[0], *([1] * (z.dim() - 1)))
+
+
+# ------------------------------------------------------------------------------------------ the loop
+
+
+@dataclass(frozen=True)
+class Step:
+    """One reverse step of a run, as a ``callback`` sees it (all tensors (B, ...)).
+
+    Attributes:
+        j: index of the step within the run (0 = the first step run).
+        k: index of the step in the schedule.
+        t: its timestep.
+        x_t, eps, x0_hat: the latents, the denoiser's ε and the x0_hat it implies.
+        a_t, a_s, sigma: ᾱ_t, ᾱ_s and σ of the step (float64 scalars).
+        noise: what the step adds to μ: σ z (plus an inversion's residual where σ is zero), or 0.
+        x_s: μ + noise, the step's result.
     """
-    shape = x0.shape[1:]
-    noise = torch.empty((len(seeds), len(steps), *shape), dtype=x0.dtype)
-    for row, g in enumerate(_generators(seeds)):
-        for j in reversed(range(len(steps))):
-            noise[row, j] = torch.randn(shape, generator=g)  # float32 draws: a seed means the same in any dtype
-    noise = noise.to(x0.device)
-    for j, a in enumerate(schedule.alphas[list(steps)].tolist()):  # in place: one full-size tensor
-        noise[:, j].mul_((1 - a) ** 0.5).add_(a**0.5 * x0)
-    return noise
+
+    j: int
+    k: int
+    t: int
+    x_t: torch.Tensor
+    eps: torch.Tensor
+    x0_hat: torch.Tensor
+    a_t: float
+    a_s: float
+    sigma: float
+    noise: torch.Tensor | float
+    x_s: torch.Tensor
+
+    def x_s_for(self, x0_hat: torch.Tensor) -> torch.Tensor:
+        """The x_s this step gives for another x0_hat, ε re-derived from x_t so that the pair stays
+        consistent (how a drift of x0_hat enters a step), with the same noise."""
+        a_t, a_s, s = (torch.tensor(v, dtype=torch.float64) for v in (self.a_t, self.a_s, self.sigma))
+        eps = eps_from_x0(a_t, self.x_t, x0_hat)
+        return mean_from_x0(a_s, s, x0_hat, eps) + self.noise
 
 
-@torch.no_grad()
-def ddpm_invert(
-    denoiser: Denoiser,
-    schedule: Schedule,
-    x0: torch.Tensor,
-    cond: Cond,
-    t_start: int,
-    eta: float = 1.0,
-    seeds: Sequence[int] = (0,),
-    batch_size: int = 16,
-    progress: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Edit-friendly DDPM inversion of the last ``t_start`` steps of the chain.
-
-    The x_t are independent draws, so the denoiser evaluations of all steps are independent: they
-    run in batches of ``batch_size`` (x_t, t) rows, which bounds memory.
-
-    Args:
-        x0: (B, ...) clean latents.
-        cond: B rows, the condition of the inversion (e.g. from ``guidance.guided``).
-        seeds: B seeds, one generator per row, so a row does not depend on the rest of the batch.
-    Returns:
-        xts: (B, t_start, ...) x_t at the edit's timesteps, xts[:, 0] = x_{t_start}.
-        zs: (B, t_start, ...) noise maps with which ``ddpm_sample`` regenerates x0 exactly.
-    """
-    steps = schedule.last(t_start)
-    B, K = x0.shape[0], len(steps)
-    if len(seeds) != B:
-        raise ValueError(f"need one seed per latent: {B} latents, {len(seeds)} seeds")
-    xts = _noised(schedule, x0, steps, seeds)
-    flat = xts.flatten(0, 1)  # row b * K + j holds step steps[j] of sample b
-    k = torch.tensor(list(steps)).repeat(B)
-    b, j = torch.arange(B).repeat_interleave(K), torch.arange(K).repeat(B)
-    scale = noise_scale(schedule, eta)
-    zs = torch.empty_like(flat)
-    for lo in tqdm(range(0, B * K, batch_size), desc="inversion", disable=not progress):
-        part = slice(lo, lo + batch_size)
-        t = schedule.timesteps[k[part]].to(x0.device)
-        eps = denoiser(flat[part], t, batching.take(cond, b[part]))
-        # x_s: the next x_t of the same sample, x0 after its last step
-        last = (j[part] == K - 1).to(x0.device).view(-1, *([1] * (x0.dim() - 1)))
-        x_s = torch.where(last, x0[b[part]], xts[b[part], (j[part] + 1).clamp(max=K - 1)])
-        mu = posterior_mean(schedule, k[part], flat[part], eps, eta)
-        zs[part] = (x_s - mu) / _rows(scale[k[part]], flat)
-    return xts, zs.view_as(xts)
+Callback = Callable[[Step], torch.Tensor]
+CondArg = Union[Cond, Callable[[int], Cond]]
 
 
-@torch.no_grad()
-def ddpm_sample(
+def sample(
     denoiser: Denoiser,
     schedule: Schedule,
     x_t: torch.Tensor,
-    zs: torch.Tensor,
-    cond: Cond,
+    cond: CondArg,
+    steps: range,
     eta: float = 1.0,
+    noise: NoiseSource | None = None,
+    residual: torch.Tensor | None = None,
+    callback: Callback | None = None,
     progress: bool = True,
+    desc: str = "sampling",
 ) -> torch.Tensor:
-    """Run the last ``zs.shape[1]`` steps of the chain from ``x_t`` with the given noise maps.
+    """Run the reverse steps ``steps`` of the chain from ``x_t``: x_s = μ(x_t, ε) + σ z at each.
 
     Args:
-        x_t: (B, ...) latents at the first of those steps.
-        zs: (B', K, ...) noise maps, one per step (from ``ddpm_invert`` or fresh Gaussian noise);
-            B a multiple of B': row i of x_t takes the maps of row i mod B' (several targets edit
-            one inversion without copies of its maps).
-        cond: B rows, the condition of the edit.
+        x_t: (B, ...) latents at the timestep of ``steps[0]``.
+        cond: B rows of condition, or a function of the run's step index j giving them (per-step
+            conditions, e.g. optimised unconditional embeddings).
+        steps: ascending indices into the schedule (descending timesteps), e.g. ``schedule.last(K)``.
+        eta: sampler noise; 0 is deterministic DDIM (``noise`` is then never called).
+        noise: where z comes from; None for no noise.
+        residual: (B', ...) added where σ is zero after the chain's last step: an inversion's
+            ``x0 - μ`` there, so that reconstruction stays exact when the final alpha is one.
+        callback: called after every step with the ``Step``; its return value replaces x_s.
     Returns:
-        (B, ...) the sample x_0.
+        (B, ...) the latents after the last step (x_0 when ``steps`` ends the chain).
     """
-    if x_t.shape[0] % zs.shape[0]:
-        raise ValueError(f"{x_t.shape[0]} latents cannot share the noise maps of {zs.shape[0]}")
-    tiles = x_t.shape[0] // zs.shape[0]
-    scale = noise_scale(schedule, eta)
+    sigmas = sigma(schedule, eta)
+    last = schedule.num_steps - 1
     x = x_t
-    for j, k in enumerate(tqdm(schedule.last(zs.shape[1]), desc="editing", disable=not progress)):
-        t = schedule.timesteps[k].expand(x.shape[0]).to(x.device)
-        eps = denoiser(x, t, cond)
-        ks = torch.full((x.shape[0],), k)
-        z = zs[:, j].to(x.device).repeat(tiles, *([1] * (x.dim() - 1)))
-        x = posterior_mean(schedule, ks, x, eps, eta) + float(scale[k]) * z
+    for j, k in enumerate(tqdm(steps, desc=desc, disable=not progress)):
+        t = schedule.timesteps[k]
+        eps = denoiser(x, t.expand(x.shape[0]).to(x.device), cond(j) if callable(cond) else cond)
+        a_t, a_s, s = schedule.alphas[k], schedule.alphas_prev[k], sigmas[k]
+        x0_hat = predicted_x0(a_t, x, eps)
+        term: torch.Tensor | float = 0.0
+        if s > 0 and noise is not None:
+            term = float(s) * noise(j, x)
+        elif s == 0 and k == last and residual is not None:
+            term = RecordedNoise(residual.unsqueeze(1))(0, x)
+        x_s = mean_from_x0(a_s, s, x0_hat, eps) + term
+        if callback is not None:
+            step = Step(j, k, int(t), x, eps, x0_hat, float(a_t), float(a_s), float(s), term, x_s)
+            x_s = callback(step)
+        x = x_s
     return x
-
-
-@torch.no_grad()
-def sdedit(
-    denoiser: Denoiser,
-    schedule: Schedule,
-    x0: torch.Tensor,
-    cond: Cond,
-    t_start: int,
-    eta: float = 1.0,
-    seeds: Sequence[int] = (0,),
-    progress: bool = True,
-) -> torch.Tensor:
-    """SDEdit (Meng et al., 2022): noise x0 to the t_start-th last step, then sample with fresh noise.
-
-    Args:
-        x0: (B, ...) clean latents; cond: B rows; seeds: one per row.
-    Returns:
-        (B, ...) edited latents.
-    """
-    steps = schedule.last(t_start)
-    x_t = _noised(schedule, x0, range(steps.start, steps.start + 1), seeds)[:, 0]
-    gens = _generators([seed + 1 for seed in seeds])
-    zs = torch.stack([torch.randn((len(steps), *x0.shape[1:]), generator=g) for g in gens]).to(x0.dtype)
-    stochastic = (sigma(schedule, eta)[list(steps)] > 0).to(zs.dtype)  # where σ is zero z is a residual: none
-    zs *= stochastic.view(1, -1, *([1] * (x0.dim() - 1)))
-    return ddpm_sample(denoiser, schedule, x_t, zs.to(x0.device), cond, eta, progress)

@@ -9,7 +9,9 @@ from image_core.editing import LatentEditor
 from image_core.errors import EditError, InputError, InversionMismatchError
 from image_core.guidance import ClassifierFreeGuidance, guided
 from image_core.inversion import Inversion
-from image_core.sampling import ddpm_invert, ddpm_sample, noise_scale, posterior_mean, sdedit
+from image_core.methods.ddpm import ddpm_edit, ddpm_invert, noised
+from image_core.methods.sdedit import sdedit
+from image_core.sampling import GaussianNoise, generators, posterior_mean, sample, sigma
 from image_core.schedule import Schedule
 
 SEEDS = list(range(8))
@@ -50,7 +52,7 @@ def test_step_matches_ddim_scheduler_step(model):
     x, eps, z = (torch.randn(2, 16, generator=g, dtype=torch.float64) for _ in range(3))
     for k in (0, 20, 49):
         mu = posterior_mean(schedule, torch.full((2,), k), x, eps, 0.7)
-        ours = mu + float(noise_scale(schedule, 0.7)[k]) * z
+        ours = mu + float(sigma(schedule, 0.7)[k]) * z
         ref = ddim.step(eps, int(schedule.timesteps[k]), x, eta=0.7, variance_noise=z).prev_sample
         assert torch.allclose(ours, ref.double(), atol=1e-6)  # the scheduler keeps ᾱ in float32
 
@@ -66,14 +68,32 @@ def test_reconstruction_is_exact(model, x0, eta, t_start, cfg_src):
 
 
 def test_reconstruction_is_exact_when_final_alpha_is_one(model, x0):
-    """σ is zero at the last step then; the last noise map carries the residual."""
+    """σ is zero at the last step then: the residual x0 - μ is a term of its own, the last map zero."""
     config = {**model.scheduler_config, "set_alpha_to_one": True}
     schedule = Schedule.from_config(config, 50)
     cfg = ClassifierFreeGuidance(model.predict_eps)
     cond = guided(model.encode_prompts(["A"] * len(SEEDS)))
-    xts, zs = ddpm_invert(cfg, schedule, x0, cond, 50, 1.0, SEEDS, progress=False)
-    rec = ddpm_sample(cfg, schedule, xts[:, 0], zs, cond, 1.0, progress=False)
+    xts, zs, residual = ddpm_invert(cfg, schedule, x0, cond, 50, 1.0, SEEDS, progress=False)
+    assert residual is not None and torch.equal(zs[:, -1], torch.zeros_like(x0))
+    rec = ddpm_edit(cfg, schedule, xts[:, 0], zs, cond, 1.0, residual, progress=False)
     assert ((rec - x0).norm() / x0.norm()).item() <= 1e-6
+    assert ((ddpm_edit(cfg, schedule, xts[:, 0], zs, cond, 1.0, None, progress=False) - x0).norm() / x0.norm()) > 1e-3
+
+
+def test_no_residual_where_sigma_is_positive(model, x0):
+    cond = guided(model.encode_prompts(["A"] * 2))
+    schedule = Schedule.from_config(model.scheduler_config, 50)  # final alpha = alphas_cumprod[0] < 1
+    assert ddpm_invert(ClassifierFreeGuidance(model.predict_eps), schedule, x0[:2], cond, 20, 1.0, [0, 1], progress=False).residual is None
+
+
+def test_fresh_gaussian_noise_adds_nothing_where_sigma_is_zero(model, x0):
+    """With a final alpha of one the last step is deterministic: fresh noise must not enter it."""
+    schedule = Schedule.from_config({**model.scheduler_config, "set_alpha_to_one": True}, 50)
+    cfg = ClassifierFreeGuidance(model.predict_eps)
+    cond = guided(model.encode_prompts(["A"] * 2))
+    last = range(49, 50)
+    noisy = sample(cfg, schedule, x0[:2], cond, last, 1.0, GaussianNoise(generators([0, 1])), progress=False)
+    assert torch.equal(noisy, sample(cfg, schedule, x0[:2], cond, last, 1.0, None, progress=False))
 
 
 def test_inversion_batches_bound_the_calls(model, x0):
@@ -119,8 +139,8 @@ def test_edit_moves_to_target_and_keeps_structure(model, x0, sign, t_start):
     rows = torch.zeros(len(SEEDS), dtype=torch.long)
     source = guided({"weights": enc["weights"][rows]}, {"weights": enc["weights"][rows + 2]}, cfg_src)
     target = guided({"weights": enc["weights"][rows + 1]}, {"weights": enc["weights"][rows + 2]}, sign * cfg_tar)
-    xts, zs = ddpm_invert(denoiser, schedule, x0, source, t_start, 1.0, SEEDS, progress=False)
-    edited = ddpm_sample(denoiser, schedule, xts[:, 0], zs, target, 1.0, progress=False)
+    xts, zs, _ = ddpm_invert(denoiser, schedule, x0, source, t_start, 1.0, SEEDS, progress=False)
+    edited = ddpm_edit(denoiser, schedule, xts[:, 0], zs, target, 1.0, progress=False)
     baseline = sdedit(denoiser, schedule, x0, target, t_start, 1.0, SEEDS, progress=False)
 
     to_b, to_a = _distances(model, edited)
@@ -244,15 +264,13 @@ def test_guidance_scales_follow_the_model_output_to_its_device():
 
 def test_sdedit_without_noise_is_deterministic_ddim(model, x0):
     """At eta = 0 every σ is zero: SDEdit must add no noise after noising x0, i.e. run plain DDIM."""
-    from image_core.sampling import _noised
-
     schedule = Schedule.from_config(model.scheduler_config, 50)
     cfg = ClassifierFreeGuidance(model.predict_eps)
     cond = guided(model.encode_prompts(["B"] * 2))
     edited = sdedit(cfg, schedule, x0[:2], cond, 30, 0.0, [0, 1], progress=False)
     start = schedule.last(30).start
-    x_t = _noised(schedule, x0[:2], range(start, start + 1), [0, 1])[:, 0]
-    ddim = ddpm_sample(cfg, schedule, x_t, torch.zeros(2, 30, x0.shape[1], dtype=x0.dtype), cond, 0.0, progress=False)
+    x_t = noised(schedule, x0[:2], range(start, start + 1), [0, 1])[:, 0]
+    ddim = sample(cfg, schedule, x_t, cond, schedule.last(30), 0.0, None, progress=False)
     assert torch.allclose(edited, ddim, atol=1e-12)
 
 
@@ -277,3 +295,99 @@ def test_tampered_inversion_files_are_input_errors(model, x0, tmp_path):
         save_file(content, tmp_path / "bad.inv", metadata)
         with pytest.raises(InputError, match="inversion file"):
             Inversion.load(tmp_path / "bad.inv")
+
+
+def test_sdedit_rows_with_consecutive_seeds_are_independent():
+    """All of a row's noise comes from its own generator: the first z of the row with seed s is not
+    the x_t noise of the row with seed s + 1 (it was, when z came from seed + 1), and a row equals
+    itself edited alone."""
+    model = GaussianMixtureModel(dim=4096)
+    x0 = model.sample(0, 3, seed=5)
+    schedule = Schedule.from_config(model.scheduler_config, 50)
+    cfg = ClassifierFreeGuidance(model.predict_eps)
+    a = float(schedule.alphas[schedule.last(20).start])
+    seen = {}
+
+    def record(step):
+        if step.j == 0:
+            seen["x_noise"] = (step.x_t - a**0.5 * x0[: step.x_t.shape[0]]) / (1 - a) ** 0.5
+            seen["z"] = step.noise / step.sigma
+        return step.x_s
+
+    together = sdedit(cfg, schedule, x0, guided(model.encode_prompts(["B"] * 3)), 20, 1.0, [0, 1, 2], record, False)
+    x_noise, z = seen["x_noise"], seen["z"]
+    for r in range(2):
+        corr = torch.nn.functional.cosine_similarity(z[r], x_noise[r + 1], dim=0).abs().item()
+        assert corr < 0.1
+    alone = sdedit(cfg, schedule, x0[1:2], guided(model.encode_prompts(["B"])), 20, 1.0, [1], progress=False)
+    assert torch.allclose(together[1:2], alone, atol=1e-12)
+
+
+def test_step_callback_sees_the_step_and_can_replace_it(model, x0):
+    """A callback returning x_s changes nothing; ``x_s_for`` re-derives ε, so moving x0_hat by d moves
+    x_s by (sqrt(ᾱ_s) - sqrt(1 - ᾱ_s - σ²) sqrt(ᾱ_t / (1 - ᾱ_t))) d, and the run continues from it."""
+    ed = editor(model)
+    inv = ed.invert_latent(x0[:2], "A", 50, 20, 3.5, 1.0, [0, 1])
+    plain = ed.edit_latent(inv, "B")
+    steps = []
+    same = ed.edit_latent(inv, "B", callback=lambda step: steps.append(step) or step.x_s)
+    assert torch.equal(same, plain) and [s.j for s in steps] == list(range(20))
+    d = torch.randn(x0[:2].shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def gain(step):
+        return step.a_s**0.5 - (1 - step.a_s - step.sigma**2) ** 0.5 * (step.a_t / (1 - step.a_t)) ** 0.5
+
+    for step in (steps[5], steps[19]):
+        assert torch.allclose(step.x_s_for(step.x0_hat), step.x_s, atol=1e-12)
+        assert torch.allclose(step.x_s_for(step.x0_hat + d) - step.x_s, gain(step) * d, atol=1e-10)
+    drifted = ed.edit_latent(inv, "B", callback=lambda s: s.x_s_for(s.x0_hat + d) if s.j == 19 else s.x_s)
+    assert torch.allclose(drifted - plain, gain(steps[19]) * d, atol=1e-10)  # what the run returns
+
+
+def test_per_step_conditions(model, x0):
+    """A condition may be a function of the step: the same every step equals the plain condition."""
+    schedule = Schedule.from_config(model.scheduler_config, 50)
+    cfg = ClassifierFreeGuidance(model.predict_eps)
+    cond = guided(model.encode_prompts(["B"] * 2), model.encode_prompts([""] * 2), 7.5)
+    xts, zs, _ = ddpm_invert(cfg, schedule, x0[:2], cond, 20, 1.0, [0, 1], progress=False)
+    plain = ddpm_edit(cfg, schedule, xts[:, 0], zs, cond, progress=False)
+    per_step = ddpm_edit(cfg, schedule, xts[:, 0], zs, lambda j: cond, progress=False)
+    assert torch.equal(plain, per_step)
+    other = guided(model.encode_prompts(["A"] * 2))
+    switched = ddpm_edit(cfg, schedule, xts[:, 0], zs, lambda j: cond if j < 10 else other, progress=False)
+    assert not torch.allclose(switched, plain)
+
+
+@pytest.mark.parametrize("alpha_to_one", [False, True])
+def test_format_1_files_still_load_and_reconstruct(x0, tmp_path, alpha_to_one):
+    """Files of the first format kept a residual (where σ is zero) in the last noise map."""
+    import json
+    from dataclasses import asdict
+
+    from safetensors.torch import save_file
+
+    model = GaussianMixtureModel()
+    model.scheduler_config = {**model.scheduler_config, "set_alpha_to_one": alpha_to_one}
+    inv = editor(model).invert_latent(x0[:2], "A", 50, 20, 3.5, 1.0, [0, 1], meta={"k": 1})
+    assert (inv.residual is not None) == alpha_to_one
+    zs = inv.zs.clone()
+    if alpha_to_one:
+        zs[:, -1] = inv.residual
+    tensors = {"x0": inv.x0, "xts": inv.xts, "zs": zs, "timesteps": inv.timesteps}
+    metadata = {"format": "ddpm-inversion/1", "settings": json.dumps(asdict(inv.settings)), "meta": '{"k": 1}'}
+    save_file(tensors, tmp_path / "old.inv", metadata)
+    old = Inversion.load(tmp_path / "old.inv")
+    rec = editor(model).reconstruct_latent(old)
+    assert ((rec - x0[:2]).norm() / x0[:2].norm()).item() <= 1e-6
+    assert torch.equal(editor(model).edit_latent(old, "B"), editor(model).edit_latent(inv, "B"))
+    old.save(tmp_path / "again.inv")  # an unconverted format-1 value keeps its format
+    assert torch.equal(editor(model).reconstruct_latent(Inversion.load(tmp_path / "again.inv")), rec)
+
+
+def test_residual_round_trips_through_files(x0, tmp_path):
+    model = GaussianMixtureModel()
+    model.scheduler_config = {**model.scheduler_config, "set_alpha_to_one": True}
+    inv = editor(model).invert_latent(x0[:2], "A", 50, 20, 3.5, 1.0, [0, 1])
+    inv.save(tmp_path / "x.inv")
+    back = Inversion.load(tmp_path / "x.inv")
+    assert torch.equal(back.residual, inv.residual)

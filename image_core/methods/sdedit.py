@@ -1,0 +1,45 @@
+"""SDEdit (Meng et al., ICLR 2022): noise the input to an intermediate timestep, then sample.
+
+x_{t_start} = sqrt(ᾱ) x_0 + sqrt(1 - ᾱ) n, and the reverse process runs from there with fresh
+noise. All of a row's noise (n and every z) comes from that row's one generator, so rows with
+consecutive seeds are independent and a row does not depend on the rest of the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..batching import Cond
+from ..guidance import Denoiser
+from ..sampling import Callback, GaussianNoise, gaussian, generators, sample
+from ..schedule import Schedule
+
+
+@torch.no_grad()
+def sdedit(
+    denoiser: Denoiser,
+    schedule: Schedule,
+    x0: torch.Tensor,
+    cond: Cond,
+    t_start: int,
+    eta: float = 1.0,
+    seeds: Sequence[int] = (0,),
+    callback: Callback | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """SDEdit of the last ``t_start`` steps of the chain.
+
+    Args:
+        x0: (B, ...) clean latents; cond: B rows; seeds: one per row.
+    Returns:
+        (B, ...) edited latents.
+    """
+    if len(seeds) != x0.shape[0]:
+        raise ValueError(f"need one seed per latent: {x0.shape[0]} latents, {len(seeds)} seeds")
+    steps = schedule.last(t_start)
+    gens = generators(seeds)
+    a = float(schedule.alphas[steps.start])
+    x_t = a**0.5 * x0 + (1 - a) ** 0.5 * gaussian(gens, x0.shape[1:]).to(x0.device, x0.dtype)
+    return sample(denoiser, schedule, x_t, cond, steps, eta, GaussianNoise(gens), None, callback, progress, "sdedit")
