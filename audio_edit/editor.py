@@ -19,6 +19,7 @@ from image_core import adapters
 from image_core.editing import LatentEditor
 from image_core.errors import InputError
 from image_core.inversion import Inversion
+from image_core.settings import check_settings
 from image_core.windows import WindowedDenoiser, spans, windowed_map
 
 from . import defaults
@@ -142,6 +143,10 @@ class AudioEditor(LatentEditor):
                 f"the clip is too short ({clip.duration * 1000:.1f} ms, {len(wave)} samples at 16 kHz): "
                 "give at least 40 ms of audio"
             )
+        seeds = seed if isinstance(seed, Sequence) else [seed]
+        check_settings(num_steps, t_start, eta, cfg_src)  # before the clip goes through the VAE
+        shape = (self.model.latent_channels, self.latent_length(len(wave)), self.mel_config.n_mels // self.model.vae_factor)
+        self.check_inversion_memory(shape, len(seeds), t_start)
         meta = {**vars(Original.of(clip)), "model_samples": len(wave)}
         return self.invert_latent(self.encode(wave), source_prompt, num_steps, t_start, cfg_src, eta, seed, meta)
 

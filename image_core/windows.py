@@ -20,15 +20,21 @@ from .guidance import Denoiser
 
 
 def spans(length: int, window: int, overlap: int, multiple: int = 1) -> list[tuple[int, int]]:
-    """[start, end) windows of ``window`` covering [0, length), consecutive ones overlapping by at
-    least ``overlap``; the last one ends at ``length``. One span (0, length) if it fits a window.
+    """[start, end) windows covering [0, length): as few windows of ``window`` as keep consecutive ones
+    overlapping by about ``overlap`` (less by under ``multiple``), spread with equal strides, the
+    first starting at 0 and the last ending at ``length``.
+
+    An input up to half an overlap longer than a window runs as ONE slightly longer window (0, length)
+    instead of two almost identical ones: the UNet, VAE and vocoder are convolutional and take any
+    length that is a multiple of theirs, and one window costs half as much as two.
 
     Starts are multiples of ``multiple`` when ``length`` and ``window`` are.
     """
-    if length <= window:
+    if length <= window + overlap // 2:
         return [(0, length)]
-    stride = max(multiple, (window - overlap) // multiple * multiple)
-    starts = list(range(0, length - window, stride)) + [length - window]
+    count = -(-(length - overlap) // (window - overlap))  # windows needed: strides of at most window - overlap
+    room = length - window  # the last start
+    starts = [i * room // (count - 1) // multiple * multiple for i in range(count - 1)] + [room]
     return [(start, start + window) for start in starts]
 
 

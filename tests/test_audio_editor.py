@@ -156,3 +156,30 @@ def test_long_clips_invert_fewer_timesteps_per_call(audioldm2):
     one, four = torch.zeros(1, 8, 256, 16), torch.zeros(1, 8, 776, 16)
     assert audioldm2.inversion_rows(one) == 16 and audioldm2.inversion_rows(four) == 4
     assert audioldm2.inversion_rows(torch.zeros(1, 8, 256 * 40, 16)) == 1
+
+
+def test_inversion_too_big_for_memory_is_refused_before_encoding(audioldm2, monkeypatch):
+    """The free-memory check runs from the latent shape, before the clip goes through the VAE."""
+    from image_core import adapters
+
+    editor = AudioEditor(audioldm2.model, progress=False)
+    monkeypatch.setattr(adapters, "available_memory", lambda device="cpu": 2**20)
+    monkeypatch.setattr(editor, "encode", lambda wave: pytest.fail("the clip was encoded before the refusal"))
+    with pytest.raises(InputError, match="lower tstart"):
+        editor.invert(Audio(melody(16000, 60.0), 16000), num_steps=200, t_start=100)
+
+
+def test_a_clip_slightly_longer_than_the_window_runs_one_window(audioldm2):
+    """10.25 s is 260 latent frames: one model call per step (it was two windows 4 frames apart), and
+    reconstruction stays exact."""
+    editor = AudioEditor(audioldm2.model, progress=False)
+    windowed = editor.guided_denoiser.model
+    calls = []
+    inner = windowed.model
+    windowed.model = lambda x, t, cond: calls.append(x.shape) or inner(x, t, cond)
+    inv = editor.invert(Audio(melody(16000, 10.25), 16000), "a melody", num_steps=10, t_start=4, cfg_src=3.0)
+    assert inv.x0.shape[2] == 260
+    calls.clear()
+    rec = editor.reconstruct(inv, output_type="latent")
+    assert len(calls) == 4 and all(shape[2] == 260 for shape in calls)
+    assert relative_error(rec, inv.x0) <= 1e-4

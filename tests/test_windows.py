@@ -8,16 +8,28 @@ import torch
 from image_core.windows import WindowedDenoiser, blend_weights, spans, windowed_map
 
 
-@pytest.mark.parametrize("length", [5, 64, 65, 200, 256, 257, 1000])
-def test_spans_cover_with_overlap(length):
-    windows = spans(length, 64, 16)
+@pytest.mark.parametrize("length", [5, 64, 72, 73, 100, 200, 256, 257, 1000])
+@pytest.mark.parametrize("multiple", [1, 4])
+def test_spans_cover_with_overlap_and_equal_strides(length, multiple):
+    length = -(-length // multiple) * multiple  # the grid holds for lengths on it
+    windows = spans(length, 64, 16, multiple)
     covered = torch.zeros(length, dtype=torch.bool)
     for start, end in windows:
-        assert end - start == min(64, length)
+        assert end - start == (length if len(windows) == 1 else 64)
         covered[start:end] = True
     assert covered.all() and windows[0][0] == 0 and windows[-1][1] == length
-    for (s0, e0), (s1, _) in zip(windows, windows[1:]):
-        assert e0 - s1 >= 16
+    overlaps = [e0 - s1 for (_, e0), (s1, _) in zip(windows, windows[1:])]
+    assert all(o > 16 - multiple for o in overlaps)
+    assert not overlaps or max(overlaps) - min(overlaps) <= multiple  # strides equal up to the start grid
+    assert all(start % multiple == 0 for start, _ in windows)
+
+
+def test_slightly_longer_input_runs_one_window_not_two():
+    """A 10.25 s clip (260 latent frames, window 256, overlap 64) ran two windows offset by 4 frames."""
+    assert spans(260, 256, 64, 4) == [(0, 260)]
+    assert spans(256 + 32, 256, 64, 4) == [(0, 288)]  # up to half an overlap longer
+    assert len(spans(256 + 36, 256, 64, 4)) == 2
+    assert len(spans(1500, 256, 64, 4)) == 8  # a 60 s clip: as many windows as before
 
 
 def test_blend_weights_ramp_inside_only():
