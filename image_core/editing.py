@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 import torch
@@ -17,9 +18,12 @@ from . import adapters, batching
 from .batching import Cond
 from .errors import EditError, InputError
 from .guidance import ClassifierFreeGuidance, Denoiser, guided
-from .inversion import Inversion, InversionSettings
+from .inversion import METHODS, Inversion, InversionSettings
+from .methods.ddim import ddim_invert
 from .methods.ddpm import ddpm_edit, ddpm_invert
-from .sampling import Callback
+from .methods.diffedit import DRAWS, STRENGTH, THRESHOLD, diffedit_mask, keep_outside
+from .methods.sdedit import sdedit
+from .sampling import Callback, sample
 from .schedule import Schedule
 from .settings import check_seeds, check_settings
 
@@ -61,6 +65,35 @@ def _as_list(value: str | Sequence[str], what: str) -> list[str]:
     return values
 
 
+def check_method(method: str) -> None:
+    """Refuse an inversion method that does not exist."""
+    if method not in METHODS:
+        raise InputError(f"unknown inversion method {method!r}: use {' or '.join(METHODS)}")
+
+
+def check_mask_settings(strength: float, draws: int, threshold: float) -> None:
+    """Refuse DiffEdit mask settings outside their ranges."""
+    if not (isinstance(strength, (int, float)) and 0 < strength <= 1):
+        raise InputError(f"mask strength must be in (0, 1], got {strength}")
+    if isinstance(draws, bool) or not isinstance(draws, int) or not 1 <= draws <= 100:
+        raise InputError(f"mask draws must be a whole number from 1 to 100, got {draws}")
+    if not (isinstance(threshold, (int, float)) and 0 <= threshold < 1):
+        raise InputError(f"mask threshold must be in [0, 1), got {threshold}")
+
+
+def _then(first: Callback | None, second: Callback) -> Callback:
+    """A callback running ``first`` (if any), then ``second`` on its result."""
+    if first is None:
+        return second
+    return lambda step: second(replace(step, x_s=first(step)))
+
+
+def _finite(latents: torch.Tensor, cfgs: Sequence[float]) -> torch.Tensor:
+    if not torch.isfinite(latents).all():
+        raise EditError(f"the edit diverged (NaN or Inf in the result): use a lower guidance scale than {max(cfgs)}")
+    return latents
+
+
 class LatentEditor:
     """Edit-friendly DDPM inversion and editing of latents with one model.
 
@@ -93,11 +126,13 @@ class LatentEditor:
         (frontends add whatever else changes the noise estimates, such as a window overlap)."""
         return self.model.fingerprint()
 
-    def check_inversion_memory(self, latent_shape: Sequence[int], num_seeds: int, t_start: int) -> None:
+    def check_inversion_memory(self, latent_shape: Sequence[int], num_seeds: int, t_start: int, method: str = "ddpm") -> None:
         """Refuse, before any encoding, an inversion whose x_t and noise maps (float64 latents of
-        ``latent_shape`` = (C, ...), ``num_seeds`` of them, ``t_start`` steps) would not fit in free memory."""
+        ``latent_shape`` = (C, ...), ``num_seeds`` of them, ``t_start`` steps; DDIM keeps no noise
+        maps) would not fit in free memory."""
         element = torch.finfo(latent_dtype(self.model.device)).bits // 8
-        maps = 2 * num_seeds * t_start * math.prod(latent_shape) * element
+        per_step = 2 if method == "ddpm" else 1
+        maps = per_step * num_seeds * t_start * math.prod(latent_shape) * element
         adapters.check_memory(
             maps, self.model.device, "the inversion's x_t and noise maps",
             "use a lower tstart, fewer seeds or a shorter input",
@@ -129,33 +164,46 @@ class LatentEditor:
         eta: float = 1.0,
         seed: int | Sequence[int] = 0,
         meta: Mapping[str, Any] | None = None,
+        method: str = "ddpm",
     ) -> Inversion:
         """Invert latents; several seeds give several inversions (different noise maps) of one input.
 
         Args:
             x0: (1, ...) one latent, or (B, ...) with one seed per latent.
-            seed: one seed, or a sequence of seeds.
+            eta: sampler noise of a DDPM inversion (its edits use the same); DDIM's is 0.
+            seed: one seed, or a sequence of seeds (DDIM inversion is deterministic: one).
+            method: "ddpm" (edit-friendly, exact at any guidance) or "ddim" (deterministic baseline).
         Returns:
             An ``Inversion`` of max(B, len(seeds)) latents.
         """
-        check_settings(num_steps, t_start, eta, cfg_src)
-        seeds = list(seed) if isinstance(seed, Sequence) else [seed]
-        check_seeds(seeds)
-        seeds = [int(s) for s in seeds]
+        seeds = self._seeds(seed)
+        check_method(method)
+        check_settings(num_steps, t_start, eta if method == "ddpm" else 1.0, cfg_src)
+        if method == "ddim" and len(seeds) > 1:
+            raise InputError("DDIM inversion is deterministic, so several seeds give the same result: give one")
         x0 = x0.to(self.model.device, latent_dtype(self.model.device))
         if x0.shape[0] == 1 and len(seeds) > 1:
             x0 = x0.expand(len(seeds), *x0.shape[1:])
         schedule = Schedule.from_config(self.model.scheduler_config, num_steps)
-        self.check_inversion_memory(x0.shape[1:], len(seeds), t_start)
+        self.check_inversion_memory(x0.shape[1:], len(seeds), t_start, method)
         cond = self._condition([source_prompt], "", [cfg_src], len(seeds))
-        xts, zs, residual = ddpm_invert(
-            self.guided_denoiser, schedule, x0, cond, t_start, eta, seeds, self.inversion_rows(x0), self.progress
-        )
+        if method == "ddpm":
+            xts, zs, residual = ddpm_invert(
+                self.guided_denoiser, schedule, x0, cond, t_start, eta, seeds, self.inversion_rows(x0), self.progress
+            )
+        else:
+            xts, zs, residual, eta = ddim_invert(self.guided_denoiser, schedule, x0, cond, t_start, self.progress), None, None, 0.0
         settings = InversionSettings(
-            self.fingerprint(), num_steps, t_start, float(eta), float(cfg_src), source_prompt, tuple(seeds)
+            self.fingerprint(), num_steps, t_start, float(eta), float(cfg_src), source_prompt, tuple(seeds), method
         )
         timesteps = schedule.timesteps[schedule.last(t_start)]
         return Inversion(x0.clone(), xts, zs, timesteps, settings, dict(meta or {}), residual)
+
+    @staticmethod
+    def _seeds(seed: int | Sequence[int]) -> list[int]:
+        seeds = list(seed) if isinstance(seed, Sequence) else [seed]
+        check_seeds(seeds)
+        return [int(s) for s in seeds]
 
     @torch.no_grad()
     def edit_latent(
@@ -165,6 +213,7 @@ class LatentEditor:
         cfg_tar: float | Sequence[float] = 15.0,
         negative_prompt: str = "",
         callback: Callback | None = None,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Regenerate the inverted latents with other prompts, all targets and seeds in one batch.
 
@@ -173,26 +222,115 @@ class LatentEditor:
             cfg_tar: one guidance scale, or one per target.
             negative_prompt: the prompt of the unconditional branch ("" as the models were trained).
             callback: called after every step of the edit with its ``sampling.Step``; returns x_s.
+            mask: broadcastable to the latents (e.g. (1, 1, ...) from ``mask_latent``), 1 where the
+                edit may change them; elsewhere every step keeps the inverted trajectory, so the
+                output equals the input there (bitwise with a DDPM inversion).
         Returns:
             (T * B, ...) latents; row i * B + j is target i edited from inversion j.
         """
-        targets = _as_list(target_prompt, "target prompt")
-        cfgs = [float(cfg_tar)] * len(targets) if isinstance(cfg_tar, (int, float)) else [float(c) for c in cfg_tar]
-        if len(cfgs) != len(targets):
-            raise InputError(f"give one cfg_tar per target: {len(targets)} targets, {len(cfgs)} scales")
+        targets, cfgs = self._targets(target_prompt, cfg_tar)
         s = inv.settings
-        check_settings(s.num_steps, s.t_start, s.eta, *cfgs)
+        check_settings(s.num_steps, s.t_start, s.eta if s.method == "ddpm" else 1.0, *cfgs)
         schedule = Schedule.from_config(self.model.scheduler_config, s.num_steps)
         inv = inv.fit(self.fingerprint(), schedule)
         B, T = inv.num_latents, len(targets)
         cond = self._condition(targets, negative_prompt, cfgs, B)
+        if mask is not None:
+            callback = _then(callback, keep_outside(self.check_mask(mask, inv.x0), inv.xts, inv.x0))
         x_t = inv.xts[:, 0].to(self.model.device).repeat(T, *([1] * (inv.x0.dim() - 1)))
-        latents = ddpm_edit(
-            self.guided_denoiser, schedule, x_t, inv.zs, cond, s.eta, inv.residual, callback, self.progress
+        if s.method == "ddpm":
+            latents = ddpm_edit(
+                self.guided_denoiser, schedule, x_t, inv.zs, cond, s.eta, inv.residual, callback, self.progress
+            )
+        else:  # deterministic: the DDIM sampler, no noise
+            steps = schedule.last(s.t_start)
+            latents = sample(self.guided_denoiser, schedule, x_t, cond, steps, 0.0, None, None, callback, self.progress, "editing")
+        return _finite(latents, cfgs)
+
+    @torch.no_grad()
+    def sdedit_latent(
+        self,
+        x0: torch.Tensor,
+        target_prompt: str | Sequence[str],
+        num_steps: int = 100,
+        t_start: int = 64,
+        cfg_tar: float | Sequence[float] = 15.0,
+        eta: float = 1.0,
+        seed: int | Sequence[int] = 0,
+        negative_prompt: str = "",
+    ) -> torch.Tensor:
+        """SDEdit: noise ``x0`` to the ``t_start``-th last step and sample with fresh noise.
+
+        Args:
+            x0: (1, ...) one latent.
+        Returns:
+            (T * S, ...) latents; row i * S + j is target i with seed j.
+        """
+        targets, cfgs = self._targets(target_prompt, cfg_tar)
+        seeds = self._seeds(seed)
+        check_settings(num_steps, t_start, eta, *cfgs)
+        schedule = Schedule.from_config(self.model.scheduler_config, num_steps)
+        S, T = len(seeds), len(targets)
+        x0 = x0.to(self.model.device, latent_dtype(self.model.device)).expand(S * T, *x0.shape[1:])
+        cond = self._condition(targets, negative_prompt, cfgs, S)
+        latents = sdedit(self.guided_denoiser, schedule, x0, cond, t_start, eta, seeds * T, None, self.progress)
+        return _finite(latents, cfgs)
+
+    @torch.no_grad()
+    def mask_latent(
+        self,
+        inv: Inversion,
+        target_prompt: str,
+        source_prompt: str | None = None,
+        strength: float = STRENGTH,
+        draws: int = DRAWS,
+        threshold: float = THRESHOLD,
+        seed: int = 0,
+    ) -> torch.Tensor:
+        """The DiffEdit mask of an inverted latent: where the target and source descriptions disagree.
+
+        Args:
+            source_prompt: the description of the input; the inversion's own by default.
+            strength, draws, threshold: see ``methods.diffedit`` (paper defaults 0.5, 10, 0.5).
+        Returns:
+            (1, 1, ...) float mask in {0, 1} over the latent grid (channels averaged).
+        """
+        check_mask_settings(strength, draws, threshold)
+        self._seeds(seed)
+        source = inv.settings.source_prompt if source_prompt is None else source_prompt
+        if not isinstance(target_prompt, str) or target_prompt == source:
+            raise InputError("the mask needs a target description that differs from the source")
+        schedule = Schedule.from_config(self.model.scheduler_config, inv.settings.num_steps)
+        inv = inv.fit(self.fingerprint(), schedule)
+        encoded = self.model.encode_prompts([target_prompt, source])  # conditional rows: guidance would only scale
+        target, source_cond = (guided(batching.take(encoded, slice(i, i + 1))) for i in (0, 1))  # their difference
+        x0 = inv.x0[:1].to(self.model.device)
+        return diffedit_mask(
+            self.guided_denoiser, schedule, x0, target, source_cond, strength, draws, threshold, seed,
+            channel_axis=1 if x0.dim() > 2 else None, batch_size=self.inversion_rows(x0),
         )
-        if not torch.isfinite(latents).all():
-            raise EditError(f"the edit diverged (NaN or Inf in the result): use a lower guidance scale than {max(cfgs)}")
-        return latents
+
+    @staticmethod
+    def check_mask(mask: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """``mask`` as a float tensor broadcastable to latents like ``x0`` (B, C, ...), else InputError."""
+        mask = torch.as_tensor(mask)
+        spatial = tuple(x0.shape[2:]) if x0.dim() > 2 else tuple(x0.shape[1:])
+        if mask.dim() != x0.dim() or tuple(mask.shape[-len(spatial):]) != spatial or any(
+            n not in (1, x0.shape[i]) for i, n in enumerate(mask.shape[: x0.dim() - len(spatial)])
+        ):
+            raise InputError(f"a mask of shape {tuple(mask.shape)} does not fit latents of shape {tuple(x0.shape)}")
+        if not torch.isfinite(mask).all() or mask.min() < 0 or mask.max() > 1:
+            raise InputError("mask values must lie in [0, 1]")
+        if not (mask > 0).any():
+            raise InputError("the mask is empty, so the edit would change nothing: mark where to edit")
+        return mask.to(torch.float64)
+
+    def _targets(self, target_prompt: str | Sequence[str], cfg_tar: float | Sequence[float]) -> tuple[list[str], list[float]]:
+        targets = _as_list(target_prompt, "target prompt")
+        cfgs = [float(cfg_tar)] * len(targets) if isinstance(cfg_tar, (int, float)) else [float(c) for c in cfg_tar]
+        if len(cfgs) != len(targets):
+            raise InputError(f"give one cfg_tar per target: {len(targets)} targets, {len(cfgs)} scales")
+        return targets, cfgs
 
     def reconstruct_latent(self, inv: Inversion) -> torch.Tensor:
         """Sample with the inversion's own prompt and scale: (B, ...) equal to ``inv.x0`` up to rounding."""

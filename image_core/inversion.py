@@ -14,7 +14,8 @@ from .schedule import Schedule
 
 FORMAT = "ddpm-inversion/2"
 _FORMAT_1 = "ddpm-inversion/1"  # the residual, if any, stored as the last noise map
-_TENSORS = ("x0", "xts", "zs", "timesteps")
+_TENSORS = ("x0", "xts", "zs", "timesteps", "residual")  # zs and residual may be absent
+METHODS = ("ddpm", "ddim")  # edit-friendly DDPM inversion; deterministic DDIM inversion
 
 
 @dataclass(frozen=True)
@@ -24,10 +25,11 @@ class InversionSettings:
     model: str  # fingerprint of the model (family, configs, weight checksum)
     num_steps: int  # N, steps of the full chain
     t_start: int  # steps the edit runs (the inversion covers only these)
-    eta: float  # noise level of the sampler, in (0, 1]
+    eta: float  # noise level of the sampler: in (0, 1] for "ddpm", 0 for "ddim"
     cfg_src: float  # guidance scale of the source prompt during inversion
     source_prompt: str
     seeds: tuple[int, ...]  # one per inverted latent
+    method: str = "ddpm"  # one of METHODS
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class Inversion:
         x0: (B, ...) clean latents.
         xts: (B, K, ...) x_t at the K = t_start timesteps the edit runs, xts[:, 0] = x_{t_start}.
         zs: (B, K, ...) noise maps z ~ N(0, I); sampling from xts[:, 0] with them regenerates x0.
+            None for a DDIM inversion (deterministic: xts is its trajectory).
         timesteps: (K,) int64, descending.
         settings: how it was made.
         meta: JSON-able facts of the input a frontend needs to write outputs (size, sample rate...).
@@ -47,7 +50,7 @@ class Inversion:
 
     x0: torch.Tensor
     xts: torch.Tensor
-    zs: torch.Tensor
+    zs: torch.Tensor | None
     timesteps: torch.Tensor
     settings: InversionSettings
     meta: dict[str, Any] = field(default_factory=dict)
@@ -64,7 +67,7 @@ class Inversion:
         ``InversionMismatchError``); a format-1 file's residual is moved out of its last noise map
         where the schedule's last σ is zero."""
         self.check_fits(model, schedule)
-        if not self.legacy_last_map:
+        if not self.legacy_last_map or self.zs is None:
             return self
         if float(schedule.alphas_prev[-1]) < 1:
             return replace(self, legacy_last_map=False)
@@ -91,9 +94,7 @@ class Inversion:
         """Write a safetensors file (tensors) with the settings and meta as JSON metadata."""
         from safetensors.torch import save_file
 
-        tensors = {name: getattr(self, name) for name in _TENSORS}
-        if self.residual is not None:
-            tensors["residual"] = self.residual
+        tensors = {name: getattr(self, name) for name in _TENSORS if getattr(self, name) is not None}
         metadata = {
             "format": _FORMAT_1 if self.legacy_last_map else FORMAT,
             "settings": json.dumps(asdict(self.settings)),
@@ -111,7 +112,8 @@ class Inversion:
                 metadata = f.metadata() or {}
                 if metadata.get("format") not in (FORMAT, _FORMAT_1):
                     raise InputError(f"{path} is not an inversion file (format {metadata.get('format')!r})")
-                tensors = {key: f.get_tensor(key) for key in (*_TENSORS, "residual") if key in f.keys()}
+                tensors = {key: f.get_tensor(key) for key in _TENSORS if key in f.keys()}
+                tensors.setdefault("zs", None)
             settings = json.loads(metadata["settings"])
             settings["seeds"] = tuple(settings["seeds"])
             legacy = metadata["format"] == _FORMAT_1
@@ -123,7 +125,9 @@ class Inversion:
             raise InputError(f"cannot read inversion file {path}: {error}".replace("\n", " ")) from None
         B, K = inv.num_latents, inv.settings.t_start
         consistent = (
-            inv.xts.shape == inv.zs.shape
+            inv.settings.method in METHODS
+            and (inv.zs is None) == (inv.settings.method == "ddim")
+            and (inv.zs is None or inv.xts.shape == inv.zs.shape)
             and inv.xts.shape[:2] == (B, K)
             and inv.x0.shape == (B, *inv.xts.shape[2:])
             and len(inv.timesteps) == K

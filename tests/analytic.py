@@ -25,12 +25,18 @@ class GaussianMixtureModel:
     scheduler_config = SCHEDULER_CONFIG
     device = torch.device("cpu")
 
-    def __init__(self, dim: int = 32, seed: int = 0, separation: float = 2.0) -> None:
+    def __init__(self, dim: int = 32, seed: int = 0, separation: float = 2.0, region: slice | None = None) -> None:
+        """``region``: the coordinates where the classes differ (all by default); elsewhere both
+        classes have the same mean, so an edit from A to B has nothing to change there."""
         from diffusers import DDIMScheduler
 
         g = torch.Generator().manual_seed(seed)
         direction = torch.randn(dim, generator=g, dtype=torch.float64)
         direction /= direction.norm() / dim**0.5
+        if region is not None:
+            inside = torch.zeros(dim, dtype=torch.bool)
+            inside[region] = True
+            direction = torch.where(inside, direction.sign() * direction.abs().clamp(min=0.5), 0.0)
         self.means = torch.stack([separation * direction, -separation * direction])  # (2, D)
         self.var = 0.2 + 0.8 * torch.rand(dim, generator=g, dtype=torch.float64)  # (D,)
         self.alphas_cumprod = DDIMScheduler.from_config(SCHEDULER_CONFIG).alphas_cumprod.to(torch.float64)

@@ -1,0 +1,54 @@
+"""DDIM inversion (Song et al., ICLR 2021; the "encode-decode" baseline of editing papers).
+
+The deterministic sampler (η = 0) run backwards: from x_s, one step up the chain to x_t is
+
+    ε      = ε(x_s, t)                       (the noise estimate at the step's own timestep)
+    x0_hat = (x_s - sqrt(1 - ᾱ_s) ε) / sqrt(ᾱ_s)
+    x_t    = sqrt(ᾱ_t) x0_hat + sqrt(1 - ᾱ_t) ε
+
+starting from x_0 (at the scheduler's final alpha). Sampling down from x_{t_start} with η = 0 and
+the same condition retraces the path only approximately: ε is evaluated at x_s instead of x_t, an
+error that shrinks as the steps get finer and grows with classifier-free guidance, unlike
+edit-friendly DDPM inversion, which is exact at any guidance.
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from ..batching import Cond
+from ..guidance import Denoiser
+from ..sampling import predicted_x0
+from ..schedule import Schedule
+
+
+@torch.no_grad()
+def ddim_invert(
+    denoiser: Denoiser,
+    schedule: Schedule,
+    x0: torch.Tensor,
+    cond: Cond,
+    t_start: int,
+    progress: bool = True,
+) -> torch.Tensor:
+    """The deterministic trajectory up to the ``t_start``-th last step of the chain.
+
+    Args:
+        x0: (B, ...) clean latents; cond: B rows (the source prompt, with or without guidance).
+    Returns:
+        xts: (B, t_start, ...) the x_t of the edit's timesteps, descending like the sampler's steps
+            (xts[:, 0] = x_{t_start}, xts[:, -1] = x_{t_1}).
+    """
+    steps = schedule.last(t_start)
+    xts = torch.empty((x0.shape[0], len(steps), *x0.shape[1:]), dtype=x0.dtype, device=x0.device)
+    x = x0
+    for j, k in zip(reversed(range(len(steps))), tqdm(reversed(steps), total=len(steps), desc="DDIM inversion", disable=not progress)):
+        t = schedule.timesteps[k]
+        eps = denoiser(x, t.expand(x.shape[0]).to(x.device), cond)
+        x0_hat = predicted_x0(schedule.alphas_prev[k], x, eps)
+        a_t = schedule.alphas[k]
+        x = a_t.sqrt() * x0_hat + (1 - a_t).sqrt() * eps
+        xts[:, j] = x
+    return xts
+
