@@ -23,7 +23,6 @@ import os
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import diffusers
@@ -149,6 +148,7 @@ class AudioModel:
         if prediction_type not in PREDICTION_TYPES:
             raise ModelLoadError(f"Model {name!r} predicts {prediction_type!r}, expected one of {PREDICTION_TYPES}.")
         self.prediction_type: str = prediction_type
+        self._fingerprint: str | None = None
         scheduler = _scheduler_from_config(scheduler_config)
         self._alphas_cumprod = scheduler.alphas_cumprod.to(self.device, torch.float32)
 
@@ -164,8 +164,11 @@ class AudioModel:
         """Loads a hub id (see ``HUB_IDS``), a local diffusers folder, or "tiny" / "tiny-audioldm".
 
         Hub ids are read from the local cache first and downloaded only when missing there and
-        ``HF_HUB_OFFLINE`` is not set. Raises ModelLoadError (one line) on any failure.
+        ``HF_HUB_OFFLINE`` is not set. Raises InputError for a device this machine lacks (``device``
+        may be "auto", see ``adapters.resolve_device``) and ModelLoadError (one line) on any load
+        failure; a mistyped local path fails at once, without asking the hub.
         """
+        device = adapters.resolve_device(device)
         name_or_path = os.fspath(name_or_path)
         if name_or_path in TINY_NAMES:
             family = TINY_NAMES[name_or_path]
@@ -176,9 +179,7 @@ class AudioModel:
             except ModelLoadError:
                 raise
             except Exception as error:
-                raise ModelLoadError(
-                    f"Cannot load model {name_or_path!r} ({adapters.first_line(error)}); {_HOW_TO_PROVIDE}."
-                ) from error
+                raise ModelLoadError(_load_failure(name_or_path, error)) from error
         scheduler = components.pop("scheduler")
         config = _plain_config(scheduler.config)
         return cls(family, name_or_path, components, {"_class_name": type(scheduler).__name__, **config}, device, dtype)
@@ -356,9 +357,13 @@ class AudioModel:
 
         Equal for the same weights whether loaded from the hub, a cache or a local folder, on any
         device; different for other weights or another UNet dtype (which changes the noise estimates).
+        Computed on first use and kept (a full checksum of every weight): load the model again after
+        changing its weights in place.
         """
-        configs = {"unet": self.unet.config, "vae": self.vae.config, "scheduler": self.scheduler_config}
-        return adapters.fingerprint(self.family, configs, dict(self._modules()), self.dtype)
+        if self._fingerprint is None:  # a full checksum of the weights: computed once per loaded model
+            configs = {"unet": self.unet.config, "vae": self.vae.config, "scheduler": self.scheduler_config}
+            self._fingerprint = adapters.fingerprint(self.family, configs, dict(self._modules()), self.dtype)
+        return self._fingerprint
 
     def _modules(self) -> Iterator[tuple[str, torch.nn.Module]]:
         """(name, module) of every torch component, in a fixed order."""
@@ -389,15 +394,19 @@ def _load_checkpoint(name_or_path: str, dtype: torch.dtype) -> tuple[str, dict[s
     return family, components
 
 
+def _load_failure(name_or_path: str, error: BaseException) -> str:
+    """One line on why ``name_or_path`` did not load and what to do: a broken local folder is saved
+    again, a hub id is fetched once with network access."""
+    reason = adapters.first_line(error)
+    if os.path.isdir(os.path.expanduser(name_or_path)):
+        return f"Cannot load model folder {name_or_path!r} ({reason}); save it again with save_pretrained."
+    return f"Cannot load model {name_or_path!r} ({reason}); {_HOW_TO_PROVIDE}."
+
+
 def _resolve_source(name_or_path: str) -> str:
-    """The folder for local paths, else the string as a hub id; ModelLoadError for a missing folder."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return str(path)
-    looks_like_path = path.is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") != 1
-    if looks_like_path or path.exists():
-        raise ModelLoadError(f"Cannot load model {name_or_path!r}: no such folder; {_HOW_TO_PROVIDE}.")
-    return name_or_path
+    """The folder for local paths (``~`` expanded), else the string as a hub id; a name that can only be
+    a local path and is not a folder raises ModelLoadError at once (see ``adapters.local_folder``)."""
+    return adapters.local_folder(name_or_path) or name_or_path
 
 
 def _read_json(source: str, filename: str) -> dict[str, Any]:

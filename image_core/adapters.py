@@ -3,14 +3,17 @@ fingerprints, and loading diffusers / transformers components with one-line erro
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 
+from .batching import append_dims
 from .errors import InputError, ModelLoadError
 
 T = TypeVar("T")
@@ -19,17 +22,38 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" -> cuda if available, else mps if available, else cpu."""
-    if str(device) != "auto":
-        try:
-            return torch.device(device)
-        except RuntimeError:
-            raise InputError(f"unknown device {device!r}: use auto, cpu, cuda or mps") from None
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """"auto" -> cuda if available, else mps if available, else cpu.
+
+    Raises InputError (one line) for an unknown name and for cuda or mps (or a cuda index) that this
+    machine does not have.
+    """
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"unknown device {device!r}: use auto, cpu, cuda or mps") from None
+    _check_available(resolved)
+    return resolved
+
+
+def _mps_available() -> bool:
+    """Whether Apple's Metal backend can run here."""
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def _check_available(device: torch.device) -> None:
+    """InputError unless ``device`` (cuda, cuda:N or mps) exists on this machine; other types pass."""
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError("cuda is not available on this machine: use --device cpu or auto")
+        if device.index is not None and device.index >= count:
+            raise InputError(f"{device} is not available on this machine ({count} cuda devices): use cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps" and not _mps_available():
+        raise InputError("mps is not available on this machine: use --device cpu or auto")
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
@@ -95,7 +119,7 @@ def eps_from_output(
     """
     if prediction_type == "epsilon":
         return output
-    a = alphas.to(device=x_t.device, dtype=x_t.dtype).view(-1, *([1] * (x_t.dim() - 1)))
+    a = append_dims(alphas, x_t)
     if prediction_type == "v_prediction":
         return a.sqrt() * output + (1 - a).sqrt() * x_t
     if prediction_type == "sample":
@@ -119,15 +143,71 @@ def fingerprint(family: str, configs: Mapping[str, Mapping[str, Any]], modules: 
     return f"{family}-{digest[:16]}"
 
 
+_CHUNK = 1 << 20  # entries weighted at once: 8 MiB of uint64 products
+_MASK64 = (1 << 64) - 1
+_UNSIGNED = {1: (torch.uint8, np.uint8), 2: (torch.int16, np.uint16), 4: (torch.int32, np.uint32), 8: (torch.int64, np.uint64)}
+
+
 def _weight_checksum(module: torch.nn.Module) -> str:
-    """Sum of up to 64 evenly spaced entries of every parameter, in float64, 12 significant digits:
-    cheap (one small gather per tensor) yet changed by anything that touches most entries of a tensor,
-    such as fine-tuning or merged adapters."""
-    total = torch.zeros((), dtype=torch.float64)
-    for parameter in module.parameters():
-        flat = parameter.detach().reshape(-1)
-        total = total.to(flat.device) + flat[:: max(1, flat.numel() // 64)].double().sum()
-    return f"{total.item():.12g}"
+    """A checksum of every entry of every tensor of ``module.state_dict()`` (parameters and persistent
+    buffers) with its name, dtype and shape: 16 hex digits of a SHA-256 over the tensors' checksums.
+
+    Exact, and the same on any device (see ``tensor_checksum``), so a change of any one entry, such as
+    one number in one row of a text embedding, changes it.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|{tensor_checksum(tensor):016x};".encode())
+    return digest.hexdigest()[:16]
+
+
+def tensor_checksum(tensor: torch.Tensor) -> int:
+    """Σ_i bits_i · w_i mod 2^64 over the entries of ``tensor`` in row-major order, in [0, 2^64).
+
+    bits_i is the entry's bit pattern as an unsigned integer of its size (16-byte entries count as two
+    8-byte ones); w_i = ``_position_weights()[i mod _CHUNK]`` · ``_mix(i div _CHUNK)`` mod 2^64, an odd
+    pseudo-random weight of the position. The arithmetic is unsigned 64-bit integer arithmetic,
+    which wraps modulo 2^64: exact, so the result is the same on every device and in every summation
+    order, and as every weight is odd (invertible modulo 2^64), changing any one entry changes it.
+
+    Runs on the CPU in numpy, ``_CHUNK`` entries at a time (tensors elsewhere are copied over chunk by
+    chunk), one multiply-add per entry: measured 0.5 s per GB of float32 weights on an idle x86 core,
+    1.3 to 1.5 s per GB on a busy one (the 1.39 GB AudioLDM2 UNet: 1.8 to 2.1 s).
+    """
+    flat = tensor.detach().reshape(-1)
+    size = flat.element_size()
+    torch_type, numpy_type = _UNSIGNED[size] if size in _UNSIGNED else _UNSIGNED[8]
+    entries = flat.contiguous().view(torch_type)  # the same bits, read as integers
+    weights = _position_weights()
+    products = np.empty(min(_CHUNK, entries.numel()), dtype=np.uint64)
+    total = 0
+    for chunk, start in enumerate(range(0, entries.numel(), _CHUNK)):
+        part = entries[start : start + _CHUNK].cpu().numpy().view(numpy_type)
+        out = products[: part.size]
+        np.multiply(part, weights[: part.size], out=out)  # zero-extended to uint64, wraps mod 2^64
+        total += _chunk_weight(chunk) * int(out.sum(dtype=np.uint64))
+    return total & _MASK64
+
+
+@functools.lru_cache(maxsize=1)
+def _position_weights() -> np.ndarray:
+    """(_CHUNK,) uint64 odd weights ``_mix(j)`` of the positions j within a chunk (computed once)."""
+    return _mix(np.arange(_CHUNK, dtype=np.uint64))
+
+
+@functools.lru_cache(maxsize=4096)
+def _chunk_weight(chunk: int) -> int:
+    """``_mix(chunk)`` as a Python int: the factor of the position weights of chunk number ``chunk``."""
+    return int(_mix(np.array([chunk], dtype=np.uint64))[0])
+
+
+def _mix(index: np.ndarray) -> np.ndarray:
+    """Odd 64-bit weights of uint64 ``index``: splitmix64's finaliser with the low bit set (wraps mod 2^64)."""
+    with np.errstate(over="ignore"):
+        z = (index + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return (z ^ (z >> np.uint64(31))) | np.uint64(1)
 
 
 def first_line(error: BaseException) -> str:
@@ -149,6 +229,31 @@ def load_component(name: str, what: str, load: Callable[[], T]) -> T:
             "access (it is then cached in ~/.cache/huggingface) or pass a local folder saved with "
             "save_pretrained"
         ) from None
+
+
+def local_folder(name: str) -> str | None:
+    """The folder ``name`` names (``~`` expanded), or None when it is a hub id such as "owner/model".
+
+    A name that looks like a path and is not a folder raises ModelLoadError at once, rather than after
+    the hub client's retries. It looks like a path when it is absolute, starts with "." or "~", holds
+    a backslash or more than one "/", ends with "/", or is "owner/model" where "owner" is a local folder.
+    """
+    path = os.path.expanduser(name)
+    if os.path.isdir(path):
+        return path
+    if os.path.exists(path):
+        raise ModelLoadError(f"not a folder: {name} (pass the folder saved with save_pretrained, not a file in it)")
+    if _looks_like_path(name):
+        raise ModelLoadError(f"no such folder: {name} (check the path, or pass a folder saved with save_pretrained)")
+    return None
+
+
+def _looks_like_path(name: str) -> bool:
+    """Whether ``name`` can only be meant as a local path (hub ids are "model" or "owner/model")."""
+    if os.path.isabs(name) or name.startswith((".", "~")) or "\\" in name or name.endswith("/"):
+        return True
+    parts = name.split("/")
+    return len(parts) > 2 or (len(parts) == 2 and os.path.isdir(parts[0]))
 
 
 def model_class_name(name: str) -> str | None:

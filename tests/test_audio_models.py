@@ -239,7 +239,7 @@ def test_cached_hub_id_loads_offline_with_the_folder_fingerprint(
 
 def test_fingerprint_is_stable_and_tells_models_apart() -> None:
     first, second = AudioModel.from_pretrained("tiny"), AudioModel.from_pretrained("tiny")
-    assert first.fingerprint() == second.fingerprint()
+    assert first.fingerprint() == AudioModel.from_pretrained("tiny").fingerprint()
     with torch.no_grad():  # as a fine-tune of one attention layer would
         second.unet.mid_block.attentions[0].transformer_blocks[0].attn2.to_q.weight.mul_(1.001)
     assert first.fingerprint() != second.fingerprint()
@@ -284,3 +284,13 @@ def test_other_pipeline_is_a_load_error(saved: Path, tmp_path: Path) -> None:
     index = json.loads((other / "model_index.json").read_text())
     (other / "model_index.json").write_text(json.dumps({**index, "_class_name": "StableDiffusionPipeline"}))
     assert "StableDiffusionPipeline" in load_error(str(other))
+
+
+def test_fingerprint_sees_one_changed_entry_of_a_text_embedding() -> None:
+    """Every weight counts: one number in one row of the Flan-T5 embedding changes the fingerprint."""
+    first, second = AudioModel.from_pretrained("tiny"), AudioModel.from_pretrained("tiny")
+    embedding = second.text_encoder_2.get_input_embeddings().weight
+    with torch.no_grad():
+        embedding[5, 3] = torch.nextafter(embedding[5, 3], torch.tensor(float("inf")))
+    assert first.fingerprint() != second.fingerprint()
+

@@ -168,3 +168,16 @@ def test_cli_bad_inputs(tmp_path, capsys):
             assert path.read_bytes() == before
     code, _, err = run_cli([str(text), "--target", "  ", "--model", "tiny"], capsys)
     assert code == 2 and "--target" in err
+
+
+def test_fingerprint_sees_one_changed_entry_of_a_text_embedding():
+    """Every weight counts: one number in one row of the CLIP token embedding changes the fingerprint."""
+    from image_core.stable_diffusion.model import StableDiffusionModel
+    from image_core.stable_diffusion.tiny import tiny_stable_diffusion
+
+    parts = tiny_stable_diffusion()
+    original = StableDiffusionModel("tiny", **parts).fingerprint()
+    embedding = parts["text_encoder"].get_input_embeddings().weight
+    with torch.no_grad():
+        embedding[7, 3] = torch.nextafter(embedding[7, 3], torch.tensor(float("inf")))
+    assert StableDiffusionModel("tiny", **parts).fingerprint() != original

@@ -43,7 +43,11 @@ class StableDiffusionModel:
     def from_pretrained(
         cls, name: str = DEFAULT_MODEL, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto"
     ) -> StableDiffusionModel:
-        """Load from a hub id, a local folder in the diffusers layout, or "tiny" (random weights, for tests)."""
+        """Load from a hub id, a local folder in the diffusers layout, or "tiny" (random weights, for tests).
+
+        Raises InputError for a device this machine lacks and ModelLoadError (one line) for anything
+        that cannot be loaded; a mistyped local path fails at once (see ``adapters.local_folder``).
+        """
         device = adapters.resolve_device(device)
         dtype = adapters.resolve_dtype(dtype, device)
         if name == "tiny":
@@ -58,17 +62,19 @@ class StableDiffusionModel:
         from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        kind = adapters.model_class_name(name)
+        name = os.fspath(name)
+        source = adapters.local_folder(name) or name
+        kind = adapters.model_class_name(source)
         if kind is not None and not kind.startswith("StableDiffusion"):
             raise adapters.ModelLoadError(f"{name!r} is a {kind}, not a Stable Diffusion model")
         common = {"torch_dtype": dtype}
-        tokenizer = load_component(name, "tokenizer", lambda: CLIPTokenizer.from_pretrained(name, subfolder="tokenizer"))
+        tokenizer = load_component(name, "tokenizer", lambda: CLIPTokenizer.from_pretrained(source, subfolder="tokenizer"))
         text_encoder = load_component(
-            name, "text encoder", lambda: CLIPTextModel.from_pretrained(name, subfolder="text_encoder", **common)
+            name, "text encoder", lambda: CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **common)
         )
-        unet = load_component(name, "UNet", lambda: UNet2DConditionModel.from_pretrained(name, subfolder="unet", **common))
-        vae = load_component(name, "VAE", lambda: AutoencoderKL.from_pretrained(name, subfolder="vae", **common))
-        scheduler = load_component(name, "scheduler", lambda: DDIMScheduler.load_config(name, subfolder="scheduler"))
+        unet = load_component(name, "UNet", lambda: UNet2DConditionModel.from_pretrained(source, subfolder="unet", **common))
+        vae = load_component(name, "VAE", lambda: AutoencoderKL.from_pretrained(source, subfolder="vae", **common))
+        scheduler = load_component(name, "scheduler", lambda: DDIMScheduler.load_config(source, subfolder="scheduler"))
         for module in (text_encoder, unet, vae):
             module.to(device).eval()
         return cls(name, tokenizer, text_encoder, unet, vae, dict(scheduler))
