@@ -3,10 +3,14 @@
 Someone uploads or records a clip, describes what it should become, and hears the original, the
 reconstruction from the inversion and up to four edits side by side, with their spectrograms.
 
-The inversion is the slow part. :class:`DemoRunner` keeps the last few inversions (an LRU of
-``cache_size`` entries, keyed by the browser session, the clip's content hash and every setting the
-inversion depends on), so changing only the target description or its guidance scale re-runs only the
-edit. The Gradio app runs one job at a time from a bounded queue.
+An upload is checked at once, outside the queue (readable audio, a supported rate, at most
+``max_seconds`` long), so a bad file is refused without waiting behind the edits of others. The
+inversion is the slow part. :class:`DemoRunner` keeps inversions in host memory (an LRU bounded in
+bytes, keyed by the browser session, the clip's content hash and every setting the inversion depends
+on), so changing only the target description or its guidance scale re-runs only the edit; it drops
+the least recently used ones before an inversion that would not fit in the free memory. The Gradio
+app runs one job at a time from a bounded queue; Cancel drops a waiting job and stops a running one
+after its current stage.
 
 Gradio is an optional dependency (``pip install '.[demo]'``); it is imported only when the app is built.
 """
@@ -19,6 +23,7 @@ import dataclasses
 import functools
 import hashlib
 import logging
+import math
 import shutil
 import sys
 import tempfile
@@ -32,7 +37,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import soundfile as sf
+import torch
 
+from image_core import adapters
 from image_core.cli_common import Parser, quiet_hub_logging, slug
 from image_core.settings import MAX_SEED, check_settings, consecutive_seeds
 from image_core.errors import EditError, InputError
@@ -40,7 +48,7 @@ from image_core.inversion import Inversion
 from image_core.schedule import Schedule
 
 from . import defaults as paper
-from .audio_io import Audio, load_audio, save_audio
+from .audio_io import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, Audio, load_audio, save_audio
 from .spectrogram import save_spectrograms
 
 if TYPE_CHECKING:
@@ -50,6 +58,26 @@ if TYPE_CHECKING:
 
 MAX_VARIATIONS = 4
 """Most edits (seeds) one run makes and the page plays side by side."""
+
+DEFAULT_MAX_SECONDS = 30.0
+"""Longest clip the demo takes, in seconds (``--max-seconds``).
+
+An edit's time grows linearly with the clip's length: the UNet runs on overlapping 10.24 s windows,
+so a 30 s clip is 4 windows, 1600 UNet evaluations at the paper's 200 steps / t_start 100 against
+400 for a 10 s clip. README, "Speed and memory" (one CPU thread): 1.0-1.35 s per second of audio with
+the tiny model, about 9 s with a 26M-parameter UNet; the real AudioLDM 2 UNet is larger still, so a
+CPU serves only short clips. At 30 s a job of the tiny model takes about 40 s on a CPU and a full
+queue of 16 jobs about 11 minutes; on a GPU the real model's time per evaluation sets it, and the
+same 4x bound against a 10 s clip holds. 30 s covers the paper's 10 s clips three times over."""
+
+DEFAULT_CACHE_MB = 2048.0
+"""Host memory the inversion cache may hold, in MiB (``--cache-mb``).
+
+An inversion holds float64 x0, x_t and z_t: (2 t_start + 1) latents of 8 x 25 frames/s x 16 bins per
+seed, 148 MiB for a 30 s clip at the paper's t_start 100. 2 GiB keeps 13 of those, or the largest the
+page makes at the default cap with t_start up to 200 (30 s, four variations: 1.2 GiB)."""
+
+MIB = 2**20
 
 DEFAULTS: dict[str, Any] = {
     "steps": paper.NUM_STEPS,
@@ -68,6 +96,53 @@ _KEPT_RUNS = 8  # output folders of older runs are deleted (gradio serves its ow
 _CACHE_CLEANUP = (3600, 6 * 3600)  # gradio deletes its cached files older than 6 h, checking hourly
 
 log = logging.getLogger(__name__)
+
+
+class EditCancelled(Exception):
+    """The run was cancelled from the page (raised between its stages)."""
+
+
+# ------------------------------------------------------------------------------------------ the upload
+
+
+def check_clip(path: str | Path, max_seconds: float = DEFAULT_MAX_SECONDS) -> str:
+    """Check an uploaded clip from its header alone (no decoding): fast enough to run on upload.
+
+    Args:
+        path: the uploaded file.
+        max_seconds: longest accepted clip, in seconds.
+    Returns:
+        One line for the page, e.g. "Ready: hello.wav, 1.2 s at 22050 Hz. ...".
+    Raises:
+        InputError: one line naming the file by its name only: not decodable by libsndfile, no frames,
+            a rate outside 8..192 kHz, or longer than ``max_seconds``.
+    """
+    file = Path(path)
+    try:
+        info = sf.info(str(file))
+    except (sf.SoundFileError, OSError):
+        raise InputError(
+            f"Cannot decode {file.name} as audio; convert it to WAV or FLAC (for example with sox)."
+        ) from None
+    if info.frames <= 0:
+        raise InputError(f"{file.name} contains no audio frames; give a recording that is not empty.")
+    if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
+        raise InputError(
+            f"{file.name} has sample rate {info.samplerate} Hz, outside the supported "
+            f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz; resample it first (for example with sox)."
+        )
+    seconds = info.frames / info.samplerate
+    _check_length(file.name, seconds, max_seconds)
+    return f"Ready: {file.name}, {seconds:.1f} s at {info.samplerate} Hz. Type a target description and press Edit."
+
+
+def _check_length(name: str, seconds: float, max_seconds: float) -> None:
+    """InputError when a clip of ``seconds`` is longer than the demo's cap."""
+    if seconds > max_seconds:
+        raise InputError(
+            f"{name} is {seconds:.1f} s long; this demo takes clips of at most {max_seconds:g} s: "
+            "cut it first (for example with sox)."
+        )
 
 
 # ------------------------------------------------------------------------------------------ the cache
@@ -89,22 +164,50 @@ class InversionKey:
 
 @dataclass(frozen=True)
 class CachedInversion:
-    """An inversion with what the page shows of it that does not depend on the target."""
+    """An inversion (its tensors on the CPU) with what the page shows of it that does not depend on the target."""
 
     inversion: Inversion
     original: np.ndarray  # mono downmix of the input, (num_frames,) at sample_rate
     reconstruction: np.ndarray  # regenerated from the first seed's noise maps, same shape
     sample_rate: int
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: every tensor of the inversion plus the two waveforms."""
+        return tensor_bytes(self.inversion) + self.original.nbytes + self.reconstruction.nbytes
+
+
+def _tensor_fields(inversion: Inversion) -> dict[str, torch.Tensor]:
+    """The inversion's tensor fields by name (x0, xts, zs, timesteps and any other, such as a residual)."""
+    fields = ((field.name, getattr(inversion, field.name)) for field in dataclasses.fields(inversion))
+    return {name: value for name, value in fields if isinstance(value, torch.Tensor)}
+
+
+def tensor_bytes(inversion: Inversion) -> int:
+    """Bytes of all the inversion's tensors."""
+    return sum(tensor.numel() * tensor.element_size() for tensor in _tensor_fields(inversion).values())
+
+
+def on_cpu(inversion: Inversion) -> Inversion:
+    """The inversion with every tensor field in host memory (the sampler moves each step's maps to the
+    model's device itself, so it edits on any device); the same object when all are there already."""
+    tensors = _tensor_fields(inversion).items()
+    moved = {name: tensor.detach().cpu() for name, tensor in tensors if tensor.device.type != "cpu"}
+    return dataclasses.replace(inversion, **moved) if moved else inversion
+
 
 class InversionCache:
-    """A thread-safe LRU of at most ``capacity`` inversions (0 keeps none)."""
+    """A thread-safe LRU of inversions holding at most ``max_bytes`` (0 keeps none).
 
-    def __init__(self, capacity: int = 4) -> None:
-        if capacity < 0:
-            raise ValueError(f"cache capacity must be >= 0, got {capacity}")
-        self.capacity = capacity
+    An entry larger than the whole budget is not kept (the run that made it still edits with it).
+    """
+
+    def __init__(self, max_bytes: int = round(DEFAULT_CACHE_MB * MIB)) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"cache size must be >= 0 bytes, got {max_bytes}")
+        self.max_bytes = int(max_bytes)
         self._entries: OrderedDict[InversionKey, CachedInversion] = OrderedDict()
+        self._nbytes = 0
         self._lock = threading.Lock()
 
     def get(self, key: InversionKey) -> CachedInversion | None:
@@ -115,21 +218,45 @@ class InversionCache:
                 self._entries.move_to_end(key)
             return entry
 
-    def put(self, key: InversionKey, entry: CachedInversion) -> None:
-        """Store ``entry``, dropping the least recently used entries beyond the capacity."""
+    def put(self, key: InversionKey, entry: CachedInversion) -> bool:
+        """Store ``entry`` as the most recently used, dropping the least recently used ones beyond the
+        budget; False (and nothing stored) when ``entry`` alone is larger than the budget."""
         with self._lock:
+            self._remove(key)
+            if entry.nbytes > self.max_bytes:
+                return False
             self._entries[key] = entry
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+            self._nbytes += entry.nbytes
+            while self._nbytes > self.max_bytes:
+                self._remove(next(iter(self._entries)))
+            return True
+
+    def evict_oldest(self) -> int:
+        """Drop the least recently used entry; the bytes it held (0 when the cache is empty)."""
+        with self._lock:
+            return self._remove(next(iter(self._entries))) if self._entries else 0
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._nbytes = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the entries hold."""
+        with self._lock:
+            return self._nbytes
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
+
+    def _remove(self, key: InversionKey) -> int:
+        """Drop ``key`` if present (lock held); the bytes freed."""
+        entry = self._entries.pop(key, None)
+        freed = 0 if entry is None else entry.nbytes
+        self._nbytes -= freed
+        return freed
 
 
 # ------------------------------------------------------------------------------------------ one run
@@ -161,15 +288,29 @@ class RunResult:
 class DemoRunner:
     """Runs the demo's edits with an editor, reusing inversions across runs.
 
+    One run computes at a time (a run whose page stopped waiting for it, after Cancel, finishes its
+    current stage before the next one starts). Cached inversions live in host memory.
+
     Args:
         editor: an ``AudioEditor`` (or anything with its ``invert`` / ``edit`` / ``reconstruct``).
-        cache_size: inversions kept in memory (least recently used dropped first).
+        cache_mb: MiB of inversions kept in host memory (least recently used dropped first);
+            default :data:`DEFAULT_CACHE_MB`.
         output_dir: folder for the WAV and PNG outputs; a temporary folder (removed at exit) by default.
+        max_seconds: longest clip accepted, in seconds; default :data:`DEFAULT_MAX_SECONDS`.
     """
 
-    def __init__(self, editor: "AudioEditor", cache_size: int = 4, output_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        editor: "AudioEditor",
+        cache_mb: float = DEFAULT_CACHE_MB,
+        output_dir: str | Path | None = None,
+        max_seconds: float = DEFAULT_MAX_SECONDS,
+    ) -> None:
+        if not max_seconds > 0:
+            raise ValueError(f"max_seconds must be positive, got {max_seconds}")
         self.editor = editor
-        self.cache = InversionCache(cache_size)
+        self.cache = InversionCache(round(cache_mb * MIB))
+        self.max_seconds = float(max_seconds)
         if output_dir is None:
             output_dir = tempfile.mkdtemp(prefix="audio-edit-demo-")
             weakref.finalize(self, shutil.rmtree, output_dir, ignore_errors=True)
@@ -178,6 +319,8 @@ class DemoRunner:
         self._runs: list[Path] = []
         self._counter = 0
         self._lock = threading.Lock()
+        self._compute = threading.Lock()  # held while a run inverts or edits
+        self._running: dict[str, threading.Event] = {}  # session -> its run's cancel flag
 
     def run(
         self,
@@ -199,8 +342,9 @@ class DemoRunner:
             report: called with (fraction done, what is happening) between the stages.
 
         Raises:
-            InputError: no clip, an unreadable clip, an empty target, or settings no edit can run with
-                (the message names the uploaded file by its name only).
+            InputError: no clip, an unreadable or too long clip, an empty target, or settings no edit
+                can run with (the message names the uploaded file by its name only).
+            EditCancelled: :meth:`cancel` was called for ``session`` while this run was under way.
         """
         notify = report or (lambda fraction, text: None)
         if not audio_path:
@@ -219,26 +363,22 @@ class DemoRunner:
 
         started = time.perf_counter()
         path = Path(audio_path)
+        cancelled = self._start(session)
         try:
             key = InversionKey(session, _digest(path), source, steps, t_start, cfg_src, seed, variations)
-            entry = self.cache.get(key)
-            reused = entry is not None
-            if entry is None:
-                notify(0.0, "Reading the clip")
-                audio = load_audio(path)
-                notify(0.05, "Inverting the clip")
-                inversion = self.editor.invert(
-                    audio, source_prompt=source, num_steps=steps, t_start=t_start, cfg_src=cfg_src, eta=1.0,
-                    seed=list(range(seed, seed + variations)),
-                )
-                notify(0.4, "Reconstructing the clip")
-                reconstruction = self.editor.reconstruct(_first_latent(inversion))[0]
-                entry = CachedInversion(inversion, _mono(audio), np.asarray(reconstruction, np.float32), audio.sample_rate)
-                self.cache.put(key, entry)
-            notify(0.6 if not reused else 0.0, "Editing")
-            clips = self.editor.edit(entry.inversion, target_prompt=[target], cfg_tar=cfg_tar)
+            with self._compute:
+                _stop_if(cancelled)
+                entry = self.cache.get(key)
+                reused = entry is not None
+                if entry is None:
+                    entry = self._invert(path, key, notify, cancelled)
+                _stop_if(cancelled)
+                notify(0.6 if not reused else 0.0, "Editing")
+                clips = self.editor.edit(entry.inversion, target_prompt=[target], cfg_tar=cfg_tar)
         except EditError as error:
             raise type(error)(_hide_folder(str(error), path)) from None
+        finally:
+            self._finish(session, cancelled)
 
         notify(0.95, "Writing the outputs")
         folder = self._new_run_folder()
@@ -267,6 +407,63 @@ class DemoRunner:
             )
         return RunResult(reconstruction_file, edits, spectrogram_file, reused, status, rate, int(entry.original.size))
 
+    def cancel(self, session: str = "") -> bool:
+        """Ask the run of ``session`` under way to stop at its next stage; whether there was one."""
+        with self._lock:
+            flag = self._running.get(session)
+        if flag is None:
+            return False
+        flag.set()
+        return True
+
+    def _start(self, session: str) -> threading.Event:
+        """Register a new run of ``session``: its cancel flag."""
+        flag = threading.Event()
+        with self._lock:
+            self._running[session] = flag
+        return flag
+
+    def _finish(self, session: str, flag: threading.Event) -> None:
+        """Unregister the run of ``session`` that ``flag`` belongs to (a newer run keeps its own)."""
+        with self._lock:
+            if self._running.get(session) is flag:
+                del self._running[session]
+
+    def _invert(
+        self, path: Path, key: InversionKey, notify: Callable[[float, str], None], cancelled: threading.Event
+    ) -> CachedInversion:
+        """Invert and reconstruct the clip; cache the result (tensors in host memory)."""
+        notify(0.0, "Reading the clip")
+        check_clip(path, self.max_seconds)
+        audio = load_audio(path)
+        _check_length(path.name, audio.duration, self.max_seconds)
+        self._make_room(inversion_bytes(self.editor, audio, key.t_start, key.variations))
+        _stop_if(cancelled)
+        notify(0.05, "Inverting the clip")
+        inversion = on_cpu(self.editor.invert(
+            audio, source_prompt=key.source_prompt, num_steps=key.steps, t_start=key.t_start,
+            cfg_src=key.cfg_src, eta=1.0, seed=list(range(key.seed, key.seed + key.variations)),
+        ))
+        _release_device_cache(self.editor)
+        _stop_if(cancelled)
+        notify(0.4, "Reconstructing the clip")
+        reconstruction = self.editor.reconstruct(_first_latent(inversion))[0]
+        entry = CachedInversion(inversion, _mono(audio), np.asarray(reconstruction, np.float32), audio.sample_rate)
+        if not self.cache.put(key, entry):
+            log.info("an inversion of %.0f MiB is larger than the whole cache; not kept", entry.nbytes / MIB)
+        return entry
+
+    def _make_room(self, needed: int | None) -> None:
+        """Drop least recently used cached inversions until ``needed`` more bytes fit in the free host
+        memory (where the cache lives, and where a CPU model inverts), rather than have the inversion
+        refused for lack of memory. Nothing is dropped when ``needed`` is None (unknown) or fits."""
+        if needed is None:
+            return
+        while (free := adapters.available_memory("cpu")) is not None and needed > free:
+            if self.cache.evict_oldest() == 0:
+                return
+            log.info("dropped a cached inversion to make room for one of %.0f MiB", needed / MIB)
+
     def _new_run_folder(self) -> Path:
         """A fresh output folder; those of older runs beyond the last few are deleted."""
         with self._lock:
@@ -290,6 +487,30 @@ def _integer(value: Any, name: str) -> int:
     return int(number)
 
 
+def _stop_if(cancelled: threading.Event) -> None:
+    """EditCancelled once the run's cancel flag is set."""
+    if cancelled.is_set():
+        raise EditCancelled("the edit was cancelled")
+
+
+def inversion_bytes(editor: Any, audio: Audio, t_start: int, seeds: int) -> int | None:
+    """Bytes an inversion of ``audio`` will hold: x0 and, per step, x_t and z_t of every seed. None
+    when ``editor`` is not an ``AudioEditor`` (a stand-in of the tests)."""
+    try:
+        shape = editor.latent_shape(round(audio.num_frames * editor.model.sample_rate / audio.sample_rate))
+        return editor.inversion_bytes(shape, seeds, t_start) + editor.inversion_bytes(shape, seeds, 1) // 2
+    except (AttributeError, TypeError):
+        return None
+
+
+def _release_device_cache(editor: Any) -> None:
+    """Give the CUDA allocator's freed blocks back to the driver, whose free memory the next
+    inversion's memory check reads (the inversion just moved to host memory)."""
+    device = getattr(getattr(editor, "model", None), "device", None)
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def _digest(path: Path) -> str:
     """SHA-256 of a file's bytes."""
     try:
@@ -307,13 +528,13 @@ def _mono(audio: Audio) -> np.ndarray:
 
 
 def _first_latent(inversion: Inversion) -> Inversion:
-    """The inversion of the first seed alone (the reconstruction needs one, not one per seed)."""
+    """The inversion of the first seed alone (the reconstruction needs one, not one per seed): every
+    tensor field but the (K,) timesteps is per latent, (B, ...), and keeps its first row."""
     if inversion.num_latents == 1:
         return inversion
     settings = dataclasses.replace(inversion.settings, seeds=inversion.settings.seeds[:1])
-    return dataclasses.replace(
-        inversion, x0=inversion.x0[:1], xts=inversion.xts[:1], zs=inversion.zs[:1], settings=settings
-    )
+    rows = {name: tensor[:1] for name, tensor in _tensor_fields(inversion).items() if name != "timesteps"}
+    return dataclasses.replace(inversion, **rows, settings=settings)
 
 
 def _hide_folder(message: str, path: Path) -> str:
@@ -329,11 +550,14 @@ def _shorten(text: str, limit: int = 32) -> str:
 
 _INTRO = """\
 # Edit a recording with text
-Upload or record a clip, describe what it should become (*target*), and listen to the original, its
-reconstruction and the edits. The clip is inverted once (the slow part); change only the target or
-its guidance and only the edit runs again. Method: edit-friendly DDPM inversion with AudioLDM 2
+Upload or record a clip of at most {max_seconds:g} s, describe what it should become (*target*), and
+listen to the original, its reconstruction and the edits. The clip is inverted once (the slow part);
+change only the target or its guidance and only the edit runs again. Cancel drops your waiting edit,
+or stops the running one after its current stage. Method: edit-friendly DDPM inversion with AudioLDM 2
 (Manor & Michaeli, *Zero-Shot Unsupervised and Text-Based Audio Editing Using DDPM Inversion*, ICML 2024).
 """
+
+_READY = "Upload or record a clip, type a target description and press Edit."
 
 _HELP = {
     "source": "Optional: what the clip is now, e.g. 'a recording of a guitar'. Guides the inversion.",
@@ -359,21 +583,24 @@ def _import_gradio() -> Any:
 def build_app(
     editor: "AudioEditor",
     max_upload_mb: float = 50,
-    cache_size: int = 4,
+    cache_mb: float = DEFAULT_CACHE_MB,
     *,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
     defaults: Mapping[str, Any] | None = None,
     output_dir: str | Path | None = None,
 ) -> "gr.Blocks":
     """The Gradio app around ``editor``; start it with ``.launch()``.
 
-    Jobs are queued and run one at a time. ``launch()`` of the returned app limits uploads to
-    ``max_upload_mb`` megabytes unless given another ``max_file_size``. The editor's tqdm bars are turned
-    on: the page follows them.
+    Jobs are queued and run one at a time. Uploads and recordings are checked at once, outside the
+    queue. ``launch()`` of the returned app limits uploads to ``max_upload_mb`` megabytes unless given
+    another ``max_file_size``. The editor's tqdm bars are turned on: the page follows them.
 
     Args:
         editor: the ``AudioEditor`` to run.
         max_upload_mb: largest accepted upload in megabytes.
-        cache_size: inversions kept in memory over all sessions (least recently used dropped first).
+        cache_mb: MiB of inversions kept in host memory over all sessions (least recently used dropped
+            first); default :data:`DEFAULT_CACHE_MB`.
+        max_seconds: longest clip accepted, in seconds; default :data:`DEFAULT_MAX_SECONDS`.
         defaults: preset values of the controls, overriding :data:`DEFAULTS` (keys steps, t_start,
             cfg_src, cfg_tar, seed, variations).
         output_dir: where outputs are written; a temporary folder by default.
@@ -385,22 +612,24 @@ def build_app(
         raise ValueError(f"unknown defaults {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     if max_upload_mb <= 0:
         raise ValueError(f"max_upload_mb must be positive, got {max_upload_mb}")
-    runner = DemoRunner(editor, cache_size, output_dir)
+    runner = DemoRunner(editor, cache_mb, output_dir, max_seconds)
     editor.progress = True
 
     with gr.Blocks(title="Audio editing with text", delete_cache=_CACHE_CLEANUP) as demo:
-        gr.Markdown(_INTRO)
+        gr.Markdown(_INTRO.format(max_seconds=runner.max_seconds), elem_id="intro")
         with gr.Row():
             with gr.Column(scale=3):
                 clip = gr.Audio(
-                    sources=["upload", "microphone"], type="filepath", label="Original",
-                    buttons=["download"], elem_id="input-audio",
+                    sources=["upload", "microphone"], type="filepath",
+                    label=f"Original (at most {runner.max_seconds:g} s)", buttons=["download"], elem_id="input-audio",
                 )
                 target = gr.Textbox(label="Target description", info=_HELP["target"], placeholder="jazz piano",
                                     max_lines=2, elem_id="target")
                 source = gr.Textbox(label="Source description (optional)", info=_HELP["source"], max_lines=2,
                                     elem_id="source")
-                run = gr.Button("Edit", variant="primary", elem_id="run")
+                with gr.Row():
+                    run = gr.Button("Edit", variant="primary", elem_id="run")
+                    cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
             with gr.Column(scale=2):
                 most = Schedule.max_steps(editor.model.scheduler_config)
                 steps = gr.Slider(1, most, value=preset["steps"], step=1, label="Steps", info=_HELP["steps"])
@@ -414,8 +643,7 @@ def build_app(
                     seed = gr.Number(value=preset["seed"], precision=0, minimum=0, maximum=MAX_SEED, label="Seed", info=_HELP["seed"])
                     variations = gr.Slider(1, MAX_VARIATIONS, value=preset["variations"], step=1,
                                            label="Variations", info=_HELP["variations"])
-        status = gr.Textbox(label="Status", interactive=False, max_lines=3, elem_id="status",
-                            value="Upload or record a clip, type a target description and press Edit.")
+        status = gr.Textbox(label="Status", interactive=False, max_lines=3, elem_id="status", value=_READY)
         with gr.Row():
             reconstruction = gr.Audio(label="Reconstruction (from the inversion, no edit)", type="filepath",
                                       interactive=False, buttons=["download"], elem_id="reconstruction")
@@ -432,6 +660,19 @@ def build_app(
             top = max(int(steps_value), 1)
             return gr.Slider(maximum=top, value=min(int(t_start_value), top))
 
+        def on_upload(audio_path: str | None) -> tuple[str, Any]:
+            """Status line for a new upload or recording; a refused clip is taken off the page."""
+            if not audio_path:
+                return _READY, gr.skip()
+            try:
+                return check_clip(audio_path, runner.max_seconds), gr.skip()
+            except InputError as error:
+                return f"Error: {_one_line(error)}", None
+
+        def on_cancel(request: gr.Request) -> str:
+            stopped = runner.cancel(getattr(request, "session_hash", None) or "")
+            return "Cancelled: the running edit stops after its current stage." if stopped else "Cancelled."
+
         def on_edit(
             audio_path: str | None, target_text: str, source_text: str, steps_value: float, t_start_value: float,
             cfg_src_value: float, cfg_tar_value: float, seed_value: float | None, variations_value: float,
@@ -444,6 +685,8 @@ def build_app(
                     session=getattr(request, "session_hash", None) or "",
                     report=lambda fraction, text: progress(fraction, desc=text),
                 )
+            except EditCancelled:
+                return _failure(gr, "Cancelled.")
             except EditError as error:
                 return _failure(gr, f"Error: {_one_line(error)}")
             except Exception as error:  # noqa: BLE001 - the page gets one line, the log the traceback
@@ -457,10 +700,12 @@ def build_app(
             return [result.status, str(result.reconstruction), *slots, str(result.spectrogram)]
 
         steps.release(on_steps, [steps, t_start], t_start, queue=False, show_progress="hidden")
+        for added in (clip.upload, clip.stop_recording):
+            added(on_upload, clip, [status, clip], queue=False, show_progress="hidden")
         inputs = [clip, target, source, steps, t_start, cfg_src, cfg_tar, seed, variations]
         outputs = [status, reconstruction, *edits, spectrogram]
-        run.click(on_edit, inputs, outputs, concurrency_limit=1)
-        target.submit(on_edit, inputs, outputs, concurrency_limit=1)
+        jobs = [trigger(on_edit, inputs, outputs, concurrency_limit=1) for trigger in (run.click, target.submit)]
+        cancel.click(on_cancel, None, status, queue=False, show_progress="hidden", cancels=jobs)
 
     demo.queue(default_concurrency_limit=1, max_size=_QUEUE_SIZE)
     demo.runner = runner  # for inspection (tests, notebooks)
@@ -494,7 +739,35 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=_port, default=7860, help="port to listen on")
     parser.add_argument("--share", action="store_true", help="also make a temporary public link through Gradio's share servers")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument("--max-seconds", type=_positive, default=DEFAULT_MAX_SECONDS, metavar="S",
+                        help="longest clip accepted, in seconds (an edit's time grows with the length)")
+    parser.add_argument("--cache-mb", type=_non_negative, default=DEFAULT_CACHE_MB, metavar="MB",
+                        help="MiB of inversions kept in host memory to reuse (0 keeps none)")
     return parser.parse_args(argv)
+
+
+def _positive(text: str) -> float:
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: give a number above 0")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = _number(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: give a number of 0 or more")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: give a finite number")
+    return value
 
 
 def _port(text: str) -> int:
@@ -516,7 +789,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     try:
         editor = AudioEditor.from_pretrained(args.model, device=args.device)
-        demo = build_app(editor)
+        demo = build_app(editor, cache_mb=args.cache_mb, max_seconds=args.max_seconds)
     except EditError as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         sys.exit(2)

@@ -7,18 +7,22 @@ training length along T -> VAE decoder -> vocoder -> the input's rate, exact len
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any, Literal
 
+import librosa
 import numpy as np
 import torch
+from PIL import Image
 
 from image_core import adapters
 from image_core.editing import LatentEditor
 from image_core.errors import InputError
 from image_core.inversion import Inversion
+from image_core.masks import load_mask, save_mask
 from image_core.settings import check_settings
 from image_core.windows import WindowedDenoiser, spans, windowed_map
 
@@ -129,12 +133,22 @@ class AudioEditor(LatentEditor):
         cfg_src: float = defaults.CFG_SRC,
         eta: float = 1.0,
         seed: int | Sequence[int] = 0,
+        method: str = "ddpm",
     ) -> Inversion:
         """Invert a recording (path or ``Audio``); several seeds give several inversions (diverse edits).
 
         The model hears the mono downmix (mean of the channels) at 16 kHz; ``inv.meta`` keeps the
-        input's sample rate, length and loudness for the outputs.
+        input's sample rate, length and loudness for the outputs. ``method``: "ddpm" (edit-friendly)
+        or "ddim" (the deterministic baseline; one seed).
         """
+        seeds = seed if isinstance(seed, Sequence) else [seed]
+        check_settings(num_steps, t_start, eta if method == "ddpm" else 1.0, cfg_src)  # before the VAE runs
+        wave, meta = self._read(audio)
+        self.check_inversion_memory(self.latent_shape(len(wave)), len(seeds), t_start, method)
+        return self.invert_latent(self.encode(wave), source_prompt, num_steps, t_start, cfg_src, eta, seed, meta, method)
+
+    def _read(self, audio: AudioInput) -> tuple[np.ndarray, dict[str, Any]]:
+        """(the model's 16 kHz mono input, the facts the outputs need) of a recording."""
         clip = audio if isinstance(audio, Audio) else load_audio(audio)
         check_audio(clip)
         wave = to_model_rate(clip, self.model.sample_rate)
@@ -143,12 +157,11 @@ class AudioEditor(LatentEditor):
                 f"the clip is too short ({clip.duration * 1000:.1f} ms, {len(wave)} samples at 16 kHz): "
                 "give at least 40 ms of audio"
             )
-        seeds = seed if isinstance(seed, Sequence) else [seed]
-        check_settings(num_steps, t_start, eta, cfg_src)  # before the clip goes through the VAE
-        shape = (self.model.latent_channels, self.latent_length(len(wave)), self.mel_config.n_mels // self.model.vae_factor)
-        self.check_inversion_memory(shape, len(seeds), t_start)
-        meta = {**vars(Original.of(clip)), "model_samples": len(wave)}
-        return self.invert_latent(self.encode(wave), source_prompt, num_steps, t_start, cfg_src, eta, seed, meta)
+        return wave, {**vars(Original.of(clip)), "model_samples": len(wave)}
+
+    def latent_shape(self, num_samples: int) -> tuple[int, int, int]:
+        """(C, T, F) of the latent of a clip of ``num_samples`` at 16 kHz."""
+        return (self.model.latent_channels, self.latent_length(num_samples), self.mel_config.n_mels // self.model.vae_factor)
 
     def edit(
         self,
@@ -157,24 +170,108 @@ class AudioEditor(LatentEditor):
         cfg_tar: float | Sequence[float] = defaults.CFG_TAR,
         negative_prompt: str = "",
         output_type: OutputType = "np",
+        mask: torch.Tensor | None = None,
     ) -> list[np.ndarray] | torch.Tensor:
         """Edit with T target prompts; T * B results (item i * B + j: target i, inversion j).
 
         output_type "np": float32 mono waveforms (num_frames,) at the input's sample rate, length and
         loudness; "latent": the (T * B, C, T, F) float64 latents, not decoded.
+        mask: (1, 1, T, F) from ``mask``/``region_mask``/``load_mask``: the edit keeps the rest.
         """
-        return self._output(self.edit_latent(inv, target_prompt, cfg_tar, negative_prompt), inv, output_type)
+        latents = self.edit_latent(inv, target_prompt, cfg_tar, negative_prompt, mask=mask)
+        return self._output(latents, inv.meta, output_type)
 
     def reconstruct(self, inv: Inversion, output_type: OutputType = "np") -> list[np.ndarray] | torch.Tensor:
         """Regenerate the inverted clip(s) from the noise maps (the input, up to the VAE and vocoder)."""
-        return self._output(self.reconstruct_latent(inv), inv, output_type)
+        return self._output(self.reconstruct_latent(inv), inv.meta, output_type)
 
-    def _output(self, latents: torch.Tensor, inv: Inversion, output_type: OutputType) -> Any:
+    def sdedit(
+        self,
+        audio: AudioInput,
+        target_prompt: str | Sequence[str],
+        num_steps: int = defaults.NUM_STEPS,
+        t_start: int = defaults.T_START,
+        cfg_tar: float | Sequence[float] = defaults.CFG_TAR,
+        eta: float = 1.0,
+        seed: int | Sequence[int] = 0,
+        negative_prompt: str = "",
+        output_type: OutputType = "np",
+    ) -> list[np.ndarray] | torch.Tensor:
+        """SDEdit (the baseline): noise the clip to ``t_start`` and sample the target with fresh noise.
+        T targets x S seeds, item i * S + j: target i, seed j."""
+        check_settings(num_steps, t_start, eta)
+        wave, meta = self._read(audio)
+        latents = self.sdedit_latent(self.encode(wave), target_prompt, num_steps, t_start, cfg_tar, eta, seed, negative_prompt)
+        return self._output(latents, meta, output_type)
+
+    def _output(self, latents: torch.Tensor, meta: dict[str, Any], output_type: OutputType) -> Any:
         if output_type == "latent":
             return latents
         if output_type != "np":
             raise InputError(f"output_type must be np or latent, got {output_type!r}")
-        meta = inv.meta
-        original = Original.from_meta(meta)
         waves = self.decode(latents)[:, : meta["model_samples"]]
-        return list(restore(waves, original, self.model.sample_rate))
+        return list(restore(waves, Original.from_meta(meta), self.model.sample_rate))
+
+    # --------------------------------------------------------------------------------------------- masks
+
+    def mask(self, inv: Inversion, target_prompt: str, source_prompt: str | None = None, **options: Any) -> torch.Tensor:
+        """The DiffEdit mask (1, 1, T, F) over the latent's time-frequency grid where the target and
+        source descriptions disagree; options: strength, draws, threshold, seed (``mask_latent``)."""
+        return self.mask_latent(inv, target_prompt, source_prompt, **options)
+
+    def region_mask(
+        self, inv: Inversion, seconds: tuple[float, float] | None = None, hz: tuple[float, float] | None = None
+    ) -> torch.Tensor:
+        """(1, 1, T, F) mask of a time range in seconds and/or a frequency band in Hz (the latent cells
+        they touch; all times or all frequencies where not given)."""
+        C, T, F = inv.x0.shape[1:]
+        duration = inv.meta["model_samples"] / self.model.sample_rate
+        nyquist = self.model.sample_rate / 2
+        rows = torch.ones(T, dtype=torch.bool)
+        cols = torch.ones(F, dtype=torch.bool)
+        if seconds is not None:
+            start, end = _interval(seconds, 0.0, duration, "time range", f"the clip's 0..{duration:.2f} s")
+            frame = self.model.vae_factor * self.mel_config.hop_length / self.model.sample_rate  # seconds per latent frame
+            t = torch.arange(T, dtype=torch.float64) * frame
+            rows = (t + frame > start) & (t < end)
+        if hz is not None:
+            lo, hi = _interval(hz, 0.0, nyquist, "frequency band", f"0..{nyquist:.0f} Hz, what the model hears")
+            edges = librosa.mel_frequencies(self.mel_config.n_mels + 2, fmin=self.mel_config.fmin, fmax=self.mel_config.fmax)
+            f = self.model.vae_factor  # mel bands per latent bin: bin b holds the centres of bands f b .. f b + f - 1
+            lows, highs = torch.tensor(edges[1::f][:F]), torch.tensor(edges[f::f][:F])
+            cols = (highs >= lo) & (lows <= hi)
+            if not cols.any():  # a band narrower than a bin, between two bins' centres: the nearest bin
+                cols[((lows + highs) / 2 - (lo + hi) / 2).abs().argmin()] = True
+        mask = (rows[:, None] & cols[None, :]).to(torch.float64)[None, None]
+        return self.check_mask(mask, inv.x0)
+
+    def save_mask(self, mask: torch.Tensor, path: str | os.PathLike[str], inv: Inversion) -> None:
+        """Write a PNG of the input's log-mel spectrogram (as the model sees it) with the mask drawn over
+        it: the rest darkened; ``load_mask`` reads the exact mask back."""
+        grid = self.check_mask(mask, inv.x0)[0, 0]  # (T, F)
+        with torch.no_grad():
+            mel = self.model.decode_latent(inv.x0[:1].to(self.model.device))[0, 0].float().cpu()  # (frames, bins)
+        level = ((mel - mel.min()) / (mel.max() - mel.min() + 1e-8)).T.flip(0).numpy()  # frequency upwards
+        f = self.model.vae_factor
+        frames = -(-inv.meta["model_samples"] // self.mel_config.hop_length)  # the clip, not its padding
+        level = level[:, :frames]
+        keep = grid.T.flip(0).repeat_interleave(f, 0).repeat_interleave(f, 1).numpy()[: level.shape[0], :frames]
+        from matplotlib import colormaps
+
+        rgb = colormaps["magma"](level)[..., :3] * np.where(keep > 0, 1.0, 0.3)[..., None]
+        picture = Image.fromarray((rgb * 255).astype(np.uint8), "RGB").resize((level.shape[1], level.shape[0] * 4), Image.NEAREST)
+        save_mask(path, grid.T.flip(0), picture)
+
+    def load_mask(self, path: str | os.PathLike[str], inv: Inversion) -> torch.Tensor:
+        """(1, 1, T, F) mask from a PNG written by ``save_mask`` or painted (white = edit, time to the
+        right, frequency upwards, any size)."""
+        T, F = inv.x0.shape[2:]
+        return self.check_mask(load_mask(path, (F, T)).flip(0).T[None, None], inv.x0)
+
+
+def _interval(pair: Sequence[float], lowest: float, highest: float, what: str, allowed: str) -> tuple[float, float]:
+    """(start, end) of a range, refused unless finite, ordered and inside [lowest, highest]."""
+    start, end = (float(v) for v in pair)
+    if not (math.isfinite(start) and math.isfinite(end) and lowest <= start < end <= highest):
+        raise InputError(f"the {what} {start:g}:{end:g} does not lie inside {allowed}")
+    return start, end

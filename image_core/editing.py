@@ -126,16 +126,18 @@ class LatentEditor:
         (frontends add whatever else changes the noise estimates, such as a window overlap)."""
         return self.model.fingerprint()
 
-    def check_inversion_memory(self, latent_shape: Sequence[int], num_seeds: int, t_start: int, method: str = "ddpm") -> None:
-        """Refuse, before any encoding, an inversion whose x_t and noise maps (float64 latents of
-        ``latent_shape`` = (C, ...), ``num_seeds`` of them, ``t_start`` steps; DDIM keeps no noise
-        maps) would not fit in free memory."""
+    def inversion_bytes(self, latent_shape: Sequence[int], num_seeds: int, t_start: int, method: str = "ddpm") -> int:
+        """Bytes the x_t and noise maps of an inversion hold: ``num_seeds`` latents of ``latent_shape``
+        = (C, ...) at ``t_start`` steps, in the latent dtype (DDIM keeps no noise maps)."""
         element = torch.finfo(latent_dtype(self.model.device)).bits // 8
         per_step = 2 if method == "ddpm" else 1
-        maps = per_step * num_seeds * t_start * math.prod(latent_shape) * element
+        return per_step * num_seeds * t_start * math.prod(latent_shape) * element
+
+    def check_inversion_memory(self, latent_shape: Sequence[int], num_seeds: int, t_start: int, method: str = "ddpm") -> None:
+        """Refuse, before any encoding, an inversion that would not fit in free memory (``inversion_bytes``)."""
         adapters.check_memory(
-            maps, self.model.device, "the inversion's x_t and noise maps",
-            "use a lower tstart, fewer seeds or a shorter input",
+            self.inversion_bytes(latent_shape, num_seeds, t_start, method), self.model.device,
+            "the inversion's x_t and noise maps", "use a lower tstart, fewer seeds or a shorter input",
         )
 
     def _condition(self, prompts: list[str], negative: str, cfgs: list[float], repeats: int) -> Cond:

@@ -2,8 +2,8 @@
 
 The browser tests serve the demo with the tiny random-weight model and drive headless Chromium with
 Playwright: upload a recording, edit it, download the edit; change only the target and see the inversion
-reused; upload files that are not audio and read the error in the page. Set DEMO_SCREENSHOT=<path> to
-save a screenshot of the page after the edit.
+reused; upload a file that is not audio while an edit holds the queue and read the error at once;
+cancel a running edit. Set DEMO_SCREENSHOT=<path> to save a screenshot of the page after the edit.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,8 +24,13 @@ import soundfile as sf
 import torch
 
 from audio_edit import demo as demo_module
-from audio_edit.demo import MAX_VARIATIONS, DemoRunner, InversionCache, build_app
+from audio_edit.audio_io import load_audio
+from audio_edit.demo import (
+    MAX_VARIATIONS, CachedInversion, DemoRunner, EditCancelled, InversionCache, InversionKey, build_app, check_clip,
+    inversion_bytes,
+)
 from audio_edit.spectrogram import save_spectrograms, spectrogram_image
+from image_core import adapters
 from image_core.errors import InputError
 from image_core.inversion import Inversion, InversionSettings
 
@@ -35,6 +41,7 @@ CHROMIUM_ARGS = [
 ]
 STEPS, T_START = 10, 3  # tiny runs: a few UNet calls per stage
 TIMEOUT_MS = 180_000  # a slow, shared machine
+PAGE_CAP = 5  # seconds: the served page's clip length cap
 
 
 def melody(path: Path, sample_rate: int = 22050, seconds: float = 2.5) -> Path:
@@ -65,17 +72,22 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class FakeEditor:
     """Records its calls; returns silent-ish clips of the input's length and rate."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_invert=None, tensor=torch.Tensor) -> None:
         self.calls: list[str] = []
         self.progress = False
+        self.on_invert = on_invert  # called during each inversion
+        self.tensor = tensor  # class of the returned tensors
 
     def invert(self, audio, source_prompt="", num_steps=200, t_start=100, cfg_src=3.0, eta=1.0, seed=0) -> Inversion:
         self.calls.append("invert")
+        if self.on_invert:
+            self.on_invert()
         seeds = [seed] if isinstance(seed, int) else list(seed)
         maps = torch.zeros(len(seeds), t_start, 1, 2, 2)
         settings = InversionSettings("fake", num_steps, t_start, eta, cfg_src, source_prompt, tuple(seeds))
         meta = {"sample_rate": audio.sample_rate, "num_frames": audio.num_frames}
-        return Inversion(torch.zeros(len(seeds), 1, 2, 2), maps, maps.clone(), torch.arange(t_start), settings, meta)
+        tensors = (torch.zeros(len(seeds), 1, 2, 2), maps, maps.clone(), torch.arange(t_start))
+        return Inversion(*(t.as_subclass(self.tensor) for t in tensors), settings, meta)
 
     def _clips(self, inv: Inversion, count: int) -> list[np.ndarray]:
         rng = np.random.default_rng(len(self.calls))
@@ -91,11 +103,23 @@ class FakeEditor:
         return self._clips(inv, inv.num_latents)
 
 
+class Elsewhere(torch.Tensor):
+    """A CPU tensor that says it is on a GPU: stands in for the tensors of an inversion made on one."""
+
+    @property
+    def device(self) -> torch.device:  # type: ignore[override]
+        return torch.device("cuda", 0)
+
+    def cpu(self, *args, **kwargs) -> torch.Tensor:  # type: ignore[override]
+        return self.as_subclass(torch.Tensor).clone()
+
+
 def test_cache_reuses_the_inversion_when_only_the_target_changes(recording: Path, tmp_path: Path) -> None:
     editor = FakeEditor()
-    runner = DemoRunner(editor, cache_size=2, output_dir=tmp_path)
+    runner = DemoRunner(editor, output_dir=tmp_path)
     first = runner.run(str(recording), "jazz piano", steps=STEPS, t_start=T_START, variations=3, session="a")
     assert editor.calls == ["invert", "reconstruct", "edit"] and not first.reused
+    runner.cache.max_bytes = 2 * runner.cache.nbytes  # room for two inversions of this clip
     second = runner.run(str(recording), "a choir", steps=STEPS, t_start=T_START, cfg_tar=5, variations=3, session="a")
     assert editor.calls == ["invert", "reconstruct", "edit", "edit"]
     assert second.reused and second.status.startswith("Reused the inversion: only the edit ran")
@@ -134,14 +158,140 @@ def test_runner_refuses_bad_input_with_one_line(recording: Path, tmp_path: Path)
     assert runner.editor.calls == []
 
 
-def test_lru_cache_is_bounded() -> None:
-    cache = InversionCache(2)
-    keys = [demo_module.InversionKey("s", str(i), "", 10, 3, 3.0, 0, 1) for i in range(3)]
-    for key in keys[:2]:
-        cache.put(key, object())  # type: ignore[arg-type]
-    assert cache.get(keys[0]) is not None  # now the most recent
-    cache.put(keys[2], object())  # type: ignore[arg-type]
-    assert len(cache) == 2 and cache.get(keys[1]) is None and cache.get(keys[0]) is not None
+def test_runner_refuses_clips_longer_than_the_cap(recording: Path, tmp_path: Path) -> None:
+    seconds = sf.info(recording).duration
+    runner = DemoRunner(FakeEditor(), output_dir=tmp_path, max_seconds=seconds / 2)
+    with pytest.raises(InputError, match=f"at most {seconds / 2:g} s") as caught:
+        runner.run(str(recording), "jazz piano", steps=STEPS, t_start=T_START)
+    assert str(tmp_path) not in str(caught.value) and runner.editor.calls == []
+    DemoRunner(FakeEditor(), output_dir=tmp_path, max_seconds=seconds + 1).run(
+        str(recording), "jazz piano", steps=STEPS, t_start=T_START)
+
+
+def _entry(rows: int, frames: int = 100) -> CachedInversion:
+    """A cached inversion of ``rows`` float64 x_t and noise maps of 16 values each."""
+    maps = torch.zeros(1, rows, 2, 8, dtype=torch.float64)
+    settings = InversionSettings("fake", rows, rows, 1.0, 3.0, "", (0,))
+    inversion = Inversion(torch.zeros(1, 2, 8, dtype=torch.float64), maps, maps.clone(), torch.arange(rows), settings)
+    return CachedInversion(inversion, np.zeros(frames, np.float32), np.zeros(frames, np.float32), 16000)
+
+
+def _key(name: str) -> InversionKey:
+    return InversionKey("s", name, "", 10, 3, 3.0, 0, 1)
+
+
+def test_cache_counts_bytes_and_drops_the_least_recently_used() -> None:
+    small, large = _entry(1), _entry(4)
+    # x0 + xts + zs (float64) + timesteps (int64) + two float32 waveforms
+    assert small.nbytes == 16 * 8 + 2 * 16 * 8 + 8 + 2 * 100 * 4
+    assert large.nbytes == 16 * 8 + 2 * 4 * 16 * 8 + 4 * 8 + 2 * 100 * 4
+    cache = InversionCache(2 * small.nbytes + large.nbytes)
+    for name in "abc":
+        assert cache.put(_key(name), small if name != "c" else large)
+    assert (len(cache), cache.nbytes) == (3, 2 * small.nbytes + large.nbytes)
+    assert cache.get(_key("a")) is small  # "a" is now the most recent, "b" the least
+    assert cache.put(_key("d"), small)  # over the budget: "b" goes
+    assert cache.get(_key("b")) is None and cache.nbytes == 2 * small.nbytes + large.nbytes
+    assert cache.put(_key("a"), small) and cache.nbytes == 2 * small.nbytes + large.nbytes  # replaced, not added
+    assert cache.evict_oldest() == large.nbytes and cache.get(_key("c")) is None  # "c" was the oldest
+    assert cache.evict_oldest() + cache.evict_oldest() == 2 * small.nbytes and cache.evict_oldest() == 0
+    assert (len(cache), cache.nbytes) == (0, 0)
+
+    tight = InversionCache(large.nbytes - 1)
+    assert tight.put(_key("a"), small) and not tight.put(_key("b"), large)  # larger than the whole budget
+    assert tight.get(_key("b")) is None and tight.get(_key("a")) is small
+    assert not InversionCache(0).put(_key("a"), small)
+    with pytest.raises(ValueError):
+        InversionCache(-1)
+
+
+def test_cached_inversions_are_kept_on_the_cpu(recording: Path, tmp_path: Path) -> None:
+    editor = FakeEditor(tensor=Elsewhere)  # as if inverted on a GPU
+    runner = DemoRunner(editor, output_dir=tmp_path)
+    result = runner.run(str(recording), "jazz", steps=STEPS, t_start=T_START, variations=2, session="a")
+    (entry,) = runner.cache._entries.values()
+    tensors = [entry.inversion.x0, entry.inversion.xts, entry.inversion.zs, entry.inversion.timesteps]
+    assert all(type(t) is torch.Tensor and t.device.type == "cpu" for t in tensors)
+    assert entry.inversion.xts.shape == (2, T_START, 1, 2, 2) and not result.reused
+    assert runner.run(str(recording), "piano", steps=STEPS, t_start=T_START, variations=2, session="a").reused
+
+
+def test_cancel_stops_the_run_at_its_next_stage(recording: Path, tmp_path: Path) -> None:
+    runner = DemoRunner(FakeEditor(on_invert=lambda: runner.cancel("a")), output_dir=tmp_path)
+    assert not runner.cancel("a")  # nothing under way
+    with pytest.raises(EditCancelled):
+        runner.run(str(recording), "jazz", steps=STEPS, t_start=T_START, session="a")
+    assert runner.editor.calls == ["invert"] and len(runner.cache) == 0  # neither reconstructed nor edited
+    runner.editor.on_invert = None
+    assert not runner.run(str(recording), "jazz", steps=STEPS, t_start=T_START, session="a").reused  # a new run
+
+
+def test_check_clip_reads_only_the_header(recording: Path, tmp_path: Path) -> None:
+    info = sf.info(recording)
+    line = check_clip(recording, max_seconds=info.duration + 1)
+    assert line.startswith(f"Ready: {recording.name}, {info.duration:.1f} s at {info.samplerate} Hz")
+    notes = tmp_path / "notes.wav"
+    notes.write_text("not a recording\n" * 50)
+    empty, slow = tmp_path / "empty.wav", tmp_path / "slow.wav"
+    sf.write(empty, np.zeros(0, np.float32), 16000)
+    sf.write(slow, np.zeros(4000, np.float32), 4000)
+    for file, words in [
+        (notes, "Cannot decode notes.wav as audio"),
+        (empty, "empty.wav contains no audio frames"),
+        (slow, "slow.wav has sample rate 4000 Hz"),
+        (recording, f"is {info.duration:.1f} s long; this demo takes clips of at most 1 s"),
+    ]:
+        with pytest.raises(InputError, match=words) as caught:
+            check_clip(file, max_seconds=1)
+        assert str(tmp_path) not in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.fixture(scope="module")
+def tiny_editor():
+    from audio_edit.editor import AudioEditor
+
+    return AudioEditor.from_pretrained("tiny", device="cpu")
+
+
+def test_eviction_makes_room_instead_of_refusing(
+    tiny_editor, recording: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = DemoRunner(tiny_editor, output_dir=tmp_path)
+    runner.run(str(recording), "jazz", steps=STEPS, t_start=T_START, seed=0, session="a")
+    (entry,) = runner.cache._entries.values()
+    x0, xts, zs = entry.inversion.x0, entry.inversion.xts, entry.inversion.zs
+    estimate = inversion_bytes(tiny_editor, load_audio(recording), T_START, 1)  # made before inverting
+    assert estimate == sum(t.numel() * t.element_size() for t in (x0, xts, zs))
+    assert all(t.device.type == "cpu" for t in (x0, xts, zs))
+    # Host memory in which the cache takes its bytes: with the cache kept, an inversion's maps do not fit.
+    maps = 2 * T_START * x0[0].numel() * x0.element_size()
+    total = runner.cache.nbytes + maps - 1
+    monkeypatch.setattr(adapters, "available_memory", lambda device="cpu": total - runner.cache.nbytes)
+    result = runner.run(str(recording), "jazz", steps=STEPS, t_start=T_START, seed=1, session="a")
+    assert not result.reused and len(runner.cache) == 1
+    assert next(iter(runner.cache._entries)).seed == 1  # the older inversion made room
+
+
+def _app_function(app, name: str, event: str):
+    """The app's registered function ``name`` triggered by ``event``."""
+    return next(f for f in app.fns.values() if f.name == name and any(e == event for _, e in f.targets))
+
+
+def test_upload_is_checked_at_once_outside_the_queue(tiny_editor, recording: Path, tmp_path: Path) -> None:
+    pytest.importorskip("gradio", reason="the demo needs gradio")
+    app = build_app(tiny_editor, max_seconds=PAGE_CAP, output_dir=tmp_path / "out")
+    notes = tmp_path / "notes.wav"
+    notes.write_text("not a recording\n" * 50)
+    for event in ("upload", "stop_recording"):
+        check = _app_function(app, "on_upload", event)
+        assert check.queue is False
+        status, clip = check.fn(str(notes))
+        assert status.startswith("Error: Cannot decode notes.wav as audio") and clip is None  # refused and cleared
+        assert check.fn(str(recording))[0].startswith(f"Ready: {recording.name}")
+    cancel = _app_function(app, "on_cancel", "click")
+    assert cancel.queue is False
+    stopper = next(f for f in app.fns.values() if f.cancels and f.targets == cancel.targets)
+    assert sorted(app.fns[i].name for i in stopper.cancels) == ["on_edit", "on_edit"]  # Edit and Enter
 
 
 def test_spectrograms(tmp_path: Path) -> None:
@@ -160,7 +310,10 @@ def test_spectrograms(tmp_path: Path) -> None:
 
 
 def test_command_line_errors_are_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in (["--port", "http"], ["--device", "tpu"]):
+    assert (demo_module.parse_args([]).max_seconds, demo_module.parse_args([]).cache_mb) == (
+        demo_module.DEFAULT_MAX_SECONDS, demo_module.DEFAULT_CACHE_MB)
+    for argv in (["--port", "http"], ["--device", "tpu"], ["--max-seconds", "0"], ["--max-seconds", "nan"],
+                 ["--cache-mb", "-1"]):
         with pytest.raises(SystemExit) as exited:
             demo_module.main(argv)
         assert exited.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
@@ -201,7 +354,8 @@ def served(browser: object, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     from audio_edit.editor import AudioEditor
 
     editor = AudioEditor.from_pretrained("tiny", device="cpu")
-    app = build_app(editor, defaults={"steps": STEPS, "t_start": T_START}, output_dir=tmp_path_factory.mktemp("out"))
+    app = build_app(editor, defaults={"steps": STEPS, "t_start": T_START}, max_seconds=PAGE_CAP,
+                    output_dir=tmp_path_factory.mktemp("out"))
     port = _free_port()
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
@@ -224,6 +378,15 @@ def _upload(page, path: Path) -> None:
     page.locator("#input-audio input[type=file]").set_input_files(str(path))
 
 
+def _status_starts(page, prefix: str, timeout_ms: float = TIMEOUT_MS) -> str:
+    """Wait until the status line starts with ``prefix``; the line."""
+    page.wait_for_function(
+        "prefix => { const s = document.querySelector('#status textarea'); return s && s.value.startsWith(prefix); }",
+        arg=prefix, timeout=timeout_ms,
+    )
+    return page.locator("#status textarea").input_value()
+
+
 def _run(page, target: str, previous: str) -> str:
     """Type the target, press Edit and return the new status line."""
     page.locator("#target textarea").fill(target)
@@ -238,8 +401,11 @@ def _run(page, target: str, previous: str) -> str:
 
 def test_edit_in_the_browser(page, served, recording: Path) -> None:
     assert served[1].max_file_size == 50 * 1024 * 1024  # launch() got the upload limit
+    for text in (f"clip of at most {PAGE_CAP} s,", f"Original (at most {PAGE_CAP} s)"):  # the cap is stated
+        page.get_by_text(text).first.wait_for()
     _upload(page, recording)
     page.locator("#input-audio a[download]").wait_for()  # uploaded
+    _status_starts(page, f"Ready: {recording.name}")  # checked on upload
     status = _run(page, "jazz piano", page.locator("#status textarea").input_value())
     assert status.startswith("Inverted the clip"), status
 
@@ -265,20 +431,64 @@ def test_edit_in_the_browser(page, served, recording: Path) -> None:
     assert "a-choir" in page.locator("#edit-0 a[download]").get_attribute("download")
 
 
-def test_files_that_are_not_audio_give_a_readable_error(page, served, tmp_path: Path) -> None:
-    fake = tmp_path / "notes.wav"
-    fake.write_text("these are my notes, not a recording\n" * 50)
-    _upload(page, fake)
-    page.locator("#input-audio a[download]").wait_for()
-    status = _run(page, "jazz piano", page.locator("#status textarea").input_value())
-    assert status.startswith("Error: Cannot decode notes.wav as audio"), status
-    assert "\n" not in status and str(tmp_path) not in status
+def test_bad_upload_is_refused_at_once_while_an_edit_holds_the_queue(
+    browser, served, recording: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, app = served
+    editor = app.runner.editor
+    gate, inverting, edited = threading.Event(), threading.Event(), []
+    invert, edit = editor.invert, editor.edit
 
-    # A file that does not even claim to be audio is refused by the page before any upload.
+    def held_invert(*args, **kwargs):
+        inverting.set()
+        gate.wait(TIMEOUT_MS / 1000)
+        return invert(*args, **kwargs)
+
+    def counted_edit(*args, **kwargs):
+        edited.append(1)
+        return edit(*args, **kwargs)
+
+    monkeypatch.setattr(editor, "invert", held_invert)
+    monkeypatch.setattr(editor, "edit", counted_edit)
+    contexts = [browser.new_context(viewport={"width": 1280, "height": 900}) for _ in range(2)]
+    try:
+        busy, other = (context.new_page() for context in contexts)
+        for page in (busy, other):
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(url)
+        _upload(busy, recording)
+        _status_starts(busy, "Ready:")
+        busy.locator("#target textarea").fill("jazz piano")
+        busy.locator("#run").click()
+        assert inverting.wait(TIMEOUT_MS / 1000)  # the one worker is busy with this edit
+
+        fake = tmp_path / "notes.wav"
+        fake.write_text("these are my notes, not a recording\n" * 50)
+        _upload(other, fake)
+        status = _status_starts(other, "Error: Cannot decode notes.wav as audio", timeout_ms=60_000)  # no Edit pressed
+        assert "\n" not in status and str(tmp_path) not in status
+        assert other.locator("#input-audio a[download]").count() == 0  # the refused file is taken off the page
+
+        long_clip = melody(tmp_path / "long.wav", seconds=PAGE_CAP + 1)
+        _upload(other, long_clip)
+        too_long = f"Error: long.wav is {PAGE_CAP + 1:.1f} s long; this demo takes clips of at most {PAGE_CAP} s"
+        _status_starts(other, too_long, timeout_ms=60_000)
+
+        busy.locator("#cancel").click()
+        _status_starts(busy, "Cancelled", timeout_ms=60_000)
+    finally:
+        gate.set()
+        for context in contexts:
+            context.close()
+    assert app.runner._compute.acquire(timeout=TIMEOUT_MS / 1000)  # the cancelled run has stopped
+    app.runner._compute.release()
+    assert edited == [] and not app.runner._running  # it stopped after the inversion, before the edit
+
+
+def test_files_that_are_not_audio_are_refused_by_the_page(page, served, tmp_path: Path) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("plain text\n")
-    page.goto(served[0])
     _upload(page, text)
     page.get_by_text("Invalid file type").first.wait_for()
     body = page.locator("body").inner_text()
-    assert "Traceback" not in body and "Traceback" not in status
+    assert "Traceback" not in body
