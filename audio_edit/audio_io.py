@@ -2,7 +2,9 @@
 
 Recordings are held as :class:`Audio`: float32 samples shaped ``(channels, frames)`` plus the sample rate in
 Hz. The models work on 16 kHz mono; :func:`to_model_rate` makes that from a recording (downmix = mean of the
-channels) and :func:`restore` takes a model output back to the recording's rate, exact length and loudness.
+channels, resampled by the filter of the models' training data) and :func:`restore` takes a model output
+back to the recording's rate and exact length, at the gated loudness (ITU-R BS.1770-4) of what the model
+heard, with a peak limiter.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from image_core.adapters import check_memory
 from image_core.errors import InputError
 from image_core.files import final_path, replacing
 
+from .loudness import limiter_gain, measured_loudness
+from .resample import resample_sinc
+
 MODEL_SAMPLE_RATE = 16000
 """Sample rate (Hz) of the waveforms the AudioLDM models read and write."""
 
@@ -30,12 +35,16 @@ MAX_SAMPLE_RATE = 192000
 """Highest accepted input sample rate (Hz)."""
 
 SILENCE_RMS = 1e-6
-"""Below this RMS a signal counts as silent and is never rescaled."""
+"""Below this RMS a signal counts as silent and is never rescaled (level summaries of old inversion files)."""
 
 PEAK_LIMIT = 0.999
 """Largest absolute sample value :func:`restore` returns."""
 
-_RESAMPLER = "soxr_hq"
+_PEAK_LIMIT_F32 = np.float32(np.nextafter(np.float32(PEAK_LIMIT), np.float32(0)))
+"""The largest float32 below ``PEAK_LIMIT`` (float32(0.999) itself is a little above 0.999)."""
+
+_OUTPUT_RESAMPLER = "soxr_hq"
+"""librosa resampler for the outputs the user hears (the model input uses :func:`resample_sinc`)."""
 
 # extension -> (libsndfile format, subtype)
 _OUTPUT_FORMATS: dict[str, tuple[str, str]] = {
@@ -91,26 +100,43 @@ class Audio:
 
     @property
     def rms(self) -> float:
-        """RMS level of the mono downmix (linear, full scale = 1)."""
-        return loudness(self.samples.mean(axis=0, dtype=np.float64))
+        """RMS level of the mono downmix (linear, full scale = 1), DC included."""
+        return rms_level(self.samples.mean(axis=0, dtype=np.float64))
 
 
 @dataclass(frozen=True)
 class Original:
-    """What ``restore`` needs to know of a recording, without its samples."""
+    """What ``restore`` needs to know of a recording, without its samples.
 
-    sample_rate: int  # Hz
-    num_frames: int  # samples per channel
-    rms: float  # RMS of the mono downmix
+    Attributes:
+        sample_rate: Hz.
+        num_frames: samples per channel.
+        loudness: LUFS of what the model hears (:func:`model_loudness`); ``None`` for silence (never
+            rescaled to) and for summaries read from old inversion files.
+        rms: only in summaries of old inversion files: the RMS of the mono downmix at ``sample_rate``, DC
+            included, which ``restore`` then matches as before (plain RMS of the output).
+    """
+
+    sample_rate: int
+    num_frames: int
+    loudness: float | None
+    rms: float | None = None
 
     @classmethod
     def of(cls, audio: Audio) -> Original:
-        return cls(audio.sample_rate, audio.num_frames, audio.rms)
+        """Summary of ``audio``; its level is :func:`model_loudness` of the recording."""
+        return cls(audio.sample_rate, audio.num_frames, model_loudness(audio))
 
     @classmethod
     def from_meta(cls, meta: dict) -> Original:
-        """The summary kept in an inversion's ``meta`` (written there as ``vars(Original.of(audio))``)."""
-        return cls(meta["sample_rate"], meta["num_frames"], meta["rms"])
+        """The summary kept in an inversion's ``meta`` (written there as ``vars(Original.of(audio))``).
+
+        Files written before the gated loudness hold ``rms`` instead of ``loudness``; they keep their old
+        meaning.
+        """
+        if "loudness" in meta:
+            return cls(meta["sample_rate"], meta["num_frames"], meta["loudness"])
+        return cls(meta["sample_rate"], meta["num_frames"], None, meta["rms"])
 
 
 def load_audio(path: str | os.PathLike[str]) -> Audio:
@@ -185,24 +211,43 @@ def check_audio(audio: Audio, name: str = "the audio") -> None:
 
 
 def to_model_rate(audio: Audio, sample_rate: int = MODEL_SAMPLE_RATE) -> np.ndarray:
-    """Mono downmix (mean of the channels) resampled to ``sample_rate`` Hz.
+    """Mono downmix (mean of the channels) resampled to ``sample_rate`` Hz as the models' training audio was.
+
+    The resampler is :func:`audio_edit.resample.resample_sinc` (Hann-windowed sinc, 6 zero crossings,
+    rolloff 0.99), the filter of the AudioLDM training pipeline.
 
     Returns:
-        float32 array shaped ``(round(audio.num_frames * sample_rate / audio.sample_rate),)``.
+        float32 array shaped ``(ceil(audio.num_frames * sample_rate / audio.sample_rate),)``.
     """
     mono = audio.samples.mean(axis=0, dtype=np.float32)
-    length = round(audio.num_frames * sample_rate / audio.sample_rate)
-    return _resample(mono, audio.sample_rate, sample_rate, length)
+    return resample_sinc(mono, audio.sample_rate, sample_rate)
 
 
-def _resample(wave: np.ndarray, orig_rate: int, target_rate: int, length: int) -> np.ndarray:
-    """Resample ``wave`` (..., n) along its last axis and trim or zero-pad it to ``length`` samples."""
+def model_loudness(audio: Audio) -> float | None:
+    """Loudness of what the model hears of ``audio``, in LUFS.
+
+    That is the 16 kHz mono downmix of :func:`to_model_rate` with its mean removed (as
+    :func:`audio_edit.mel.normalize_waveform` does): a DC offset, and content above 8 kHz, do not count.
+    It is measured by :func:`audio_edit.loudness.measured_loudness`: gated loudness (ITU-R BS.1770-4; a
+    clip shorter than 400 ms is one block) with the absolute gate applied as if at -23 LUFS, so that the
+    reading is exactly proportional to the level and very quiet clips are measured like loud ones.
+
+    Returns:
+        LUFS, or ``None`` when the recording is silent (below -120 LUFS).
+    """
+    heard = np.asarray(to_model_rate(audio), dtype=np.float64)
+    return measured_loudness(heard - heard.mean(), MODEL_SAMPLE_RATE)
+
+
+def _resample_output(wave: np.ndarray, orig_rate: int, target_rate: int, length: int) -> np.ndarray:
+    """Resample ``wave`` (..., n) along its last axis (soxr, high quality) and trim or zero-pad it to
+    ``length`` samples."""
     if orig_rate != target_rate:
-        wave = librosa.resample(wave, orig_sr=orig_rate, target_sr=target_rate, res_type=_RESAMPLER)
+        wave = librosa.resample(wave, orig_sr=orig_rate, target_sr=target_rate, res_type=_OUTPUT_RESAMPLER)
     return librosa.util.fix_length(np.asarray(wave, dtype=np.float32), size=length, axis=-1)
 
 
-def loudness(samples: np.ndarray) -> float:
+def rms_level(samples: np.ndarray) -> float:
     """Root-mean-square level of all values in ``samples`` (linear, full scale = 1)."""
     if samples.size == 0:
         return 0.0
@@ -213,37 +258,68 @@ def restore(
     wave: np.ndarray,
     like: Audio | Original,
     model_rate: int = MODEL_SAMPLE_RATE,
-    target_rms: float | None = None,
+    target_loudness: float | None = None,
 ) -> np.ndarray:
     """Bring a model output back to the rate, length and level of the recording it was made from.
+
+    Each row is resampled (soxr, high quality) and scaled so that its :func:`model_loudness` (the loudness
+    of what the model would hear of it) is the recording's, then peak limited (:func:`limit_peaks`). Rows
+    are left unscaled when they or the target are silent. Summaries of old inversion files (``rms`` set)
+    are matched in plain RMS instead.
 
     Args:
         wave: mono waveform(s) at ``model_rate`` Hz, shaped ``(n,)`` or ``(batch, n)``.
         like: the original recording, or its ``Original`` summary.
         model_rate: sample rate of ``wave`` in Hz.
-        target_rms: RMS each output row is scaled to; defaults to the RMS of ``like``'s mono downmix.
-            Rows are left unscaled when the target or the row is silent (RMS below 1e-6).
+        target_loudness: LUFS each output row is scaled to; defaults to ``like``'s loudness.
 
     Returns:
-        float32 array shaped ``(like.num_frames,)`` or ``(batch, like.num_frames)`` at ``like.sample_rate``.
-        A row whose peak would exceed 0.999 after level matching is scaled down so its peak is 0.999.
+        float32 array shaped ``(like.num_frames,)`` or ``(batch, like.num_frames)`` at ``like.sample_rate``,
+        every ``|sample| <= 0.999``.
     """
-    if target_rms is None:
-        target_rms = like.rms
+    original = like if isinstance(like, Original) else Original.of(like)
     rows = np.atleast_2d(np.asarray(wave, dtype=np.float32))
-    out = _match_level(_resample(rows, model_rate, like.sample_rate, like.num_frames), target_rms)
-    return out.reshape(np.shape(wave)[:-1] + (like.num_frames,))
+    out = _resample_output(rows, model_rate, original.sample_rate, original.num_frames)
+    if target_loudness is None and original.loudness is None and original.rms is not None:
+        gains = _rms_gains(out, original.rms)
+    else:
+        target = original.loudness if target_loudness is None else target_loudness
+        gains = _loudness_gains(out, original.sample_rate, target)
+    out = limit_peaks(out * gains, original.sample_rate)
+    return out.reshape(np.shape(wave)[:-1] + (original.num_frames,))
 
 
-def _match_level(rows: np.ndarray, target_rms: float) -> np.ndarray:
-    """Scale each row of ``rows`` (batch, n) to ``target_rms`` unless it or the target is silent, then
-    scale down any row whose peak exceeds 0.999 so that its peak is 0.999."""
+def _loudness_gains(rows: np.ndarray, sample_rate: int, target: float | None) -> np.ndarray:
+    """Linear gains shaped ``(batch, 1)`` bringing the :func:`model_loudness` of each row of ``rows``
+    (batch, n) at ``sample_rate`` Hz to ``target`` LUFS; 1 for silent rows or a silent (``None``) target."""
+    gains = np.ones((rows.shape[0], 1))
+    if target is None:
+        return gains
+    for index, row in enumerate(rows):
+        lufs = model_loudness(Audio(row[None], sample_rate))
+        if lufs is not None:
+            gains[index] = 10.0 ** ((target - lufs) / 20.0)
+    return gains
+
+
+def _rms_gains(rows: np.ndarray, target_rms: float) -> np.ndarray:
+    """Linear gains shaped ``(batch, 1)`` bringing each row of ``rows`` (batch, n) to the RMS ``target_rms``
+    (DC included); 1 where the row or the target is below ``SILENCE_RMS`` (old inversion files)."""
     rms = np.sqrt(np.mean(np.square(rows, dtype=np.float64), axis=-1, keepdims=True))
     audible = (rms >= SILENCE_RMS) & (target_rms >= SILENCE_RMS)
-    gain = np.where(audible, target_rms / np.maximum(rms, SILENCE_RMS), 1.0)
-    peak = np.max(np.abs(rows), axis=-1, keepdims=True, initial=0.0) * gain
-    gain = gain * PEAK_LIMIT / np.maximum(peak, PEAK_LIMIT)
-    return (rows * gain).astype(np.float32)
+    return np.where(audible, target_rms / np.maximum(rms, SILENCE_RMS), 1.0)
+
+
+def limit_peaks(rows: np.ndarray, sample_rate: int) -> np.ndarray:
+    """``rows`` (..., n) times the smooth gain of :func:`audio_edit.loudness.limiter_gain` (5 ms windows),
+    so that no ``|sample|`` exceeds ``PEAK_LIMIT`` while the level away from the peaks is unchanged.
+
+    Returns:
+        float32 array shaped like ``rows``.
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    out = (rows * limiter_gain(rows, sample_rate, PEAK_LIMIT)).astype(np.float32)
+    return np.clip(out, -_PEAK_LIMIT_F32, _PEAK_LIMIT_F32)  # float32 rounding only
 
 
 def check_writable(path: str | os.PathLike[str]) -> None:
@@ -261,9 +337,8 @@ def check_writable(path: str | os.PathLike[str]) -> None:
 def save_audio(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: int) -> None:
     """Write ``samples`` atomically to ``path``; the format follows the extension.
 
-    ``.wav``, ``.flac`` and ``.aiff``/``.aif`` are written as 24-bit PCM, ``.ogg`` as Vorbis and ``.mp3``
-    (where libsndfile can encode it) as MPEG Layer III. Values outside [-1, 1] are clipped. The data goes
-    to a temporary file in the same folder which then replaces ``path``, so no partial output is ever left.
+    :func:`write_audio` writes a temporary file in the same folder (``image_core.files.replacing``) which
+    then replaces ``path``, so no partial output is ever left.
 
     Args:
         path: output file.
@@ -271,15 +346,41 @@ def save_audio(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: i
         sample_rate: Hz.
 
     Raises:
-        InputError: unknown extension, samples with NaN/Inf, a missing or read-only folder, or a rate or
-            channel count the format cannot store.
+        InputError: as :func:`write_audio`, or the temporary file cannot replace ``path``.
+    """
+    file = Path(path)
+    try:
+        with replacing(file) as (temporary,):
+            write_audio(temporary, samples, sample_rate)
+    except OSError as error:
+        raise _write_error(file, _output_format(file)[0], error) from error
+
+
+def write_audio(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: int) -> None:
+    """Check and write ``samples`` to ``path`` directly (no temporary file: for callers that are already
+    inside ``image_core.files.replacing``, which names any temporary in messages by its final path).
+
+    ``.wav``, ``.flac`` and ``.aiff``/``.aif`` are written as 24-bit PCM, ``.ogg`` as Vorbis and ``.mp3``
+    (where libsndfile can encode it) as MPEG Layer III. Values outside [-1, 1] are clipped.
+
+    Args:
+        path: output file.
+        samples: float array shaped ``(n,)`` (mono) or ``(channels, n)``.
+        sample_rate: Hz.
+
+    Raises:
+        InputError: unknown extension, samples with NaN/Inf, a missing or read-only folder, a rate or
+            channel count the format cannot store, or a failed write (which may leave a partial ``path``).
     """
     file = Path(path)
     data = np.atleast_2d(np.asarray(samples, dtype=np.float32))
     audio_format, subtype = check_output(file, data.shape[0], sample_rate)
     if not np.isfinite(data).all():
-        raise InputError(f"Cannot save {file}: the audio contains NaN or infinite values.")
-    _write_atomic(file, np.clip(data, -1.0, 1.0).T, sample_rate, audio_format, subtype)
+        raise InputError(f"Cannot save {final_path(file)}: the audio contains NaN or infinite values.")
+    try:
+        sf.write(file, np.clip(data, -1.0, 1.0).T, sample_rate, format=audio_format, subtype=subtype)
+    except (sf.SoundFileError, OSError) as error:
+        raise _write_error(file, audio_format, error) from error
 
 
 def check_output(path: str | os.PathLike[str], channels: int, sample_rate: int) -> tuple[str, str]:
@@ -292,7 +393,7 @@ def check_output(path: str | os.PathLike[str], channels: int, sample_rate: int) 
     audio_format, subtype = _output_format(file)
     check_writable(file)
     if audio_format == "MP3":
-        _check_mp3(file, channels, sample_rate)
+        _check_mp3(final_path(file), channels, sample_rate)
     return audio_format, subtype
 
 
@@ -301,7 +402,7 @@ def _output_format(file: Path) -> tuple[str, str]:
     extension = file.suffix.lower()
     if extension not in _OUTPUT_FORMATS:
         raise InputError(
-            f"Unsupported output extension {extension or '(none)'!r} for {file}; "
+            f"Unsupported output extension {extension or '(none)'!r} for {final_path(file)}; "
             f"use one of {', '.join(SUPPORTED_EXTENSIONS)}."
         )
     return _OUTPUT_FORMATS[extension]
@@ -316,15 +417,6 @@ def _check_mp3(file: Path, channels: int, sample_rate: int) -> None:
             f"Cannot save {file}: MP3 does not support {sample_rate} Hz "
             f"(only {', '.join(map(str, _MP3_SAMPLE_RATES))}); use .wav or .flac."
         )
-
-
-def _write_atomic(file: Path, frames: np.ndarray, sample_rate: int, audio_format: str, subtype: str) -> None:
-    """Write ``frames`` (n, channels) to a temporary sibling of ``file``, then rename it over ``file``."""
-    try:
-        with replacing(file) as (temporary,):
-            sf.write(temporary, frames, sample_rate, format=audio_format, subtype=subtype)
-    except (sf.SoundFileError, OSError) as error:
-        raise _write_error(file, audio_format, error) from error
 
 
 def _write_error(file: Path, audio_format: str, error: Exception) -> InputError:

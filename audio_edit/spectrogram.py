@@ -42,11 +42,12 @@ def save_spectrograms(
     *,
     columns: int | None = None,
 ) -> None:
-    """Write a PNG with the spectrograms of labelled mono clips, one panel each.
+    """Write a PNG with the spectrograms of labelled mono clips, one panel each, atomically.
 
     All panels share one colour scale (dB relative to the loudest bin of all clips, 80 dB range), with
     time in seconds and frequency in Hz. The image goes to a temporary file in the same folder which then
-    replaces ``path``, so no partial file is ever left.
+    replaces ``path``, so no partial file is ever left (see :func:`write_spectrograms` for callers that
+    already write to a temporary file).
 
     Args:
         path: output file (PNG whatever its extension).
@@ -62,7 +63,33 @@ def save_spectrograms(
     figure = _figure(clips, sample_rate, columns)
     try:
         with replacing(file) as (temporary,):
-            figure.savefig(temporary, format="png", dpi=_DPI)
+            _save_figure(figure, temporary)
+    except OSError as error:  # moving it into place
+        raise InputError(f"Cannot write the spectrogram {file}: {error.strerror or error}.") from error
+
+
+def write_spectrograms(
+    path: str | os.PathLike[str],
+    clips: Sequence[tuple[str, np.ndarray]],
+    sample_rate: int,
+    *,
+    columns: int | None = None,
+) -> None:
+    """Write the PNG of :func:`save_spectrograms` straight to ``path``, with no temporary file of its own:
+    for callers already writing to a temporary of ``image_core.files.replacing``.
+
+    Raises:
+        InputError: as :func:`save_spectrograms`; a failed write names the file the temporary stands for.
+    """
+    file = Path(path)
+    check_writable(file)
+    _save_figure(_figure(clips, sample_rate, columns), file)
+
+
+def _save_figure(figure: Figure, file: Path) -> None:
+    """Write ``figure`` to ``file`` as PNG; an OSError becomes one InputError naming the requested file."""
+    try:
+        figure.savefig(file, format="png", dpi=_DPI)
     except OSError as error:
         raise InputError(f"Cannot write the spectrogram {final_path(file)}: {error.strerror or error}.") from error
 

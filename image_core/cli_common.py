@@ -1,17 +1,42 @@
-"""What the image and audio command-line tools share: arguments, output names, error handling."""
+"""What the image and audio command-line tools share: arguments, output names, the run record, error handling."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import re
+import platform
 import sys
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import EditError, InputError
+from .files import check_name_length, final_path, replacing
 from .settings import check_settings, consecutive_seeds
+
+if TYPE_CHECKING:
+    from .inversion import Inversion, InversionSettings
+
+MAX_THREADS = 1024
+"""Largest --threads accepted (far above any machine's cores; guards against typos)."""
+
+SLUG_BYTES = 40
+"""Longest prompt part of an output name, in UTF-8 bytes (keeps names far below the usual 255-byte limit)."""
+
+# dest -> option of the settings an inversion file fixes (refused together with --inversion)
+INVERSION_OPTIONS = {
+    "steps": "--steps",
+    "tstart": "--tstart",
+    "cfg_src": "--cfg-src",
+    "eta": "--eta",
+    "seed": "--seed",
+    "num_outputs": "--num-outputs",
+    "source": "--source",
+}
+
+_UNSET = object()  # marks an option the command line did not give
 
 
 class Parser(argparse.ArgumentParser):
@@ -21,9 +46,16 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults in --help, except None (such options say in words what happens without them)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def edit_parser(prog: str, description: str, *, model: str, steps: int, t_start: int, cfg_src: float, cfg_tar: float) -> Parser:
     """The arguments both editors take, with the given paper defaults."""
-    p = Parser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(prog=prog, description=description, formatter_class=_HelpFormatter)
     p.add_argument("input", help="the file to edit (never modified)")
     p.add_argument("--target", action="append", required=True, metavar="TEXT", help="target prompt; repeat for several edits")
     p.add_argument("--source", default="", metavar="TEXT", help="source prompt describing the input")
@@ -36,52 +68,164 @@ def edit_parser(prog: str, description: str, *, model: str, steps: int, t_start:
     p.add_argument("--eta", type=float, default=1.0, help="sampler noise in (0, 1]; 1 is DDPM")
     p.add_argument("--seed", type=int, default=0, help="seed of the inversion noise")
     p.add_argument("--num-outputs", type=int, default=1, metavar="N", help="N inversions with seeds seed..seed+N-1 per target")
-    p.add_argument("--out", default=None, metavar="PATH", help="output file (several outputs get suffixes)")
+    p.add_argument(
+        "--out", default=None, metavar="PATH",
+        help="output file (default: <input stem>_edit beside the input), or an existing folder (or a path ending with a separator) to write the default name into; "
+        "several outputs get _<target>_s<seed> suffixes (_<target>_t<i>_s<seed>, i the target's index from 0, "
+        "where two targets give the same name). A JSON record of the run is written beside them as <first output>.json",
+    )  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument(
+        "--save-inversion", default=None, metavar="FILE",
+        help="also write the inversion (noise maps and settings, safetensors) to FILE, to edit again with --inversion",
+    )  # fmt: skip
+    p.add_argument(
+        "--inversion", default=None, metavar="FILE",
+        help="edit the inversion saved in FILE instead of inverting the input again; its steps, tstart, cfg-src, eta, "
+        "seeds and source prompt are used, so those options cannot be given with it",
+    )  # fmt: skip
+    p.add_argument(
+        "--inversion-batch", type=int, default=None, metavar="N",
+        help="(x_t, t) rows per model call during inversion (default: the editor's, 16); fewer use less memory, "
+        "and 1 makes reconstruction bitwise identical to the inversion's own model calls, which matters with float16",
+    )  # fmt: skip
+    p.add_argument(
+        "--threads", type=int, default=None, metavar="N",
+        help="CPU threads torch may use (default: torch's own choice, usually all cores); lower it on shared machines",
+    )  # fmt: skip
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"], help="auto: float16 on cuda, else float32")
     return p
 
 
+def parse_arguments(parser: Parser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv`` and refuse, in one line, any value no edit can run with (before anything loads).
+
+    The namespace gets ``given``: the dests of ``INVERSION_OPTIONS`` the command line set explicitly.
+    """
+    unset = argparse.Namespace(**{dest: _UNSET for dest in INVERSION_OPTIONS})
+    args = parser.parse_args(argv, namespace=unset)
+    args.given = {dest for dest in INVERSION_OPTIONS if getattr(args, dest) is not _UNSET}
+    for dest in INVERSION_OPTIONS.keys() - args.given:
+        setattr(args, dest, parser.get_default(dest))
+    check_arguments(args)
+    return args
+
+
 def check_arguments(args: argparse.Namespace) -> None:
-    """Refuse settings and prompts no edit can run with, before anything is loaded."""
+    """Refuse settings, prompts and option combinations no edit can run with, before anything is loaded."""
+    if args.inversion is not None:
+        _check_inversion_options(args)
     check_settings(args.steps, args.tstart, args.eta, args.cfg_src, args.cfg_tar)
     if any(not target.strip() for target in args.target):
         raise InputError("--target must not be empty: describe the edit, e.g. --target \"jazz piano\"")
     if not 1 <= args.num_outputs <= 64:
         raise InputError(f"--num-outputs must be between 1 and 64, got {args.num_outputs}")
     consecutive_seeds(args.seed, args.num_outputs, "--seed")
+    if args.inversion_batch is not None and args.inversion_batch < 1:
+        raise InputError(f"--inversion-batch must be a positive integer, got {args.inversion_batch}")
+    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+        raise InputError(f"--threads must be between 1 and {MAX_THREADS}, got {args.threads}")
 
 
-def slug(text: str, limit: int = 40) -> str:
-    """A file-name-safe short form of a prompt."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or "edit"
+def _check_inversion_options(args: argparse.Namespace) -> None:
+    """Refuse options that an inversion file already fixes."""
+    clashing = [option for dest, option in INVERSION_OPTIONS.items() if dest in getattr(args, "given", ())]
+    if clashing:
+        raise InputError(
+            f"{', '.join(clashing)} cannot be given with --inversion: the file fixes steps, tstart, cfg-src, eta, "
+            "seeds and source prompt; leave them out, or leave out --inversion to invert again"
+        )
+    if args.save_inversion is not None:
+        raise InputError("--save-inversion cannot be given with --inversion: the inversion is saved already")
+
+
+def editor_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of ``from_pretrained`` the command line sets (only those given)."""
+    return {} if args.inversion_batch is None else {"inversion_batch_size": args.inversion_batch}
+
+
+def set_threads(threads: int | None) -> None:
+    """Let torch use ``threads`` CPU threads (None: leave torch's own choice)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------------------------------- file names
+
+
+def slug(text: str, limit: int = SLUG_BYTES) -> str:
+    """A file-name-safe short form of a prompt: letters, marks and digits of any script kept (NFKC,
+    case-folded), every other run of characters one ``-``, at most ``limit`` UTF-8 bytes; ``edit``
+    when nothing is left (a prompt of emoji or punctuation only)."""
+    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    kept = "".join(c if unicodedata.category(c)[0] in "LMN" else "-" for c in text)
+    words = "-".join(word for word in kept.split("-") if word)
+    cut = words.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
+    return cut.strip("-") or "edit"
+
+
+def ends_with_separator(path: str) -> bool:
+    """Whether ``path`` ends with a path separator (it names a folder)."""
+    return path.endswith(os.sep) or bool(os.altsep and path.endswith(os.altsep))
+
+
+def output_base(input_path: str, out: str | None, extension: str) -> Path:
+    """The output file of a single edit.
+
+    Default: ``<input folder>/<input stem>_edit<extension>``; ``out`` an existing folder (or ending with a
+    separator): that name inside it; ``out`` without an extension gets ``extension``.
+    """
+    source = Path(input_path)
+    default = f"{source.stem}_edit{extension}"
+    if out is None:
+        return source.with_name(default)
+    base = Path(out)
+    check_name_length(base)  # before asking the file system about it (too long a name is an OSError there)
+    if ends_with_separator(out) and not base.is_dir():
+        raise InputError(f"output folder {out} does not exist: create it, or leave out the trailing separator to name a file")
+    if base.is_dir():
+        return base / default
+    return base if base.suffix else base.with_suffix(extension)
 
 
 def output_paths(input_path: str, out: str | None, targets: Sequence[str], seeds: Sequence[int], extension: str) -> list[Path]:
-    """One path per (target, seed), target-major; checked to be new, writable and not the input.
+    """One path per (target, seed), target-major (see ``output_base`` for ``out``).
 
-    Default: ``<input folder>/<input stem>_edit<extension>``. With several outputs each name gets
-    ``_<target>_s<seed>`` before the extension.
+    With several outputs each name gets ``_<slug of target>_s<seed>`` before the extension; targets whose
+    slugs coincide get ``_<slug>_t<i>_s<seed>``, i the target's index (from 0).
     """
-    source = Path(input_path)
-    base = Path(out) if out else source.with_name(f"{source.stem}_edit{extension}")
-    if not base.suffix:
-        base = base.with_suffix(extension)
+    base = output_base(input_path, out, extension)
     if len(targets) * len(seeds) == 1:
         return [base]
-    names = [f"{base.stem}_{slug(t)}_s{s}" for t in targets for s in seeds]
-    if len(set(names)) < len(names):  # the same target twice
-        names = [f"{name}_{i}" for i, name in enumerate(names)]
-    return [base.with_name(name + base.suffix) for name in names]
+    slugs = [slug(target) for target in targets]
+    parts = [s if slugs.count(s) == 1 else f"{s}_t{i}" for i, s in enumerate(slugs)]
+    return [base.with_name(f"{base.stem}_{part}_s{seed}{base.suffix}") for part in parts for seed in seeds]
 
 
-def check_outputs(paths: Sequence[Path], input_path: str, overwrite: bool) -> None:
-    """InputError if an output is the input, exists (without overwrite), or cannot be written."""
-    source = Path(input_path).resolve()
+def record_path(first_output: Path) -> Path:
+    """The JSON record of a run: ``<first output stem>.json`` beside it."""
+    return first_output.with_name(first_output.stem + ".json")
+
+
+def check_outputs(paths: Sequence[Path], input_path: str | Sequence[str], overwrite: bool) -> None:
+    """InputError if an output is an input, a folder, named twice, too long a name, exists (without
+    overwrite), or cannot be written."""
+    inputs = [input_path] if isinstance(input_path, (str, os.PathLike)) else list(input_path)
+    sources = {Path(path).resolve() for path in inputs}
+    seen: set[Path] = set()
     for path in paths:
-        if path.resolve() == source:
-            raise InputError(f"the output {path} is the input file: choose another --out")
+        check_name_length(path)
+        resolved = path.resolve()
+        if resolved in sources:
+            raise InputError(f"the output {path} is an input file: choose another --out")
+        if resolved in seen:
+            raise InputError(f"{path} would be written twice: choose other output names")
+        seen.add(resolved)
+        if path.is_dir():
+            raise InputError(f"the output {path} is a folder: choose another --out")
         if path.exists() and not overwrite:
             raise InputError(f"{path} exists: pass --overwrite to replace it, or choose another --out")
         folder = path.parent
@@ -89,6 +233,149 @@ def check_outputs(paths: Sequence[Path], input_path: str, overwrite: bool) -> No
             raise InputError(f"output folder {folder} does not exist: create it or choose another --out")
         if not os.access(folder, os.W_OK):
             raise InputError(f"output folder {folder} is not writable: choose another --out")
+
+
+def inversion_output(path: str | None) -> Path | None:
+    """The file of --save-inversion (None when not given); InputError for a folder."""
+    if path is None:
+        return None
+    check_name_length(path)
+    if ends_with_separator(path) or Path(path).is_dir():
+        raise InputError(f"--save-inversion needs a file name, {path} is a folder: give e.g. {Path(path) / 'input.inversion'}")
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------------------- inversion files
+
+
+def load_inversion(path: str) -> Inversion:
+    """Read an inversion file on the CPU; InputError (one line) if it is missing, a folder or not one."""
+    from .inversion import Inversion
+
+    file = Path(path)
+    check_name_length(file)
+    if not file.exists():
+        raise InputError(f"inversion file not found: {file}; check the --inversion path")
+    if file.is_dir():
+        raise InputError(f"--inversion must name a file, {file} is a folder")
+    return Inversion.load(file)
+
+
+def check_inversion_fits(inv: Inversion, expected: dict[str, Any], what: str, path: str) -> None:
+    """InputError unless ``inv.meta`` has the ``expected`` input facts (e.g. the size of the input).
+
+    Args:
+        expected: meta key -> value of the input given now.
+        what: how the message describes the facts ("size", "sample rate and length").
+    """
+    found = {key: inv.meta.get(key) for key in expected}
+    if found != expected:
+        made = ", ".join(f"{key} {value}" for key, value in found.items())
+        now = ", ".join(f"{key} {value}" for key, value in expected.items())
+        raise InputError(
+            f"the inversion {path} was made from an input of another {what} ({made}, not {now}): "
+            "give the input it was made from, or leave out --inversion"
+        )
+
+
+# ---------------------------------------------------------------------------------------- the run record
+
+
+def versions() -> dict[str, str]:
+    """Versions of this package, torch, diffusers, transformers and python."""
+    from importlib import metadata
+
+    found = {"python": platform.python_version()}
+    for package in ("ddpm-edit", "torch", "diffusers", "transformers"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def run_record(
+    command: str,
+    args: argparse.Namespace,
+    editor: Any,
+    settings: InversionSettings,
+    paths: Sequence[Path],
+    extra_files: dict[str, Path],
+) -> dict[str, Any]:
+    """Everything needed to repeat a run: settings, seeds, targets and their files, model, versions, device.
+
+    Args:
+        editor: the ``LatentEditor`` that made the edits (its model's device and dtype are recorded).
+        settings: the inversion's settings (loaded from --inversion or made by this run).
+        paths: the edited files, target-major as ``output_paths`` makes them.
+        extra_files: other files written beside them (role -> path).
+    """
+    import torch
+
+    seeds = list(settings.seeds)
+    edits = [
+        {"target": target, "target_index": i, "seed": seed, "file": paths[i * len(seeds) + j].name}
+        for i, target in enumerate(args.target)
+        for j, seed in enumerate(seeds)
+    ]
+    return {
+        "command": command,
+        "input": str(Path(args.input).resolve()),
+        "model": args.model,
+        "model_fingerprint": settings.model,
+        "settings": {
+            "num_steps": settings.num_steps,
+            "t_start": settings.t_start,
+            "eta": settings.eta,
+            "cfg_src": settings.cfg_src,
+            "cfg_tar": args.cfg_tar,
+            "source_prompt": settings.source_prompt,
+            "negative_prompt": args.negative,
+            "seeds": seeds,
+            "inversion_batch": None if args.inversion else editor.inversion_batch_size,  # None: no inversion ran
+        },
+        "targets": list(args.target),
+        "outputs": edits,
+        "files": {role: path.name for role, path in extra_files.items()},
+        "inversion_loaded_from": str(Path(args.inversion).resolve()) if args.inversion else None,
+        "inversion_saved_to": str(Path(args.save_inversion).resolve()) if args.save_inversion else None,
+        "device": str(editor.model.device),
+        "dtype": str(editor.model.dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
+        "versions": versions(),
+    }
+
+
+def write_json(path: Path, value: dict[str, Any]) -> None:
+    """Write ``value`` as indented UTF-8 JSON (non-ASCII text kept as is)."""
+    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+Writer = Callable[[Path], None]
+
+
+def write_all(jobs: Sequence[tuple[Path, Writer]]) -> None:
+    """Run ``write(temporary)`` for each (path, write) and put all files in place together, or none.
+
+    An OSError while writing (disk full, say) becomes one InputError that names the file asked for.
+    """
+    try:
+        with replacing(*(path for path, _ in jobs)) as temporaries:
+            for temporary, (_, write) in zip(temporaries, jobs):
+                try:
+                    write(temporary)
+                except OSError as error:
+                    raise _write_error(final_path(temporary), error) from error
+    except OSError as error:  # moving the files into place: os.replace names the target second
+        raise _write_error(Path(error.filename2 or error.filename or jobs[0][0].parent), error) from error
+
+
+def _write_error(path: Path, error: OSError) -> InputError:
+    reason = " ".join(str(error.strerror or error).split())
+    return InputError(f"cannot write {path}: {reason}; free some space or choose another --out")
+
+
+# ------------------------------------------------------------------------------------------------ running
 
 
 def quiet_hub_logging() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from audio_edit.cli import main
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "melody.flac"
 FAST = ["--model", "tiny", "--steps", "6", "--tstart", "3", "--device", "cpu"]
+FASTEST = ["--model", "tiny", "--steps", "4", "--tstart", "1", "--device", "cpu"]
 
 
 def digest(path: Path) -> str:
@@ -64,7 +66,10 @@ def test_end_to_end_on_the_example_melody(tmp_path: Path) -> None:
     assert not np.allclose(edits[0], edits[1]) and not np.allclose(edits[0], edits[2])
     assert (tmp_path / names[4]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert digest(source) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*names, "melody.flac"])  # no temporary files
+    record = json.loads((tmp_path / "melody_edit_jazz-piano_s0.json").read_text())
+    assert record["files"] == {"spectrogram": names[4]} and [o["file"] for o in record["outputs"]] == names[:4]
+    listing = sorted([*names, "melody.flac", "melody_edit_jazz-piano_s0.json"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == listing  # no temporary files
 
 
 def test_speech_to_flac_and_overwrite(speech: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,7 +130,16 @@ BAD = {
     "empty target": (_melody, ["--target", " "], "--target must not be empty"),
     "unknown extension": (_melody, ["--out", "{out}/edit.xyz"], "extension"),
     "missing output folder": (_melody, ["--out", "{out}/missing/edit.wav"], "does not exist"),
-    "model that cannot load": (_melody, ["--model", "{out}/no-model"], "Cannot load model"),
+    "model that cannot load": (_melody, ["--model", "{out}/no-model"], "no-model"),
+    "name over the limit": (_melody, ["--out", "{out}/" + "x" * 252 + ".wav"], "bytes long"),
+    "spectrogram name over the limit": (_melody, ["--out", "{out}/" + "x" * 240 + ".wav", "--spectrogram"], "bytes long"),
+    "missing folder with separator": (_melody, ["--out", "{out}/missing/"], "does not exist"),
+    "steps with --inversion": (_melody, ["--inversion", "{out}/input.wav", "--steps", "9"], "--steps cannot be given"),
+    "eta with --inversion": (_melody, ["--inversion", "{out}/input.wav", "--eta", "1"], "--eta cannot be given"),
+    "not an inversion file": (_melody, ["--inversion", "{out}/input.wav"], "inversion file"),
+    "inversion-batch zero": (_melody, ["--inversion-batch", "0"], "--inversion-batch must be a positive integer"),
+    "threads beyond 1024": (_melody, ["--threads", "2000"], "--threads must be between 1 and 1024"),
+    "save-inversion into a folder": (_melody, ["--save-inversion", "{out}/"], "folder"),
 }
 
 
@@ -227,3 +241,53 @@ def test_a_failed_write_leaves_no_output_at_all(tmp_path: Path, capsys: pytest.C
     assert code == 2 and stdout == "" and message.startswith("error: Cannot save") and "No space left" in message
     assert str(tmp_path / "input_edit_rock_s0.wav") in message
     assert len(calls) == 2 and os.listdir(tmp_path) == ["input.wav"]
+
+
+def test_long_legal_out_name_and_out_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A 254-byte output name is written (no nested temporaries 28 bytes longer); --out FOLDER writes the
+    default name inside the folder, not FOLDER.wav beside it."""
+    source = tmp_path / "input.wav"
+    _melody(source)
+    name = "é" * 122 + "xxxxxx.wav"  # 254 bytes; its record's name is 255
+    code, stdout, err = run_cli([str(source), "--target", "jazz", "--out", str(tmp_path / name), *FASTEST], capsys)
+    assert code == 0, err
+    assert stdout.split() == [str(tmp_path / name)] and sf.info(tmp_path / name).frames == 8000
+    folder = tmp_path / "edits"
+    folder.mkdir()
+    code, stdout, err = run_cli([str(source), "--target", "jazz", "--out", str(folder), "--spectrogram", *FASTEST], capsys)
+    assert code == 0, err
+    assert stdout.split() == [str(folder / "input_edit.wav"), str(folder / "input_edit_spectrogram.png")]
+    assert sorted(os.listdir(folder)) == ["input_edit.json", "input_edit.wav", "input_edit_spectrogram.png"]
+    assert sorted(os.listdir(tmp_path)) == sorted(["input.wav", name, name[:-4] + ".json", "edits"])
+
+
+def test_saved_inversion_is_edited_again_identically(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from image_core.inversion import Inversion
+
+    source = tmp_path / "input.wav"
+    _melody(source)
+    saved = tmp_path / "input.inv"
+    first = [str(source), "--target", "jazz", "--seed", "7", "--inversion-batch", "1", "--out", str(tmp_path / "a.wav")]
+    code, _, err = run_cli([*first, "--save-inversion", str(saved), *FASTEST], capsys)
+    assert code == 0, err
+    inv = Inversion.load(saved)
+    assert inv.settings.seeds == (7,) and (inv.meta["sample_rate"], inv.meta["num_frames"]) == (16000, 8000)
+    record = json.loads((tmp_path / "a.json").read_text())
+    assert record["model_fingerprint"] == inv.settings.model and record["settings"]["inversion_batch"] == 1
+    assert record["settings"]["seeds"] == [7] and record["inversion_saved_to"] == str(saved.resolve())
+
+    again = [str(source), "--target", "jazz", "--inversion", str(saved), "--model", "tiny", "--device", "cpu"]
+    code, stdout, err = run_cli([*again, "--out", str(tmp_path / "b.wav")], capsys)
+    assert code == 0, err
+    assert np.array_equal(sf.read(tmp_path / "a.wav")[0], sf.read(tmp_path / "b.wav")[0])
+    assert json.loads((tmp_path / "b.json").read_text())["settings"] == record["settings"] | {"inversion_batch": None}
+
+    longer = tmp_path / "longer.wav"
+    sf.write(longer, np.zeros(8001, np.float32), 16000)
+    listing = sorted(os.listdir(tmp_path))
+    code, stdout, err = run_cli([str(longer), *again[1:], "--out", str(tmp_path / "c.wav")], capsys)
+    assert code == 2 and stdout == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "another sample rate and length" in err and "num_frames 8000" in err
+    assert sorted(os.listdir(tmp_path)) == listing
+    code, _, err = run_cli([*first, "--save-inversion", str(saved), *FASTEST], capsys)  # all exist now
+    assert code == 2 and "exists" in err and "--overwrite" in err

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import json
+import math
 import os
 import warnings
 from collections.abc import Callable
@@ -11,20 +13,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from audio_edit import audio_io
 from audio_edit.audio_io import (
     MODEL_SAMPLE_RATE,
     SUPPORTED_EXTENSIONS,
     Audio,
+    Original,
     check_writable,
+    limit_peaks,
     load_audio,
-    loudness,
+    model_loudness,
     restore,
+    rms_level,
     save_audio,
     to_model_rate,
+    write_audio,
 )
+from audio_edit.loudness import integrated_loudness
+from audio_edit.mel import normalize_waveform
 from image_core.errors import InputError
+from image_core.files import final_path, replacing
+
 
 MP3_WRITABLE = "MP3" in sf.available_formats()
 LOSSY = ("OGG", "MP3")
@@ -89,13 +100,13 @@ def test_round_trip_matrix(
 
     model_wave = to_model_rate(audio)
     assert model_wave.dtype == np.float32 and model_wave.ndim == 1
-    assert len(model_wave) == round(audio.num_frames * MODEL_SAMPLE_RATE / rate)
+    assert len(model_wave) == math.ceil(audio.num_frames * MODEL_SAMPLE_RATE / rate)
 
     restored = restore(model_wave, audio)
     assert restored.dtype == np.float32
     assert restored.shape == (audio.num_frames,)
     reference = original.mean(axis=0)
-    assert loudness(restored) == pytest.approx(loudness(reference), rel=0.01)
+    assert rms_level(restored) == pytest.approx(rms_level(reference), rel=0.01)
     if audio_format not in LOSSY:  # content below 8 kHz survives 16 kHz exactly enough to stay in phase
         assert np.corrcoef(restored, reference)[0, 1] > 0.99
 
@@ -107,17 +118,18 @@ def test_restore_batch_rows_match_single(tmp_path: Path) -> None:
     out = restore(batch, audio)
     assert out.shape == (3, audio.num_frames)
     np.testing.assert_allclose(out[0], restore(wave, audio), atol=1e-6)
-    target = loudness(audio.samples.mean(axis=0))
-    assert loudness(out[1]) == pytest.approx(target, rel=1e-4)
+    target = model_loudness(audio)
+    assert model_loudness(Audio(out[1][None], 44100)) == pytest.approx(target, abs=1e-6)
     assert not out[2].any()
 
 
-def test_restore_target_rms_and_peak_limit() -> None:
+def test_restore_target_loudness_and_peak_limit() -> None:
     audio = Audio(melody(16000, 1.0, 1), 16000)
-    quiet = restore(to_model_rate(audio), audio, target_rms=0.05)
-    assert loudness(quiet) == pytest.approx(0.05, rel=1e-4)
-    loud = restore(to_model_rate(audio), audio, target_rms=0.9)
+    quiet = restore(to_model_rate(audio), audio, target_loudness=-30.0)
+    assert model_loudness(Audio(quiet[None], 16000)) == pytest.approx(-30.0, abs=1e-6)
+    loud = restore(to_model_rate(audio), audio, target_loudness=0.0)
     assert np.max(np.abs(loud)) == pytest.approx(0.999, abs=1e-6)
+    assert np.max(np.abs(loud)) <= 0.999
     spiky = np.zeros(16000, dtype=np.float32)
     spiky[100] = 4.0
     assert np.max(np.abs(restore(spiky, Audio(np.zeros((1, 16000), np.float32), 16000)))) <= 0.999
@@ -138,9 +150,90 @@ def test_silence_is_valid_and_stays_finite(tmp_path: Path) -> None:
     assert np.isfinite(wave).all() and not wave.any()
     out = restore(wave, audio)
     assert out.shape == (8000,) and np.isfinite(out).all() and not out.any()
+    assert Original.of(audio).loudness is None
     loud = restore(np.ones(wave.shape, np.float32) * 0.1, audio)  # silent input: the model output is kept
     assert np.isfinite(loud).all()
-    assert loudness(loud) == pytest.approx(0.1, rel=0.05)
+    assert rms_level(loud) == pytest.approx(0.1, rel=0.05)
+    noisy = np.random.default_rng(0).standard_normal(wave.shape).astype(np.float32) * 0.1
+    np.testing.assert_allclose(restore(noisy, audio, target_loudness=None), restore(noisy, Original.of(audio)))
+    silent_out = restore(np.zeros_like(noisy), Audio(melody(44100, 0.5, 2), 44100))  # silent output: kept
+    assert np.isfinite(silent_out).all() and not silent_out.any()
+
+
+def test_very_quiet_outputs_are_still_matched() -> None:
+    """An output with no block above the -70 LUFS gate is measured ungated, not taken for silence."""
+    audio = Audio(melody(22050, 2.0, 1), 22050)
+    faint = model_hears(audio) * 1e-4  # about -95 LUFS
+    out = restore(faint, audio)
+    assert model_loudness(Audio(out[None], 22050)) == pytest.approx(model_loudness(audio), abs=0.01)
+
+
+def model_hears(audio: Audio) -> np.ndarray:
+    """A stand-in model output: exactly what the model reads (16 kHz mono, mean removed, peak 0.5)."""
+    return normalize_waveform(torch.from_numpy(to_model_rate(audio))[None])[0].numpy()
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_dc_offset_does_not_change_the_restored_level(channels: int) -> None:
+    """A 0.05-amplitude sine on a 0.4 DC offset: the model hears the sine only, so the output must be as loud
+    as the sine (the RMS of the downmix with its DC made it 21 dB louder)."""
+    rate = 44100
+    t = np.arange(2 * rate) / rate
+    tone = 0.05 * np.sin(2 * np.pi * 440.0 * t)
+    samples = np.stack([tone + 0.4] * channels).astype(np.float32)
+    audio = Audio(samples, rate)
+    out = restore(model_hears(audio), audio)
+    assert out.shape == (2 * rate,) and np.isfinite(out).all()
+    assert integrated_loudness(out, rate) == pytest.approx(integrated_loudness(tone, rate), abs=1.0)
+    assert rms_level(out) == pytest.approx(rms_level(tone), rel=0.05)
+
+
+def test_stereo_restore_matches_the_downmix_the_model_hears() -> None:
+    rate = 48000
+    audio = Audio(melody(rate, 3.0, 2), rate)
+    out = restore(0.3 * model_hears(audio), Original.of(audio))
+    assert model_loudness(Audio(out[None], rate)) == pytest.approx(model_loudness(audio), abs=1e-6)
+    assert np.corrcoef(out, audio.samples.mean(axis=0))[0, 1] > 0.99
+
+
+def test_one_spike_does_not_turn_the_whole_output_down() -> None:
+    rate = 16000
+    audio = Audio(melody(rate, 2.0, 1), rate)
+    wave = model_hears(audio)
+    spiky = wave.copy()
+    spiky[rate] = 3.0  # one sample at 6 times the peak: a whole-clip peak gain takes 9.5 dB off everything
+    out, reference = restore(spiky, audio), restore(wave, audio)
+    assert np.max(np.abs(out)) <= 0.999
+    away = np.abs(np.arange(len(out)) - rate) > 0.01 * rate
+    level = 20 * np.log10(rms_level(out[away]) / rms_level(reference[away]))
+    assert abs(level) < 0.1
+
+
+def test_limit_peaks_is_float32_below_the_limit() -> None:
+    rows = np.random.default_rng(3).standard_normal((2, 5000)) * 3.0
+    out = limit_peaks(rows, 22050)
+    assert out.dtype == np.float32 and out.shape == rows.shape
+    assert np.max(np.abs(out)) <= 0.999
+
+
+def test_original_round_trips_through_inversion_meta() -> None:
+    for audio in (Audio(melody(22050, 1.0, 2), 22050), Audio(np.zeros((1, 4000), np.float32), 8000)):
+        original = Original.of(audio)
+        meta = json.loads(json.dumps({**vars(original), "model_samples": 1}))
+        assert Original.from_meta(meta) == original
+
+
+def test_old_inversion_meta_keeps_its_rms_meaning() -> None:
+    """Files written before the gated loudness hold the RMS of the downmix; their outputs match that RMS."""
+    rate = 44100
+    audio = Audio(melody(rate, 1.0, 1), rate)
+    old = Original.from_meta({"sample_rate": rate, "num_frames": audio.num_frames, "rms": 0.05})
+    assert (old.sample_rate, old.num_frames, old.loudness, old.rms) == (rate, audio.num_frames, None, 0.05)
+    out = restore(to_model_rate(audio), old)
+    assert out.shape == (audio.num_frames,)
+    assert rms_level(out) == pytest.approx(0.05, rel=1e-4)
+    silent = Original.from_meta({"sample_rate": rate, "num_frames": audio.num_frames, "rms": 0.0})
+    np.testing.assert_allclose(rms_level(restore(to_model_rate(audio), silent)), rms_level(audio.samples), rtol=0.01)
 
 
 def test_audio_properties_and_shape_check() -> None:
@@ -161,7 +254,7 @@ def test_save_audio_round_trip(tmp_path: Path, ext: str) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
     if ext in (".ogg", ".mp3"):
         assert abs(audio.num_frames - samples.shape[1]) <= 0.01 * rate
-        assert loudness(audio.samples) == pytest.approx(loudness(samples), rel=0.05)
+        assert rms_level(audio.samples) == pytest.approx(rms_level(samples), rel=0.05)
     else:
         assert audio.num_frames == samples.shape[1]
         np.testing.assert_allclose(audio.samples, samples, atol=2.0 ** -22)
@@ -243,6 +336,37 @@ def test_save_audio_encoder_error_is_input_error(tmp_path: Path, monkeypatch: py
         save_audio(tmp_path / "out.flac", np.zeros(100, np.float32), 16000)
     assert_one_line_error(error)
     assert not any(tmp_path.iterdir())
+
+
+def test_write_audio_writes_in_place_and_names_the_final_file(tmp_path: Path) -> None:
+    samples = melody(16000, 0.5, 1)
+    path = tmp_path / "direct.flac"
+    write_audio(path, samples, 16000)
+    assert [p.name for p in tmp_path.iterdir()] == ["direct.flac"]
+    np.testing.assert_allclose(load_audio(path).samples, samples, atol=2.0 ** -22)
+    target = tmp_path / "out.wav"
+    with pytest.raises(InputError) as error:
+        with replacing(target) as (temporary,):
+            write_audio(temporary, np.array([0.0, np.inf], np.float32), 16000)
+    assert_one_line_error(error, str(target))
+    assert temporary.name not in str(error.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["direct.flac"]
+
+
+def test_save_audio_writes_one_temporary_through_write_audio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    written: list[tuple[Path, Path]] = []
+    original_write = audio_io.write_audio
+
+    def recording_write(path: Path, samples: np.ndarray, sample_rate: int) -> None:
+        written.append((Path(path), final_path(path)))
+        original_write(path, samples, sample_rate)
+
+    monkeypatch.setattr(audio_io, "write_audio", recording_write)
+    path = tmp_path / "out.wav"
+    save_audio(path, np.zeros(100, np.float32), 16000)
+    [(temporary, final)] = written
+    assert temporary.parent == tmp_path and temporary != path and final == path
+    assert [p.name for p in tmp_path.iterdir()] == ["out.wav"]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders")

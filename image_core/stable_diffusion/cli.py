@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
 
 from .. import cli_common
-from ..files import replacing
+from ..errors import InputError
 from .model import DEFAULT_MODEL
 
 
-def _main(argv: Sequence[str] | None) -> None:
+def _main(argv: Sequence[str]) -> None:
     parser = cli_common.edit_parser(
         "image-edit",
         "Edit an image with text by edit-friendly DDPM inversion (Stable Diffusion).",
@@ -20,26 +22,42 @@ def _main(argv: Sequence[str] | None) -> None:
         cfg_src=3.5,
         cfg_tar=15.0,
     )
-    args = parser.parse_args(argv)
-    cli_common.check_arguments(args)
+    args = cli_common.parse_arguments(parser, argv)
+    cli_common.set_threads(args.threads)
     from .images import load_image
 
-    load_image(args.input)  # a bad input fails before the model loads
-    seeds = list(range(args.seed, args.seed + args.num_outputs))
+    picture = load_image(args.input)  # a bad input fails before the model loads
+    loaded = cli_common.load_inversion(args.inversion) if args.inversion else None
+    if loaded is not None:
+        cli_common.check_inversion_fits(loaded, {"size": list(picture.size)}, "size", args.inversion)
+    seeds = list(loaded.settings.seeds) if loaded else list(range(args.seed, args.seed + args.num_outputs))
     paths = cli_common.output_paths(args.input, args.out, args.target, seeds, ".png")
-    cli_common.check_outputs(paths, args.input, args.overwrite)
     formats = [_format(path.suffix) for path in paths]
+    record = cli_common.record_path(paths[0])
+    saved = cli_common.inversion_output(args.save_inversion)
+    outputs = [*paths, record, *([saved] if saved else [])]
+    cli_common.check_outputs(outputs, [args.input, *([args.inversion] if args.inversion else [])], args.overwrite)
 
     from .editor import ImageEditor
 
-    editor = ImageEditor.from_pretrained(args.model, device=args.device, dtype=args.dtype)
-    inv = editor.invert(args.input, args.source, args.steps, args.tstart, args.cfg_src, args.eta, seeds)
+    editor = ImageEditor.from_pretrained(args.model, device=args.device, dtype=args.dtype, **cli_common.editor_options(args))
+    inv = loaded or editor.invert(picture, args.source, args.steps, args.tstart, args.cfg_src, args.eta, seeds)
     images = editor.edit(inv, args.target, args.cfg_tar, args.negative)
-    with replacing(*paths) as temporaries:  # all files or none
-        for temporary, fmt, image in zip(temporaries, formats, images):
-            image.save(temporary, format=fmt)
+    facts = cli_common.run_record("image-edit", args, editor, inv.settings, paths, {})
+    jobs: list[tuple[Path, cli_common.Writer]] = [
+        (path, partial(_save_image, image, fmt)) for path, image, fmt in zip(paths, images, formats)
+    ]
+    jobs.append((record, partial(cli_common.write_json, value=facts)))
+    if saved:
+        jobs.append((saved, inv.save))
+    cli_common.write_all(jobs)  # all files or none
     for path in paths:
         print(path)
+
+
+def _save_image(image: object, fmt: str, path: Path) -> None:
+    """Write a PIL image to ``path`` in the PIL format ``fmt`` (whatever the name's extension)."""
+    image.save(path, format=fmt)  # type: ignore[attr-defined]
 
 
 def _format(suffix: str) -> str:
@@ -48,8 +66,6 @@ def _format(suffix: str) -> str:
     Image.init()
     fmt = Image.EXTENSION.get(suffix.lower())
     if fmt is None:
-        from ..errors import InputError
-
         raise InputError(f"unknown image extension {suffix!r}: use .png, .jpg or .webp")
     return fmt
 
