@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from image_core import cli_common
+from image_core.errors import InputError
+from image_core.settings import check_interval
 
 from . import defaults
 
@@ -24,6 +28,7 @@ def _main(argv: Sequence[str]) -> None:
         t_start=defaults.T_START,
         cfg_src=defaults.CFG_SRC,
         cfg_tar=defaults.CFG_TAR,
+        region='a time range and/or a frequency band, e.g. "2.0:4.5s", "200:2000Hz" or "2.0:4.5s,200:2000Hz"',
     )
     parser.add_argument("--spectrogram", action="store_true", help="also write a PNG of the input's and the edits' spectrograms")
     args = cli_common.parse_arguments(parser, argv)
@@ -31,6 +36,8 @@ def _main(argv: Sequence[str]) -> None:
     from .audio_io import check_output, load_audio
 
     clip = load_audio(args.input)  # a bad input fails before the model loads
+    ranges = _ranges(args.mask, clip.duration)
+    cli_common.check_mask_file(args, ranges is not None)
     loaded = cli_common.load_inversion(args.inversion) if args.inversion else None
     if loaded is not None:
         facts = {"sample_rate": clip.sample_rate, "num_frames": clip.num_frames}
@@ -40,7 +47,8 @@ def _main(argv: Sequence[str]) -> None:
     picture = paths[0].with_name(f"{paths[0].stem}_spectrogram.png") if args.spectrogram else None
     record = cli_common.record_path(paths[0])
     saved = cli_common.inversion_output(args.save_inversion)
-    outputs = [*paths, *([picture] if picture else []), record, *([saved] if saved else [])]
+    mask_file = cli_common.mask_output(args.save_mask)
+    outputs = [*paths, *([picture] if picture else []), record, *([saved] if saved else []), *([mask_file] if mask_file else [])]
     cli_common.check_outputs(outputs, [args.input, *([args.inversion] if args.inversion else [])], args.overwrite)
     for path in paths:
         check_output(path, 1, clip.sample_rate)
@@ -48,10 +56,13 @@ def _main(argv: Sequence[str]) -> None:
     from .editor import AudioEditor
 
     editor = AudioEditor.from_pretrained(args.model, device=args.device, dtype=args.dtype, **cli_common.editor_options(args))
-    inv = loaded or editor.invert(clip, args.source, args.steps, args.tstart, args.cfg_src, args.eta, seeds)
-    clips = editor.edit(inv, args.target, args.cfg_tar, args.negative)
+    region = None if ranges is None else (lambda inv: editor.region_mask(inv, **ranges))
+    edited = cli_common.edit_with_method(editor, args, clip, seeds, loaded, region)
+    inv, clips = edited.inversion, edited.outputs
     extra = {"spectrogram": picture} if picture else {}
-    facts = cli_common.run_record("audio-edit", args, editor, inv.settings, paths, extra)
+    if mask_file:
+        extra["mask"] = mask_file
+    facts = cli_common.run_record("audio-edit", args, editor, inv and inv.settings, paths, extra, seeds)
     jobs: list[tuple[Path, cli_common.Writer]] = [
         (path, partial(_write_wave, wave, clip.sample_rate)) for path, wave in zip(paths, clips)
     ]
@@ -61,9 +72,36 @@ def _main(argv: Sequence[str]) -> None:
     jobs.append((record, partial(cli_common.write_json, value=facts)))
     if saved:
         jobs.append((saved, inv.save))
+    if mask_file:
+        jobs.append((mask_file, lambda path: editor.save_mask(edited.mask, path, inv)))
     cli_common.write_all(jobs)  # all files or none
-    for path in [*paths, *([picture] if picture else [])]:
+    for path in [*paths, *([picture] if picture else []), *([mask_file] if mask_file else [])]:
         print(path)
+
+
+_RANGE = re.compile(r"^\s*([-+\d.eE]+)\s*:\s*([-+\d.eE]+)\s*(s|hz)\s*$", re.IGNORECASE)
+
+
+def _ranges(text: str | None, duration: float) -> dict[str, tuple[float, float]] | None:
+    """The ``region_mask`` arguments of a --mask region ("2.0:4.5s", "200:2000Hz" or both, comma-
+    separated), checked against a clip of ``duration`` seconds and what the model hears; None when
+    ``text`` is no region."""
+    parts = [_RANGE.match(part) for part in (text or "").split(",")]
+    if text is None or not all(parts) or len(parts) > 2:
+        return None
+    from .audio_io import MODEL_SAMPLE_RATE
+
+    found: dict[str, tuple[float, float]] = {}
+    for match in parts:
+        unit = "seconds" if match[3].lower() == "s" else "hz"  # type: ignore[index]
+        if unit in found:
+            raise InputError(f"--mask {text!r} gives two {unit} ranges: give one time range and/or one band")
+        if unit == "seconds":
+            found[unit] = check_interval((match[1], match[2]), 0, duration, "time range", f"the clip's 0..{duration:.2f} s")  # type: ignore[index]
+        else:
+            nyquist = MODEL_SAMPLE_RATE / 2
+            found[unit] = check_interval((match[1], match[2]), 0, nyquist, "frequency band", f"0..{nyquist:.0f} Hz, what the model hears")  # type: ignore[index]
+    return found
 
 
 def _write_wave(wave: np.ndarray, sample_rate: int, path: Path) -> None:

@@ -23,7 +23,7 @@ from image_core.editing import LatentEditor
 from image_core.errors import InputError
 from image_core.inversion import Inversion
 from image_core.masks import load_mask, save_mask
-from image_core.settings import check_settings
+from image_core.settings import check_interval, check_settings
 from image_core.windows import WindowedDenoiser, spans, windowed_map
 
 from . import defaults
@@ -230,12 +230,12 @@ class AudioEditor(LatentEditor):
         rows = torch.ones(T, dtype=torch.bool)
         cols = torch.ones(F, dtype=torch.bool)
         if seconds is not None:
-            start, end = _interval(seconds, 0.0, duration, "time range", f"the clip's 0..{duration:.2f} s")
+            start, end = check_interval(seconds, 0.0, duration, "time range", f"the clip's 0..{duration:.2f} s")
             frame = self.model.vae_factor * self.mel_config.hop_length / self.model.sample_rate  # seconds per latent frame
             t = torch.arange(T, dtype=torch.float64) * frame
             rows = (t + frame > start) & (t < end)
         if hz is not None:
-            lo, hi = _interval(hz, 0.0, nyquist, "frequency band", f"0..{nyquist:.0f} Hz, what the model hears")
+            lo, hi = check_interval(hz, 0.0, nyquist, "frequency band", f"0..{nyquist:.0f} Hz, what the model hears")
             edges = librosa.mel_frequencies(self.mel_config.n_mels + 2, fmin=self.mel_config.fmin, fmax=self.mel_config.fmax)
             f = self.model.vae_factor  # mel bands per latent bin: bin b holds the centres of bands f b .. f b + f - 1
             lows, highs = torch.tensor(edges[1::f][:F]), torch.tensor(edges[f::f][:F])
@@ -268,10 +268,3 @@ class AudioEditor(LatentEditor):
         T, F = inv.x0.shape[2:]
         return self.check_mask(load_mask(path, (F, T)).flip(0).T[None, None], inv.x0)
 
-
-def _interval(pair: Sequence[float], lowest: float, highest: float, what: str, allowed: str) -> tuple[float, float]:
-    """(start, end) of a range, refused unless finite, ordered and inside [lowest, highest]."""
-    start, end = (float(v) for v in pair)
-    if not (math.isfinite(start) and math.isfinite(end) and lowest <= start < end <= highest):
-        raise InputError(f"the {what} {start:g}:{end:g} does not lie inside {allowed}")
-    return start, end

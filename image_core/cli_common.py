@@ -9,6 +9,7 @@ import platform
 import sys
 import unicodedata
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -34,7 +35,11 @@ INVERSION_OPTIONS = {
     "seed": "--seed",
     "num_outputs": "--num-outputs",
     "source": "--source",
+    "method": "--method",
 }
+
+METHODS = ("ddpm", "ddim", "sdedit")
+"""--method: edit-friendly DDPM inversion (default), DDIM inversion, SDEdit (no inversion)."""
 
 _UNSET = object()  # marks an option the command line did not give
 
@@ -53,8 +58,11 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return action.help if action.default is None else super()._get_help_string(action)
 
 
-def edit_parser(prog: str, description: str, *, model: str, steps: int, t_start: int, cfg_src: float, cfg_tar: float) -> Parser:
-    """The arguments both editors take, with the given paper defaults."""
+def edit_parser(
+    prog: str, description: str, *, model: str, steps: int, t_start: int, cfg_src: float, cfg_tar: float, region: str
+) -> Parser:
+    """The arguments both editors take, with the given paper defaults; ``region`` tells how --mask
+    writes a region of this kind of input."""
     p = Parser(prog=prog, description=description, formatter_class=_HelpFormatter)
     p.add_argument("input", help="the file to edit (never modified)")
     p.add_argument("--target", action="append", required=True, metavar="TEXT", help="target prompt; repeat for several edits")
@@ -75,6 +83,17 @@ def edit_parser(prog: str, description: str, *, model: str, steps: int, t_start:
         "where two targets give the same name). A JSON record of the run is written beside them as <first output>.json",
     )  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument(
+        "--method", default="ddpm", choices=METHODS,
+        help="ddpm: edit-friendly DDPM inversion (exact reconstruction, keeps the structure); ddim: DDIM inversion "
+        "(deterministic baseline, one seed); sdedit: noise to --tstart and sample the target (baseline, nothing inverted)",
+    )  # fmt: skip
+    p.add_argument(
+        "--mask", default=None, metavar="auto|PATH|REGION",
+        help=f"edit only inside a mask, keeping the rest of the input exactly: auto (DiffEdit: where the target and "
+        f"source descriptions disagree; one --target), a PNG (white = edit, e.g. from --save-mask), or {region}",
+    )  # fmt: skip
+    p.add_argument("--save-mask", default=None, metavar="FILE.png", help="also write the mask as a picture (--mask reads it back)")
     p.add_argument(
         "--save-inversion", default=None, metavar="FILE",
         help="also write the inversion (noise maps and settings, safetensors) to FILE, to edit again with --inversion",
@@ -126,6 +145,23 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise InputError(f"--inversion-batch must be a positive integer, got {args.inversion_batch}")
     if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
         raise InputError(f"--threads must be between 1 and {MAX_THREADS}, got {args.threads}")
+    _check_method_options(args)
+
+
+def _check_method_options(args: argparse.Namespace) -> None:
+    """Refuse option combinations a method cannot run with."""
+    if args.method == "sdedit":
+        clashing = [o for o, v in (("--inversion", args.inversion), ("--save-inversion", args.save_inversion), ("--mask", args.mask)) if v]
+        if clashing:
+            raise InputError(f"--method sdedit inverts nothing, so {', '.join(clashing)} cannot be given with it")
+    if args.method == "ddim" and args.num_outputs != 1:
+        raise InputError("--method ddim is deterministic, so several outputs would be equal: leave out --num-outputs")
+    if args.mask == "auto" and len(args.target) != 1:
+        raise InputError("--mask auto compares one target with the source: give one --target")
+    if args.mask is not None and not args.mask.strip():
+        raise InputError("--mask is empty: give auto, a PNG file or a region")
+    if args.save_mask is not None and args.mask is None:
+        raise InputError("--save-mask needs a --mask to save")
 
 
 def _check_inversion_options(args: argparse.Namespace) -> None:
@@ -278,6 +314,59 @@ def check_inversion_fits(inv: Inversion, expected: dict[str, Any], what: str, pa
         )
 
 
+# ------------------------------------------------------------------------------------------ the methods
+
+
+@dataclass
+class Edited:
+    """What ``edit_with_method`` made: the outputs, the inversion (None for SDEdit) and the mask used."""
+
+    outputs: Any
+    inversion: Inversion | None
+    mask: Any = None
+
+
+def edit_with_method(
+    editor: Any, args: argparse.Namespace, item: Any, seeds: Sequence[int], loaded: Inversion | None,
+    region: Callable[[Inversion], Any] | None,
+) -> Edited:
+    """Run the edit the command line asks for: --method, --mask, a loaded --inversion.
+
+    Args:
+        editor: an ``ImageEditor`` or ``AudioEditor``; ``item`` the input it reads (a picture, a clip).
+        region: the (1, 1, ...) mask of a --mask region for an inversion, None when --mask is no
+            region (then it is auto or names a PNG file).
+    """
+    if args.method == "sdedit":
+        outputs = editor.sdedit(item, args.target, args.steps, args.tstart, args.cfg_tar, args.eta, seeds, args.negative)
+        return Edited(outputs, None)
+    inv = loaded or editor.invert(item, args.source, args.steps, args.tstart, args.cfg_src, args.eta, seeds, method=args.method)
+    mask = None
+    if args.mask == "auto":
+        mask = editor.mask(inv, args.target[0])
+    elif region is not None:
+        mask = region(inv)
+    elif args.mask is not None:
+        mask = editor.load_mask(args.mask, inv)
+    return Edited(editor.edit(inv, args.target, args.cfg_tar, args.negative, mask=mask), inv, mask)
+
+
+def check_mask_file(args: argparse.Namespace, is_region: bool) -> None:
+    """Before the model loads: a --mask that is neither auto nor a region must name a file."""
+    if args.mask not in (None, "auto") and not is_region and not Path(args.mask).is_file():
+        raise InputError(f"mask file not found: {args.mask} (give auto, a PNG file or a region; see --help)")
+
+
+def mask_output(path: str | None) -> Path | None:
+    """The file of --save-mask (None when not given), a .png."""
+    if path is None:
+        return None
+    check_name_length(path)
+    if Path(path).suffix.lower() != ".png":
+        raise InputError(f"--save-mask writes a PNG picture: give a name ending in .png, not {path}")
+    return Path(path)
+
+
 # ---------------------------------------------------------------------------------------- the run record
 
 
@@ -298,20 +387,28 @@ def run_record(
     command: str,
     args: argparse.Namespace,
     editor: Any,
-    settings: InversionSettings,
+    settings: InversionSettings | None,
     paths: Sequence[Path],
     extra_files: dict[str, Path],
+    seeds: Sequence[int] = (),
 ) -> dict[str, Any]:
     """Everything needed to repeat a run: settings, seeds, targets and their files, model, versions, device.
 
     Args:
         editor: the ``LatentEditor`` that made the edits (its model's device and dtype are recorded).
-        settings: the inversion's settings (loaded from --inversion or made by this run).
+        settings: the inversion's settings (loaded from --inversion or made by this run); None for
+            SDEdit, which inverts nothing (its settings come from ``args`` and ``seeds``).
         paths: the edited files, target-major as ``output_paths`` makes them.
         extra_files: other files written beside them (role -> path).
     """
     import torch
 
+    if settings is None:
+        from .inversion import InversionSettings
+
+        settings = InversionSettings(
+            editor.fingerprint(), args.steps, args.tstart, args.eta, 0.0, "", tuple(seeds), "sdedit"
+        )
     seeds = list(settings.seeds)
     edits = [
         {"target": target, "target_index": i, "seed": seed, "file": paths[i * len(seeds) + j].name}
@@ -332,7 +429,9 @@ def run_record(
             "source_prompt": settings.source_prompt,
             "negative_prompt": args.negative,
             "seeds": seeds,
-            "inversion_batch": None if args.inversion else editor.inversion_batch_size,  # None: no inversion ran
+            "inversion_batch": None if args.inversion or args.method == "sdedit" else editor.inversion_batch_size,  # None: no inversion ran
+            "method": settings.method,
+            "mask": args.mask,
         },
         "targets": list(args.target),
         "outputs": edits,

@@ -52,3 +52,12 @@ def consecutive_seeds(first: int, count: int, what: str = "seed") -> list[int]:
     if not _is_int(first) or not 0 <= first <= MAX_SEED - count + 1:
         raise InputError(f"{what} must be between 0 and {MAX_SEED - count + 1}, got {first}")
     return list(range(first, first + count))
+
+
+def check_interval(pair: Sequence[float], lowest: float, highest: float, what: str, allowed: str) -> tuple[float, float]:
+    """(start, end) of a range (a time range, a frequency band, a box side), refused in one line unless
+    finite, ordered and inside [lowest, highest]; ``allowed`` says what the limits are."""
+    start, end = (float(v) for v in pair)
+    if not (math.isfinite(start) and math.isfinite(end) and lowest <= start < end <= highest):
+        raise InputError(f"the {what} {start:g}:{end:g} does not lie inside {allowed}")
+    return start, end

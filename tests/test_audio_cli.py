@@ -140,6 +140,12 @@ BAD = {
     "inversion-batch zero": (_melody, ["--inversion-batch", "0"], "--inversion-batch must be a positive integer"),
     "threads beyond 1024": (_melody, ["--threads", "2000"], "--threads must be between 1 and 1024"),
     "save-inversion into a folder": (_melody, ["--save-inversion", "{out}/"], "folder"),
+    "time range beyond the clip": (_melody, ["--mask", "0.2:0.9s"], "inside the clip's 0..0.50 s"),
+    "band above what the model hears": (_melody, ["--mask", "200:9000Hz"], "0..8000 Hz"),
+    "two time ranges": (_melody, ["--mask", "0.1:0.2s,0.3:0.4s"], "two seconds ranges"),
+    "reversed range": (_melody, ["--mask", "0.4:0.1s"], "does not lie inside"),
+    "missing mask picture": (_melody, ["--mask", "{out}/mask.png"], "mask file not found"),
+    "sdedit with inversion": (_melody, ["--method", "sdedit", "--save-inversion", "{out}/x.inv"], "inverts nothing"),
 }
 
 
@@ -291,3 +297,19 @@ def test_saved_inversion_is_edited_again_identically(tmp_path: Path, capsys: pyt
     assert sorted(os.listdir(tmp_path)) == listing
     code, _, err = run_cli([*first, "--save-inversion", str(saved), *FASTEST], capsys)  # all exist now
     assert code == 2 and "exists" in err and "--overwrite" in err
+
+
+def test_masked_edit_keeps_the_rest_and_the_mask_reads_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A time-frequency region: the mask picture is written, and --mask reads it back to the same edit."""
+    source = tmp_path / "input.wav"
+    t = np.arange(32000) / 16000
+    sf.write(source, (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), 16000)
+    first = [str(source), "--target", "drums", *FASTEST, "--mask", "0.5:1.0s,100:2000Hz", "--save-mask",
+             str(tmp_path / "mask.png"), "--out", str(tmp_path / "a.wav")]  # fmt: skip
+    code, out, err = run_cli(first, capsys)
+    assert code == 0 and out.split() == [str(tmp_path / "a.wav"), str(tmp_path / "mask.png")], err
+    again = [str(source), "--target", "drums", *FASTEST, "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "b.wav")]
+    code, out, err = run_cli(again, capsys)
+    assert code == 0, err
+    assert np.array_equal(sf.read(tmp_path / "a.wav")[0], sf.read(tmp_path / "b.wav")[0])
+    assert json.loads((tmp_path / "a.json").read_text())["settings"]["mask"] == "0.5:1.0s,100:2000Hz"

@@ -147,6 +147,17 @@ BAD = {
     "inversion-batch not a number": (["--inversion-batch", "many"], "invalid int"),
     "threads zero": (["--threads", "0"], "--threads must be between 1 and 1024"),
     "threads too many": (["--threads", "1025"], "--threads must be between 1 and 1024"),
+    "method with inversion": (["--inversion", "{dir}/ok.inv", "--method", "ddim"], "--method cannot be given"),
+    "unknown method": (["--method", "nulltext"], "invalid choice"),
+    "sdedit with a mask": (["--method", "sdedit", "--mask", "auto"], "--method sdedit inverts nothing"),
+    "sdedit with save-inversion": (["--method", "sdedit", "--save-inversion", "{dir}/s.inv"], "--save-inversion"),
+    "ddim with several outputs": (["--method", "ddim", "--num-outputs", "2"], "deterministic"),
+    "auto mask with two targets": (["--mask", "auto", "--target", "b"], "one --target"),
+    "missing mask file": (["--mask", "{dir}/none.png"], "mask file not found"),
+    "box outside the picture": (["--mask", "0,0,65,10"], "does not lie inside the 64x48 image"),
+    "empty box": (["--mask", "10,10,10,20"], "box's x range"),
+    "save-mask without a mask": (["--save-mask", "{dir}/m.png"], "needs a --mask"),
+    "save-mask not a png": (["--mask", "auto", "--save-mask", "{dir}/m.jpg"], ".png"),
 }
 
 
@@ -278,3 +289,28 @@ def test_help_explains_the_new_options(capsys: pytest.CaptureFixture[str]) -> No
     code, stdout, _ = run_cli(["--help"], capsys)
     text = " ".join(stdout.split())
     assert code == 0 and "bitwise" in text and "float16" in text and "--threads" in text and "--save-inversion" in text
+
+
+def test_methods_and_masks_end_to_end(photo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--method ddim and sdedit, a box mask and an auto mask saved as a picture, read back by --mask."""
+    folder = photo.parent
+    code, out, err = run_cli([str(photo), "--target", "a dog", *FAST, "--method", "sdedit", "--num-outputs", "2",
+                              "--out", str(folder / "sd.png")], capsys)  # fmt: skip
+    assert code == 0, err
+    assert out.split() == [str(folder / "sd_a-dog_s0.png"), str(folder / "sd_a-dog_s1.png")]
+    assert json.loads((folder / "sd_a-dog_s0.json").read_text())["settings"]["method"] == "sdedit"
+    code, out, err = run_cli([str(photo), "--target", "a dog", *FAST, "--method", "ddim", "--out", str(folder / "dd.png")], capsys)
+    assert code == 0 and json.loads((folder / "dd.json").read_text())["settings"]["method"] == "ddim", err
+    code, out, err = run_cli([str(photo), "--target", "a dog", *FAST, "--mask", "0,0,32,24", "--save-mask",
+                              str(folder / "box.png"), "--out", str(folder / "box_edit.png")], capsys)  # fmt: skip
+    assert code == 0, err
+    assert out.split() == [str(folder / "box_edit.png"), str(folder / "box.png")]
+    edited, source = (np.asarray(Image.open(p), dtype=np.float64) for p in (folder / "box_edit.png", photo))
+    outside = np.abs(edited[32:, 40:] - source[32:, 40:]).mean()  # far from the box: only the VAE's error
+    inside = np.abs(edited[:16, :24] - source[:16, :24]).mean()
+    assert inside > outside
+    mask = np.asarray(Image.open(folder / "box.png"))
+    assert mask.shape == (48, 64) and mask[:24, :32].all() and not mask[24:, :].any() and not mask[:, 32:].any()
+    code, out, err = run_cli([str(photo), "--target", "a dog", *FAST, "--mask", str(folder / "box.png"),
+                              "--out", str(folder / "again.png")], capsys)  # fmt: skip
+    assert code == 0 and np.array_equal(np.asarray(Image.open(folder / "again.png")), edited.astype(np.uint8)), err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from .. import cli_common
 from ..errors import InputError
+from ..settings import check_interval
 from .model import DEFAULT_MODEL
 
 
@@ -21,12 +23,15 @@ def _main(argv: Sequence[str]) -> None:
         t_start=64,
         cfg_src=3.5,
         cfg_tar=15.0,
+        region="a box x0,y0,x1,y1 in the input's pixels",
     )
     args = cli_common.parse_arguments(parser, argv)
     cli_common.set_threads(args.threads)
     from .images import load_image
 
     picture = load_image(args.input)  # a bad input fails before the model loads
+    box = _box(args.mask, picture.size)
+    cli_common.check_mask_file(args, box is not None)
     loaded = cli_common.load_inversion(args.inversion) if args.inversion else None
     if loaded is not None:
         cli_common.check_inversion_fits(loaded, {"size": list(picture.size)}, "size", args.inversion)
@@ -35,24 +40,44 @@ def _main(argv: Sequence[str]) -> None:
     formats = [_format(path.suffix) for path in paths]
     record = cli_common.record_path(paths[0])
     saved = cli_common.inversion_output(args.save_inversion)
-    outputs = [*paths, record, *([saved] if saved else [])]
+    mask_file = cli_common.mask_output(args.save_mask)
+    outputs = [*paths, record, *([saved] if saved else []), *([mask_file] if mask_file else [])]
     cli_common.check_outputs(outputs, [args.input, *([args.inversion] if args.inversion else [])], args.overwrite)
 
     from .editor import ImageEditor
 
     editor = ImageEditor.from_pretrained(args.model, device=args.device, dtype=args.dtype, **cli_common.editor_options(args))
-    inv = loaded or editor.invert(picture, args.source, args.steps, args.tstart, args.cfg_src, args.eta, seeds)
-    images = editor.edit(inv, args.target, args.cfg_tar, args.negative)
-    facts = cli_common.run_record("image-edit", args, editor, inv.settings, paths, {})
+    region = None if box is None else (lambda inv: editor.region_mask(inv, box))
+    edited = cli_common.edit_with_method(editor, args, picture, seeds, loaded, region)
+    inv = edited.inversion
+    extra = {"mask": mask_file} if mask_file else {}
+    facts = cli_common.run_record("image-edit", args, editor, inv and inv.settings, paths, extra, seeds)
     jobs: list[tuple[Path, cli_common.Writer]] = [
-        (path, partial(_save_image, image, fmt)) for path, image, fmt in zip(paths, images, formats)
+        (path, partial(_save_image, image, fmt)) for path, image, fmt in zip(paths, edited.outputs, formats)
     ]
     jobs.append((record, partial(cli_common.write_json, value=facts)))
     if saved:
         jobs.append((saved, inv.save))
+    if mask_file:
+        jobs.append((mask_file, lambda path: editor.save_mask(edited.mask, path, inv)))
     cli_common.write_all(jobs)  # all files or none
-    for path in paths:
+    for path in [*paths, *([mask_file] if mask_file else [])]:
         print(path)
+
+
+_BOX = re.compile(r"^\s*-?[\d.]+(\s*,\s*-?[\d.]+){3}\s*$")
+
+
+def _box(text: str | None, size: tuple[int, int]) -> list[float] | None:
+    """The box of a --mask "x0,y0,x1,y1" (pixels), checked to lie inside the picture of ``size``;
+    None when ``text`` is no box."""
+    if text is None or not _BOX.match(text):
+        return None
+    box = [float(v) for v in text.split(",")]
+    allowed = f"the {size[0]}x{size[1]} image"
+    check_interval((box[0], box[2]), 0, size[0], "box's x range", allowed)
+    check_interval((box[1], box[3]), 0, size[1], "box's y range", allowed)
+    return box
 
 
 def _save_image(image: object, fmt: str, path: Path) -> None:
