@@ -23,6 +23,7 @@ from .methods.ddim import ddim_invert
 from .methods.ddpm import ddpm_edit, ddpm_invert
 from .methods.diffedit import DRAWS, STRENGTH, THRESHOLD, diffedit_mask, keep_outside
 from .methods.sdedit import sdedit
+from .methods.sega import Concept, SemanticGuidance, check_concepts, semantic
 from .sampling import Callback, sample
 from .schedule import Schedule
 from .settings import check_seeds, check_settings
@@ -81,6 +82,16 @@ def check_mask_settings(strength: float, draws: int, threshold: float) -> None:
         raise InputError(f"mask threshold must be in [0, 1), got {threshold}")
 
 
+def _concept_sets(concepts: Sequence[Concept] | Sequence[Sequence[Concept]] | None) -> list[list[Concept]]:
+    """K sets of concepts (one empty set without concepts), each checked."""
+    if not concepts:
+        return [[]]
+    sets = [list(concepts)] if isinstance(concepts[0], Concept) else [list(cs) for cs in concepts]
+    for concept_set in sets:
+        check_concepts(concept_set)
+    return sets
+
+
 def _then(first: Callback | None, second: Callback) -> Callback:
     """A callback running ``first`` (if any), then ``second`` on its result."""
     if first is None:
@@ -113,7 +124,8 @@ class LatentEditor:
         progress: bool = True,
     ) -> None:
         self.model = model
-        self.guided_denoiser = ClassifierFreeGuidance(denoiser or model.predict_eps)
+        self.denoiser = denoiser or model.predict_eps
+        self.guided_denoiser = ClassifierFreeGuidance(self.denoiser)
         self.inversion_batch_size = inversion_batch_size
         self.progress = progress
 
@@ -211,43 +223,79 @@ class LatentEditor:
     def edit_latent(
         self,
         inv: Inversion,
-        target_prompt: str | Sequence[str],
+        target_prompt: str | Sequence[str] | None,
         cfg_tar: float | Sequence[float] = 15.0,
         negative_prompt: str = "",
         callback: Callback | None = None,
         mask: torch.Tensor | None = None,
+        concepts: Sequence[Concept] | Sequence[Sequence[Concept]] | None = None,
     ) -> torch.Tensor:
         """Regenerate the inverted latents with other prompts, all targets and seeds in one batch.
 
         Args:
-            target_prompt: T prompts (or one).
+            target_prompt: T prompts (or one); None keeps the inversion's source prompt (editing by
+                concepts alone, as LEDITS does).
             cfg_tar: one guidance scale, or one per target.
             negative_prompt: the prompt of the unconditional branch ("" as the models were trained).
             callback: called after every step of the edit with its ``sampling.Step``; returns x_s.
             mask: broadcastable to the latents (e.g. (1, 1, ...) from ``mask_latent``), 1 where the
                 edit may change them; elsewhere every step keeps the inverted trajectory, so the
                 output equals the input there (bitwise with a DDPM inversion).
+            concepts: semantic guidance (LEDITS): ``Concept`` values to add or remove, or K sets
+                of them (each set edits every target and inversion).
         Returns:
-            (T * B, ...) latents; row i * B + j is target i edited from inversion j.
+            (K * T * B, ...) latents; row k * T * B + i * B + j is concept set k (K = 1 without
+            concepts), target i, inversion j.
         """
-        targets, cfgs = self._targets(target_prompt, cfg_tar)
+        sets = _concept_sets(concepts)
+        if target_prompt is None and not any(sets):
+            raise InputError("give a target prompt, or concepts to add or remove")
+        targets, cfgs = self._targets(inv.settings.source_prompt if target_prompt is None else target_prompt, cfg_tar)
         s = inv.settings
         check_settings(s.num_steps, s.t_start, s.eta if s.method == "ddpm" else 1.0, *cfgs)
         schedule = Schedule.from_config(self.model.scheduler_config, s.num_steps)
         inv = inv.fit(self.fingerprint(), schedule)
         B, T = inv.num_latents, len(targets)
-        cond = self._condition(targets, negative_prompt, cfgs, B)
+        if any(c.scale > 0 for concept_set in sets for c in concept_set):
+            cond = self._semantic_condition(targets, negative_prompt, cfgs, B, sets)
+            denoiser: Denoiser = SemanticGuidance(self.denoiser, channel_axis=1 if inv.x0.dim() > 2 else None)
+        else:  # no concept guides: the plain edit (of each set, all equal)
+            cond = batching.tile(self._condition(targets, negative_prompt, cfgs, B), len(sets))
+            denoiser = self.guided_denoiser
         if mask is not None:
             callback = _then(callback, keep_outside(self.check_mask(mask, inv.x0), inv.xts, inv.x0))
-        x_t = inv.xts[:, 0].to(self.model.device).repeat(T, *([1] * (inv.x0.dim() - 1)))
+        x_t = inv.xts[:, 0].to(self.model.device).repeat(len(sets) * T, *([1] * (inv.x0.dim() - 1)))
         if s.method == "ddpm":
-            latents = ddpm_edit(
-                self.guided_denoiser, schedule, x_t, inv.zs, cond, s.eta, inv.residual, callback, self.progress
-            )
+            latents = ddpm_edit(denoiser, schedule, x_t, inv.zs, cond, s.eta, inv.residual, callback, self.progress)
         else:  # deterministic: the DDIM sampler, no noise
             steps = schedule.last(s.t_start)
-            latents = sample(self.guided_denoiser, schedule, x_t, cond, steps, 0.0, None, None, callback, self.progress, "editing")
+            latents = sample(denoiser, schedule, x_t, cond, steps, 0.0, None, None, callback, self.progress, "editing")
         return _finite(latents, cfgs)
+
+    def _semantic_condition(
+        self, targets: list[str], negative: str, cfgs: list[float], B: int, sets: list[list[Concept]]
+    ) -> Cond:
+        """The ``SemanticGuidance`` condition of K sets x T targets x B inversions, set-major, every
+        prompt encoded once; sets with fewer concepts are padded with concepts of scale 0."""
+        C = max(len(concept_set) for concept_set in sets)
+        prompts = list(dict.fromkeys([*targets, negative, *(c.prompt for cs in sets for c in cs)]))
+        encoded = self.model.encode_prompts(prompts)
+        index = {prompt: i for i, prompt in enumerate(prompts)}
+        rows = torch.tensor([index[t] for t in targets]).repeat_interleave(B).repeat(len(sets))
+        scale = torch.tensor(cfgs, dtype=torch.float64).repeat_interleave(B).repeat(len(sets))
+        guided_cond = guided(batching.take(encoded, rows), batching.take(encoded, torch.full_like(rows, index[negative])), scale)
+        never = 2**62
+        padded = [[*cs, *[Concept(negative, scale=0.0, warmup=never)] * (C - len(cs))] for cs in sets]
+        per_row = [cs for cs in padded for _ in range(len(targets) * B)]  # (N, C) concepts
+        concept_rows = torch.tensor([[index[c.prompt] for c in cs] for cs in per_row])
+        concepts = batching.tree_map(lambda v: v[concept_rows], encoded)  # (N, C, ...)
+        settings = {
+            "scale": torch.tensor([[c.scale * c.weight * (-1 if c.remove else 1) for c in cs] for cs in per_row], dtype=torch.float64),
+            "threshold": torch.tensor([[c.threshold for c in cs] for cs in per_row], dtype=torch.float64),
+            "warmup": torch.tensor([[c.warmup for c in cs] for cs in per_row]),
+            "cooldown": torch.tensor([[never if c.cooldown is None else c.cooldown for c in cs] for cs in per_row]),
+        }
+        return semantic(guided_cond, concepts, settings)
 
     @torch.no_grad()
     def sdedit_latent(

@@ -1,0 +1,162 @@
+"""Semantic guidance (SEGA, Brack et al., NeurIPS 2023) on DDPM-inverted inputs: LEDITS (Tsaban &
+Passos, 2023).
+
+Besides (or instead of) a target prompt, concepts are added or removed, each where its noise
+estimate differs most from the unconditional one. At every step, for a sample with target condition
+and concepts c:
+
+    ε    = ε_u + s_g (ε_tar - ε_u) + Σ_c γ_c + s_m v
+    ψ_c  = ε_c - ε_u                    (sign flipped for a concept to remove)
+    γ_c  = w_c s_c M_c ⊙ ψ_c            (M_c: 1 where |ψ_c| reaches its `threshold` quantile over
+                                         the latent cells of its channel, else 0)
+    v    ← β v + (1 - β) Σ_c γ_c        (momentum, built up from the first step)
+
+A concept guides only from its warm-up step on (and before its cool-down step); momentum is added
+once any concept guides. Every row of a step (target, unconditional, each concept, of every sample)
+goes through the model in ONE call; the momentum lives in the ``SemanticGuidance`` of one run, so two
+runs never share it.
+
+Defaults (``Concept``): scale 10, threshold 0.95, warm-up 1 step; momentum scale 0.5, β 0.6: the
+settings of the LEDITS demo (SEGA's own defaults: scale 5, threshold 0.9, warm-up 10, momentum 0.1, β 0.4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .. import batching
+from ..batching import Cond, append_dims
+from ..errors import InputError
+from ..guidance import Denoiser
+
+MAX_CONCEPTS = 16  # concepts of one edit: each adds one model evaluation per sample and step
+MOMENTUM_SCALE = 0.5  # s_m (LEDITS demo)
+MOMENTUM_BETA = 0.6  # β (LEDITS demo)
+
+
+@dataclass(frozen=True)
+class Concept:
+    """A concept to add (or remove) by semantic guidance.
+
+    Attributes:
+        prompt: the concept, e.g. "jazz piano" or "glasses".
+        scale: s_c, its guidance strength (LEDITS demo: 10; 0 disables it).
+        remove: guide away from the concept instead of towards it.
+        threshold: the quantile of |ψ_c| above which cells are guided, in [0, 1) (0.95: the 5 % of
+            the cells of each channel where the concept differs most).
+        warmup: edit steps before the concept starts guiding.
+        cooldown: edit step from which it stops guiding (None: never).
+        weight: w_c, a relative weight among concepts.
+    """
+
+    prompt: str
+    scale: float = 10.0
+    remove: bool = False
+    threshold: float = 0.95
+    warmup: int = 1
+    cooldown: int | None = None
+    weight: float = 1.0
+
+
+def check_concepts(concepts: Sequence[Concept]) -> None:
+    """Refuse concepts no edit can run with, in one line each."""
+    import math
+
+    if len(concepts) > MAX_CONCEPTS:
+        raise InputError(f"at most {MAX_CONCEPTS} concepts per edit (each costs one model evaluation per step), got {len(concepts)}")
+    for c in concepts:
+        if not isinstance(c, Concept):
+            raise InputError(f"concepts must be Concept values, got {type(c).__name__}")
+        if not isinstance(c.prompt, str) or not c.prompt.strip():
+            raise InputError("a concept must not be empty: name what to add or remove, e.g. \"jazz piano\"")
+        for name, value in (("scale", c.scale), ("weight", c.weight)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 100):
+                raise InputError(f"concept {name}s must be between 0 and 100, got {value} for {c.prompt!r}")
+        if not (isinstance(c.threshold, (int, float)) and 0 <= c.threshold < 1):
+            raise InputError(f"concept thresholds must be in [0, 1), got {c.threshold} for {c.prompt!r}")
+        if isinstance(c.warmup, bool) or not isinstance(c.warmup, int) or c.warmup < 0:
+            raise InputError(f"concept warm-up must be a whole number of steps >= 0, got {c.warmup} for {c.prompt!r}")
+        if c.cooldown is not None and (not isinstance(c.cooldown, int) or c.cooldown <= c.warmup):
+            raise InputError(f"concept cool-down must be a step after its warm-up, got {c.cooldown} for {c.prompt!r}")
+
+
+def semantic(guided_cond: Cond, concepts: Cond, settings: dict[str, torch.Tensor]) -> Cond:
+    """The condition of ``SemanticGuidance`` for N samples with C concepts each.
+
+    Args:
+        guided_cond: N rows made by ``guidance.guided`` (target, unconditional and scale, or target only).
+        concepts: the concepts' conditions, tensors shaped (N, C, ...).
+        settings: (N, C) tensors "scale" (signed: negative removes; weights folded in), "threshold",
+            "warmup", "cooldown" (a step, or a huge number for none).
+    """
+    return {**guided_cond, "concepts": concepts, **{f"concept_{k}": v for k, v in settings.items()}}
+
+
+class SemanticGuidance:
+    """Wraps a denoiser for ONE run: target, unconditional and concept rows in one model call.
+
+    Reads conditions made by ``semantic``; counts the steps of its run (one call per step) for the
+    warm-ups and keeps the momentum v. Make a new one for every run.
+    """
+
+    def __init__(
+        self, model: Denoiser, momentum_scale: float = MOMENTUM_SCALE, momentum_beta: float = MOMENTUM_BETA,
+        channel_axis: int | None = 1,
+    ) -> None:
+        self.model, self.momentum_scale, self.momentum_beta = model, momentum_scale, momentum_beta
+        self.channel_axis = channel_axis
+        self.step = 0
+        self.momentum: torch.Tensor | None = None
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
+        N, C = cond["concept_scale"].shape  # type: ignore[index]
+        branches = [cond["cond"]] + ([cond["uncond"]] if "uncond" in cond else [])  # type: ignore[index,operator]
+        flat = batching.tree_map(lambda v: v.flatten(0, 1), cond["concepts"])  # type: ignore[index]  # (N C, ...), sample-major
+        rows = torch.cat([x_t] * len(branches) + [x_t.repeat_interleave(C, 0)])
+        ts = torch.cat([t] * len(branches) + [t.repeat_interleave(C, 0)])
+        eps = self.model(rows, ts, batching.cat([*branches, flat]))
+        eps_c = eps[:N]
+        if "uncond" in cond:  # type: ignore[operator]
+            eps_u = eps[N : 2 * N]
+            guided = eps_u + append_dims(cond["scale"], eps_c) * (eps_c - eps_u)  # type: ignore[index]
+        else:  # the target is the unconditional branch itself
+            eps_u = guided = eps_c
+        psi = eps[len(branches) * N :].view(N, C, *x_t.shape[1:]) - eps_u.unsqueeze(1)
+        gamma_all, gamma_active, guiding = self._concept_guidance(psi, cond)
+        total = guided + gamma_active
+        if self.momentum is not None:  # for the samples a concept guides at this step
+            total = total + self.momentum_scale * append_dims(guiding, total) * self.momentum
+        previous = torch.zeros_like(gamma_all) if self.momentum is None else self.momentum
+        self.momentum = self.momentum_beta * previous + (1 - self.momentum_beta) * gamma_all
+        self.step += 1
+        return total
+
+    def _concept_guidance(self, psi: torch.Tensor, cond: Cond) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(Σ_c γ_c of every concept, of the concepts guiding at this step), each (N, ...), and (N,)
+        1 where some concept guides at this step."""
+        ones = [1] * (psi.dim() - 2)
+        scale = cond["concept_scale"].to(psi.device, psi.dtype)  # type: ignore[index]
+        gamma = scale.view(*scale.shape, *ones) * psi  # (N, C, ...)
+        by_channel = self.channel_axis is not None and psi.dim() > 3
+        cells = gamma.abs().flatten(3) if by_channel else gamma.abs().flatten(2).unsqueeze(2)  # (N, C, K, n)
+        cut = _quantile(cells, cond["concept_threshold"].to(psi.device))  # type: ignore[index]
+        gamma = torch.where((cells >= cut.unsqueeze(-1)).view_as(gamma), gamma, torch.zeros_like(gamma))
+        warmup, cooldown = (cond[f"concept_{k}"].to(psi.device) for k in ("warmup", "cooldown"))  # type: ignore[index]
+        active = ((warmup <= self.step) & (self.step < cooldown)).to(psi.dtype)
+        return gamma.sum(1), (gamma * active.view(*scale.shape, *ones)).sum(1), active.amax(1)
+
+
+def _quantile(values: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The q-quantile (linear interpolation, as ``torch.quantile``) along the last axis of ``values``
+    (N, C, K, n), one level per (N, C) in ``q``: (N, C, K). (``torch.quantile`` takes one level for
+    all rows and at most 16M values.)"""
+    n = values.shape[-1]
+    ordered = values.sort(dim=-1).values
+    position = (q.double() * (n - 1)).view(*q.shape, 1, 1).expand(*ordered.shape[:-1], 1)
+    low = position.floor().long().clamp(max=n - 1)
+    frac = (position - low).to(ordered.dtype)
+    high = (low + 1).clamp(max=n - 1)
+    return (ordered.gather(-1, low) * (1 - frac) + ordered.gather(-1, high) * frac).squeeze(-1)

@@ -1,0 +1,170 @@
+"""Semantic guidance (LEDITS) against the analytic Gaussian mixture, where the classes differ only
+inside a known region: concept B's noise estimate equals the unconditional one everywhere else."""
+
+import pytest
+import torch
+from analytic import GaussianMixtureModel
+
+from image_core.editing import LatentEditor
+from image_core.errors import InputError
+from image_core.methods.sega import Concept
+
+REGION = slice(8, 24)  # of 48 coordinates
+
+
+@pytest.fixture(scope="module")
+def world():
+    model = GaussianMixtureModel(dim=48, region=REGION, separation=3.0)
+    x0 = model.sample(0, 1, seed=11)  # class A
+    ed = LatentEditor(model, progress=False)
+    return model, ed, ed.invert_latent(x0, "A", 50, 30, 3.5, seed=[0, 1])
+
+
+def inside():
+    flags = torch.zeros(48, dtype=torch.bool)
+    flags[REGION] = True
+    return flags
+
+
+def test_adding_a_concept_moves_inside_its_region_and_keeps_the_rest(world):
+    model, ed, inv = world
+    plain = ed.edit_latent(inv, "A", 3.5)
+    added = ed.edit_latent(inv, None, 3.5, concepts=[Concept("B", scale=8.0, threshold=0.5, warmup=0)])  # source prompt kept
+    assert torch.equal(added, ed.edit_latent(inv, "A", 3.5, concepts=[Concept("B", scale=8.0, threshold=0.5, warmup=0)]))
+    out = ~inside()
+    assert torch.allclose(added[:, out], plain[:, out], atol=1e-10)  # γ is zero where the concept adds nothing
+    to_b = lambda y: (y[:, REGION] - model.means[1, REGION]).norm(dim=1)  # noqa: E731
+    assert (to_b(added) < 0.8 * to_b(plain)).all()
+
+
+def test_removing_a_concept_moves_away_from_it(world):
+    model, ed, inv = world
+    plain = ed.edit_latent(inv, "B", 1.0)  # an edit towards B that removes A on the way
+    removed = ed.edit_latent(inv, "B", 1.0, concepts=[Concept("A", scale=2.0, remove=True, threshold=0.5, warmup=0)])
+    to_a = lambda y: (y[:, REGION] - model.means[0, REGION]).norm(dim=1)  # noqa: E731
+    assert (to_a(removed) > 1.2 * to_a(plain)).all()
+
+
+def test_a_higher_threshold_guides_fewer_cells(world):
+    """At the first guided step x_s moves exactly where the concept's mask lets γ through: the cells
+    of the region whose |ψ| reaches the threshold quantile of the 48."""
+    _, ed, inv = world
+
+    def first_step(**kwargs):
+        seen = []
+        ed.edit_latent(inv, "A", 3.5, callback=lambda step: seen.append(step.x_s) or step.x_s, **kwargs)
+        return seen[0]
+
+    plain = first_step()
+    changed = []
+    for threshold in (0.5, 0.8, 0.9):
+        guided = first_step(concepts=[Concept("B", scale=8.0, threshold=threshold, warmup=0)])
+        moved = (guided - plain).abs() > 1e-12
+        assert not moved[:, ~inside()].any()
+        changed.append(moved.sum(1).tolist())
+    assert changed[0] == [16, 16]  # the quantile 0.5 of |ψ| is 0: the whole region
+    assert all(a > b > c > 0 for a, b, c in zip(*changed))
+    assert all(round(0.1 * 48) <= c <= round(0.1 * 48) + 1 for c in changed[2])
+
+
+def test_scale_zero_is_the_plain_edit_exactly(world):
+    _, ed, inv = world
+    plain = ed.edit_latent(inv, "B", 7.5)
+    assert torch.equal(ed.edit_latent(inv, "B", 7.5, concepts=[Concept("A", scale=0.0)]), plain)
+
+
+def _swap_concept_and_unconditional(model):
+    """A model whose answers for the unconditional rows and the concept rows are swapped (a sign
+    error of ψ), for one concept: rows are [target N, unconditional N, concepts N]."""
+    inner = model.predict_eps
+
+    def swapped(x, t, cond):
+        eps = inner(x, t, cond)
+        n = x.shape[0] // 3
+        return torch.cat([eps[:n], eps[2 * n :], eps[n : 2 * n]])
+
+    return swapped
+
+
+@pytest.mark.parametrize("swap", [False, pytest.param(True, marks=pytest.mark.xfail(strict=True, reason="ψ sign flipped"))])
+def test_swapped_rows_are_caught(world, swap):
+    model, ed, inv = world
+    editor = LatentEditor(model, denoiser=_swap_concept_and_unconditional(model) if swap else None, progress=False)
+    plain = ed.edit_latent(inv, "A", 3.5)
+    added = editor.edit_latent(inv, None, 3.5, concepts=[Concept("B", scale=8.0, threshold=0.5, warmup=0)])
+    to_b = lambda y: (y[:, REGION] - model.means[1, REGION]).norm(dim=1)  # noqa: E731
+    assert (to_b(added) < 0.8 * to_b(plain)).all()
+
+
+def test_warm_up_leaves_the_first_steps_as_the_plain_edit(world):
+    _, ed, inv = world
+
+    def trajectory(**kwargs):
+        seen = []
+        ed.edit_latent(inv, "A", 3.5, callback=lambda step: seen.append(step.x_s) or step.x_s, **kwargs)
+        return seen
+
+    plain = trajectory()
+    warm = trajectory(concepts=[Concept("B", scale=8.0, threshold=0.5, warmup=5)])
+    assert all(torch.equal(a, b) for a, b in zip(plain[:5], warm[:5]))
+    assert not torch.allclose(plain[5], warm[5])
+
+
+def test_momentum_lives_in_the_run(world):
+    """Momentum adds s_m v from the second guided step; two edits in a row equal each alone."""
+    _, ed, inv = world
+    concepts = [Concept("B", scale=8.0, threshold=0.5, warmup=0)]
+    first = ed.edit_latent(inv, None, 3.5, concepts=concepts)
+    assert torch.equal(ed.edit_latent(inv, None, 3.5, concepts=concepts), first)
+    from image_core.methods import sega
+
+    original = sega.MOMENTUM_SCALE
+    try:
+        sega.SemanticGuidance.__init__.__defaults__ = (0.0, sega.MOMENTUM_BETA, 1)
+        without = ed.edit_latent(inv, None, 3.5, concepts=concepts)
+    finally:
+        sega.SemanticGuidance.__init__.__defaults__ = (original, sega.MOMENTUM_BETA, 1)
+    assert not torch.allclose(first, without)
+
+
+def test_one_model_call_per_step_whatever_the_number_of_concepts(world):
+    model, ed, inv = world
+    model.calls = 0
+    concepts = [Concept("B", scale=3.0), Concept("A", scale=2.0, remove=True), Concept("B", scale=1.0, threshold=0.8)]
+    ed.edit_latent(inv, ["A", "B"], 3.5, concepts=concepts)
+    assert model.calls == 30  # 30 steps; rows: 2 targets x 2 inversions x (target, unconditional, 3 concepts)
+
+
+def test_concept_sets_targets_and_seeds_in_one_batch_equal_single_runs(world):
+    _, ed, inv = world
+    sets = [[Concept("B", scale=6.0, threshold=0.5, warmup=0)], [Concept("A", scale=4.0, remove=True, warmup=2), Concept("B", scale=2.0)]]
+    batch = ed.edit_latent(inv, ["A", ""], [3.5, 5.0], concepts=sets)
+    assert batch.shape == (2 * 2 * 2, 48)
+    for k, concept_set in enumerate(sets):
+        for i, (target, cfg) in enumerate([("A", 3.5), ("", 5.0)]):
+            single = ed.edit_latent(inv, target, cfg, concepts=concept_set)
+            assert torch.allclose(batch[k * 4 + i * 2 : k * 4 + i * 2 + 2], single, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "concepts, words",
+    [
+        ([Concept(" ")], "must not be empty"),
+        ([Concept("B", scale=float("nan"))], "scales"),
+        ([Concept("B", scale=1000.0)], "scales"),
+        ([Concept("B", threshold=1.0)], "threshold"),
+        ([Concept("B", threshold=-0.1)], "threshold"),
+        ([Concept("B", warmup=-1)], "warm-up"),
+        ([Concept("B")] * 17, "at most 16"),
+    ],
+)
+def test_bad_concepts_are_refused(world, concepts, words):
+    _, ed, inv = world
+    with pytest.raises(InputError, match=words):
+        ed.edit_latent(inv, "B", 7.5, concepts=concepts)
+
+
+def test_neither_target_nor_concepts_is_refused(world):
+    _, ed, inv = world
+    with pytest.raises(InputError, match="target prompt, or concepts"):
+        ed.edit_latent(inv, None)
