@@ -18,6 +18,7 @@ _EXPORTS = {
     "InputError": "image_core.errors",
     "ModelLoadError": "image_core.errors",
     "Inversion": "image_core.inversion",
+    "Concept": "image_core.methods.sega",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -25,6 +26,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from image_core.errors import EditError, InputError, ModelLoadError
     from image_core.inversion import Inversion
+    from image_core.methods.sega import Concept
 
     from .audio_io import Audio, load_audio, save_audio
     from .editor import AudioEditor

@@ -43,7 +43,7 @@ def _main(argv: Sequence[str]) -> None:
         facts = {"sample_rate": clip.sample_rate, "num_frames": clip.num_frames}
         cli_common.check_inversion_fits(loaded, facts, "sample rate and length", args.inversion)
     seeds = list(loaded.settings.seeds) if loaded else list(range(args.seed, args.seed + args.num_outputs))
-    paths = cli_common.output_paths(args.input, args.out, args.target, seeds, ".wav")
+    paths = cli_common.output_paths(args.input, args.out, cli_common.name_targets(args), seeds, ".wav")
     picture = paths[0].with_name(f"{paths[0].stem}_spectrogram.png") if args.spectrogram else None
     record = cli_common.record_path(paths[0])
     saved = cli_common.inversion_output(args.save_inversion)

@@ -23,6 +23,7 @@ from image_core.editing import LatentEditor
 from image_core.errors import InputError
 from image_core.inversion import Inversion
 from image_core.masks import load_mask, save_mask
+from image_core.methods.sega import Concept
 from image_core.settings import check_interval, check_settings
 from image_core.windows import WindowedDenoiser, spans, windowed_map
 
@@ -166,19 +167,22 @@ class AudioEditor(LatentEditor):
     def edit(
         self,
         inv: Inversion,
-        target_prompt: str | Sequence[str],
+        target_prompt: str | Sequence[str] | None,
         cfg_tar: float | Sequence[float] = defaults.CFG_TAR,
         negative_prompt: str = "",
         output_type: OutputType = "np",
         mask: torch.Tensor | None = None,
+        concepts: Sequence[Concept] | Sequence[Sequence[Concept]] | None = None,
     ) -> list[np.ndarray] | torch.Tensor:
         """Edit with T target prompts; T * B results (item i * B + j: target i, inversion j).
 
         output_type "np": float32 mono waveforms (num_frames,) at the input's sample rate, length and
         loudness; "latent": the (T * B, C, T, F) float64 latents, not decoded.
         mask: (1, 1, T, F) from ``mask``/``region_mask``/``load_mask``: the edit keeps the rest.
+        concepts: LEDITS semantic guidance, ``Concept("jazz piano", scale=10, remove=False)`` values
+            (or K sets of them: K * T * B results); ``target_prompt`` None keeps the source prompt.
         """
-        latents = self.edit_latent(inv, target_prompt, cfg_tar, negative_prompt, mask=mask)
+        latents = self.edit_latent(inv, target_prompt, cfg_tar, negative_prompt, mask=mask, concepts=concepts)
         return self._output(latents, inv.meta, output_type)
 
     def reconstruct(self, inv: Inversion, output_type: OutputType = "np") -> list[np.ndarray] | torch.Tensor:

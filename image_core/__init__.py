@@ -36,6 +36,10 @@ _EXPORTS = {
     "ddpm_edit": ".methods.ddpm",
     "ddpm_invert": ".methods.ddpm",
     "sdedit": ".methods.sdedit",
+    "Concept": ".methods.sega",
+    "SemanticGuidance": ".methods.sega",
+    "ddim_invert": ".methods.ddim",
+    "diffedit_mask": ".methods.diffedit",
     "ImageEditor": ".stable_diffusion.editor",
 }
 
@@ -47,7 +51,10 @@ if TYPE_CHECKING:
     from .guidance import ClassifierFreeGuidance, Denoiser, guided
     from .inversion import Inversion, InversionSettings
     from .methods.ddpm import ddpm_edit, ddpm_invert
+    from .methods.ddim import ddim_invert
+    from .methods.diffedit import diffedit_mask
     from .methods.sdedit import sdedit
+    from .methods.sega import Concept, SemanticGuidance
     from .sampling import GaussianNoise, RecordedNoise, Step, sample
     from .schedule import Schedule
     from .stable_diffusion.editor import ImageEditor

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -65,7 +66,7 @@ def edit_parser(
     writes a region of this kind of input."""
     p = Parser(prog=prog, description=description, formatter_class=_HelpFormatter)
     p.add_argument("input", help="the file to edit (never modified)")
-    p.add_argument("--target", action="append", required=True, metavar="TEXT", help="target prompt; repeat for several edits")
+    p.add_argument("--target", action="append", metavar="TEXT", help="target prompt; repeat for several edits (optional with --add/--remove)")
     p.add_argument("--source", default="", metavar="TEXT", help="source prompt describing the input")
     p.add_argument("--negative", default="", metavar="TEXT", help="negative prompt of the edit (the unconditional branch)")
     p.add_argument("--model", default=model, metavar="ID|PATH|tiny", help="hub id, local folder, or the random 'tiny' model")
@@ -94,6 +95,12 @@ def edit_parser(
         f"source descriptions disagree; one --target), a PNG (white = edit, e.g. from --save-mask), or {region}",
     )  # fmt: skip
     p.add_argument("--save-mask", default=None, metavar="FILE.png", help="also write the mask as a picture (--mask reads it back)")
+    p.add_argument("--add", action="append", default=[], metavar="TEXT", help="a concept to add by semantic guidance (LEDITS); repeatable")
+    p.add_argument("--remove", action="append", default=[], metavar="TEXT", help="a concept to remove by semantic guidance; repeatable")
+    p.add_argument("--concept-scale", type=float, default=10.0, help="strength of each --add/--remove concept (LEDITS demo: 10)")
+    p.add_argument("--threshold", type=float, default=0.95,
+                   help="concepts guide only the cells where they differ most: this quantile per channel, in [0, 1)")  # fmt: skip
+    p.add_argument("--warmup", type=int, default=1, help="edit steps before the concepts start guiding")
     p.add_argument(
         "--save-inversion", default=None, metavar="FILE",
         help="also write the inversion (noise maps and settings, safetensors) to FILE, to edit again with --inversion",
@@ -136,8 +143,12 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.inversion is not None:
         _check_inversion_options(args)
     check_settings(args.steps, args.tstart, args.eta, args.cfg_src, args.cfg_tar)
+    args.target = args.target or []
+    if not args.target and not (args.add or args.remove):
+        raise InputError('give --target TEXT, or concepts to --add / --remove (e.g. --target "jazz piano")')
     if any(not target.strip() for target in args.target):
         raise InputError("--target must not be empty: describe the edit, e.g. --target \"jazz piano\"")
+    concepts(args)  # checked before anything loads
     if not 1 <= args.num_outputs <= 64:
         raise InputError(f"--num-outputs must be between 1 and 64, got {args.num_outputs}")
     consecutive_seeds(args.seed, args.num_outputs, "--seed")
@@ -156,6 +167,8 @@ def _check_method_options(args: argparse.Namespace) -> None:
             raise InputError(f"--method sdedit inverts nothing, so {', '.join(clashing)} cannot be given with it")
     if args.method == "ddim" and args.num_outputs != 1:
         raise InputError("--method ddim is deterministic, so several outputs would be equal: leave out --num-outputs")
+    if (args.add or args.remove) and args.method == "sdedit":
+        raise InputError("--add / --remove guide an edit of an inversion: use --method ddpm or ddim")
     if args.mask == "auto" and len(args.target) != 1:
         raise InputError("--mask auto compares one target with the source: give one --target")
     if args.mask is not None and not args.mask.strip():
@@ -326,6 +339,26 @@ class Edited:
     mask: Any = None
 
 
+def concepts(args: argparse.Namespace) -> list[Any]:
+    """The ``Concept`` values of --add / --remove (checked: one line for a bad one)."""
+    from .methods.sega import Concept, check_concepts
+
+    found = [
+        Concept(text, args.concept_scale, remove, args.threshold, args.warmup)
+        for texts, remove in ((args.add, False), (args.remove, True))
+        for text in texts
+    ]
+    check_concepts(found)
+    return found
+
+
+def name_targets(args: argparse.Namespace) -> list[str]:
+    """The texts output files are named after: the targets, or the concepts when there is none."""
+    if args.target:
+        return list(args.target)
+    return [" ".join([*(f"add {a}" for a in args.add), *(f"remove {r}" for r in args.remove)])]
+
+
 def edit_with_method(
     editor: Any, args: argparse.Namespace, item: Any, seeds: Sequence[int], loaded: Inversion | None,
     region: Callable[[Inversion], Any] | None,
@@ -348,7 +381,8 @@ def edit_with_method(
         mask = region(inv)
     elif args.mask is not None:
         mask = editor.load_mask(args.mask, inv)
-    return Edited(editor.edit(inv, args.target, args.cfg_tar, args.negative, mask=mask), inv, mask)
+    target = args.target or None  # None: the source prompt, guided by the concepts alone
+    return Edited(editor.edit(inv, target, args.cfg_tar, args.negative, mask=mask, concepts=concepts(args)), inv, mask)
 
 
 def check_mask_file(args: argparse.Namespace, is_region: bool) -> None:
@@ -412,7 +446,7 @@ def run_record(
     seeds = list(settings.seeds)
     edits = [
         {"target": target, "target_index": i, "seed": seed, "file": paths[i * len(seeds) + j].name}
-        for i, target in enumerate(args.target)
+        for i, target in enumerate(name_targets(args))
         for j, seed in enumerate(seeds)
     ]
     return {
@@ -434,6 +468,7 @@ def run_record(
             "mask": args.mask,
         },
         "targets": list(args.target),
+        "concepts": [dataclasses.asdict(c) for c in concepts(args)],
         "outputs": edits,
         "files": {role: path.name for role, path in extra_files.items()},
         "inversion_loaded_from": str(Path(args.inversion).resolve()) if args.inversion else None,

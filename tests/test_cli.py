@@ -158,6 +158,13 @@ BAD = {
     "empty box": (["--mask", "10,10,10,20"], "box's x range"),
     "save-mask without a mask": (["--save-mask", "{dir}/m.png"], "needs a --mask"),
     "save-mask not a png": (["--mask", "auto", "--save-mask", "{dir}/m.jpg"], ".png"),
+    "empty concept": (["--add", " "], "must not be empty"),
+    "concept scale nan": (["--add", "hat", "--concept-scale", "nan"], "scales"),
+    "concept scale absurd": (["--add", "hat", "--concept-scale", "1e6"], "scales"),
+    "threshold outside": (["--remove", "hat", "--threshold", "1"], "threshold"),
+    "negative warm-up": (["--add", "hat", "--warmup", "-1"], "warm-up"),
+    "seventeen concepts": (["--add", "hat"] * 17, "at most 16"),
+    "concepts with sdedit": (["--add", "hat", "--method", "sdedit"], "--method ddpm or ddim"),
 }
 
 
@@ -314,3 +321,13 @@ def test_methods_and_masks_end_to_end(photo: Path, capsys: pytest.CaptureFixture
     code, out, err = run_cli([str(photo), "--target", "a dog", *FAST, "--mask", str(folder / "box.png"),
                               "--out", str(folder / "again.png")], capsys)  # fmt: skip
     assert code == 0 and np.array_equal(np.asarray(Image.open(folder / "again.png")), edited.astype(np.uint8)), err
+
+
+def test_concepts_without_a_target(photo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = photo.parent
+    code, out, err = run_cli([str(photo), "--add", "a hat", "--remove", "a cat", *FAST, "--num-outputs", "2"], capsys)
+    assert code == 0, err
+    names = [Path(p).name for p in out.split()]
+    assert names == ["photo_edit_add-a-hat-remove-a-cat_s0.png", "photo_edit_add-a-hat-remove-a-cat_s1.png"]
+    record = json.loads((folder / "photo_edit_add-a-hat-remove-a-cat_s0.json").read_text())
+    assert [(c["prompt"], c["remove"]) for c in record["concepts"]] == [("a hat", False), ("a cat", True)]

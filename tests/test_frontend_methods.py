@@ -89,3 +89,24 @@ def test_bad_masks_are_refused(case, tmp_path):
         mask = editor.region_mask(inv, (0, 0, 48, 48))  # the top-left quarter
         h, w = inv.x0.shape[2:]
         assert mask[0, 0, : h // 2, : w // 2].all() and mask.sum() == (h // 2) * (w // 2)
+
+
+def test_concepts_run_in_one_model_call_per_step(case):
+    """LEDITS through the API: the target, the unconditional branch and three concepts are one UNet
+    call per step, and the concepts change the edit."""
+    from image_core import Concept
+
+    editor, item = case
+    inv = editor.invert(item, "a", num_steps=STEPS, t_start=T_START)
+    calls = []
+    handle = editor.model.unet.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        concepts = [Concept("b", scale=5.0, warmup=0), Concept("c", scale=3.0, remove=True), Concept("d", scale=2.0)]
+        guided = editor.edit(inv, "e", concepts=concepts, output_type="latent")
+    finally:
+        handle.remove()
+    assert len(calls) == T_START
+    plain = editor.edit(inv, "e", output_type="latent")
+    assert guided.shape == plain.shape and not torch.allclose(guided, plain)
+    only_concepts = editor.edit(inv, None, concepts=[Concept("b", warmup=0)])
+    assert len(only_concepts) == 1

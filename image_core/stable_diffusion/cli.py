@@ -36,7 +36,7 @@ def _main(argv: Sequence[str]) -> None:
     if loaded is not None:
         cli_common.check_inversion_fits(loaded, {"size": list(picture.size)}, "size", args.inversion)
     seeds = list(loaded.settings.seeds) if loaded else list(range(args.seed, args.seed + args.num_outputs))
-    paths = cli_common.output_paths(args.input, args.out, args.target, seeds, ".png")
+    paths = cli_common.output_paths(args.input, args.out, cli_common.name_targets(args), seeds, ".png")
     formats = [_format(path.suffix) for path in paths]
     record = cli_common.record_path(paths[0])
     saved = cli_common.inversion_output(args.save_inversion)

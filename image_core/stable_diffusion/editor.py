@@ -15,6 +15,7 @@ from ..editing import LatentEditor
 from ..errors import InputError
 from ..inversion import Inversion
 from ..masks import load_mask, save_mask
+from ..methods.sega import Concept
 from .images import ImageInput, load_image, model_size, to_pil, to_tensor
 from .model import DEFAULT_MODEL, StableDiffusionModel
 
@@ -119,19 +120,22 @@ class ImageEditor(LatentEditor):
     def edit(
         self,
         inv: Inversion,
-        target_prompt: str | Sequence[str],
+        target_prompt: str | Sequence[str] | None,
         cfg_tar: float | Sequence[float] = 15.0,
         negative_prompt: str = "",
         output_type: OutputType = "pil",
         mask: torch.Tensor | None = None,
+        concepts: Sequence[Concept] | Sequence[Sequence[Concept]] | None = None,
     ) -> list[Image.Image] | np.ndarray | torch.Tensor:
         """Edit with T target prompts; returns T * B results (row i * B + j: target i, inversion j).
 
         output_type: "pil" (list of images at the input's size), "np" ((N, H, W, 3) float in [0, 1]),
         "pt" ((N, 3, H, W) float in [0, 1]) or "latent" ((N, 4, h, w) float64 latents, not decoded).
         mask: (1, 1, h, w) from ``mask``/``region_mask``/``load_mask``: the edit keeps the rest.
+        concepts: LEDITS semantic guidance, ``Concept("glasses", scale=10, remove=False)`` values (or
+            K sets of them: K * T * B results); ``target_prompt`` None keeps the source prompt.
         """
-        latents = self.edit_latent(inv, target_prompt, cfg_tar, negative_prompt, mask=mask)
+        latents = self.edit_latent(inv, target_prompt, cfg_tar, negative_prompt, mask=mask, concepts=concepts)
         return self._output(latents, inv.meta, output_type)
 
     def reconstruct(self, inv: Inversion, output_type: OutputType = "pil") -> list[Image.Image] | np.ndarray | torch.Tensor:
