@@ -1,16 +1,20 @@
 """A browser demo for listening to text-based edits of recordings (``audio-edit-demo``).
 
 Someone uploads or records a clip, describes what it should become, and hears the original, the
-reconstruction from the inversion and up to four edits side by side, with their spectrograms.
+reconstruction from the inversion and up to four edits side by side, with their spectrograms. The
+method is a choice: edit-friendly DDPM inversion (the default), DDIM inversion (the deterministic
+baseline, one variation) or SDEdit (nothing inverted, so no reconstruction). With either inversion an
+automatic DiffEdit mask can limit the edit to where the target and source descriptions disagree; the
+page then shows the mask over the clip's spectrogram.
 
 An upload is checked at once, outside the queue (readable audio, a supported rate, at most
 ``max_seconds`` long), so a bad file is refused without waiting behind the edits of others. The
 inversion is the slow part. :class:`DemoRunner` keeps inversions in host memory (an LRU bounded in
 bytes, keyed by the browser session, the clip's content hash and every setting the inversion depends
-on), so changing only the target description or its guidance scale re-runs only the edit; it drops
-the least recently used ones before an inversion that would not fit in the free memory. The Gradio
-app runs one job at a time from a bounded queue; Cancel drops a waiting job and stops a running one
-after its current stage.
+on, the method included), so changing only the target description or its guidance scale re-runs only
+the edit (and the automatic mask, which depends on the target); it drops the least recently used ones
+before an inversion that would not fit in the free memory. The Gradio app runs one job at a time from
+a bounded queue; Cancel drops a waiting job and stops a running one after its current stage.
 
 Gradio is an optional dependency (``pip install '.[demo]'``); it is imported only when the app is built.
 """
@@ -86,8 +90,20 @@ DEFAULTS: dict[str, Any] = {
     "cfg_tar": paper.CFG_TAR,
     "seed": 0,
     "variations": 1,
+    "method": "ddpm",
+    "auto_mask": False,
 }
-"""Preset values of the controls: the audio paper's settings, one variation."""
+"""Preset values of the controls: the audio paper's settings, one variation, no mask."""
+
+METHODS: dict[str, str] = {
+    "ddpm": "DDPM inversion (default)",
+    "ddim": "DDIM inversion",
+    "sdedit": "SDEdit",
+}
+"""The page's methods: value -> the label of its choice."""
+
+INVERSION_METHODS = ("ddpm", "ddim")
+"""The methods that invert the clip: the ones with a cache entry, a reconstruction and a mask."""
 
 GRADIO_MISSING = "the demo needs gradio: pip install '.[demo]'"
 
@@ -160,6 +176,7 @@ class InversionKey:
     cfg_src: float
     seed: int
     variations: int
+    method: str = "ddpm"  # "ddpm" or "ddim": the two invert differently
 
 
 @dataclass(frozen=True)
@@ -267,22 +284,40 @@ class RunResult:
     """What one run of the demo produced.
 
     Attributes:
-        reconstruction: WAV file of the reconstruction (first seed).
+        reconstruction: WAV file of the reconstruction (first seed); None with SDEdit, which inverts nothing.
         edits: (label, WAV file) per variation, in seed order.
-        spectrogram: PNG with the spectrograms of the original, the reconstruction and the edits.
+        spectrogram: PNG with the spectrograms of the original, the reconstruction (if any) and the edits.
         reused: whether the inversion came from the cache (only the edit ran).
         status: one line for the page.
         sample_rate: Hz of all outputs (the input's).
         num_frames: samples per output (the input's length).
+        method: "ddpm", "ddim" or "sdedit".
+        mask: PNG of the automatic (DiffEdit) mask over the input's spectrogram, None without one;
+            ``AudioEditor.load_mask`` reads the exact mask back from it.
     """
 
-    reconstruction: Path
+    reconstruction: Path | None
     edits: list[tuple[str, Path]]
     spectrogram: Path
     reused: bool
     status: str
     sample_rate: int
     num_frames: int
+    method: str = "ddpm"
+    mask: Path | None = None
+
+
+@dataclass
+class _Made:
+    """What the compute stage of a run gives the writing stage."""
+
+    clips: list[np.ndarray]
+    original: np.ndarray
+    reconstruction: np.ndarray | None
+    sample_rate: int
+    reused: bool = False
+    mask_share: float | None = None  # fraction of the clip's time-frequency cells the mask lets the edit change
+    folder: Path | None = None  # the run's output folder, when made early (for the mask picture)
 
 
 class DemoRunner:
@@ -292,7 +327,8 @@ class DemoRunner:
     current stage before the next one starts). Cached inversions live in host memory.
 
     Args:
-        editor: an ``AudioEditor`` (or anything with its ``invert`` / ``edit`` / ``reconstruct``).
+        editor: an ``AudioEditor`` (or anything with its ``invert`` / ``edit`` / ``reconstruct``, and
+            ``sdedit`` / ``mask`` / ``save_mask`` for those methods).
         cache_mb: MiB of inversions kept in host memory (least recently used dropped first);
             default :data:`DEFAULT_CACHE_MB`.
         output_dir: folder for the WAV and PNG outputs; a temporary folder (removed at exit) by default.
@@ -333,12 +369,18 @@ class DemoRunner:
         cfg_tar: float = DEFAULTS["cfg_tar"],
         seed: int = DEFAULTS["seed"],
         variations: int = DEFAULTS["variations"],
+        method: str = DEFAULTS["method"],
+        auto_mask: bool = DEFAULTS["auto_mask"],
         session: str = "",
         report: Callable[[float, str], None] | None = None,
     ) -> RunResult:
         """Invert the clip (or reuse its cached inversion), edit it and write the outputs.
 
         Args:
+            method: "ddpm" (edit-friendly DDPM inversion), "ddim" (DDIM inversion: one variation) or
+                "sdedit" (noise the clip and sample the target: nothing inverted, cached or reconstructed).
+            auto_mask: edit only inside the DiffEdit mask of the target against the source description
+                (an inversion method only); its picture is written next to the outputs.
             report: called with (fraction done, what is happening) between the stages.
 
         Raises:
@@ -360,52 +402,71 @@ class DemoRunner:
         if not 1 <= variations <= MAX_VARIATIONS:
             raise InputError(f"variations must be between 1 and {MAX_VARIATIONS}, got {variations}")
         consecutive_seeds(seed, variations)
+        method = check_method_choice(method, bool(auto_mask), variations, target, source)
 
         started = time.perf_counter()
         path = Path(audio_path)
         cancelled = self._start(session)
         try:
-            key = InversionKey(session, _digest(path), source, steps, t_start, cfg_src, seed, variations)
-            with self._compute:
-                _stop_if(cancelled)
-                entry = self.cache.get(key)
-                reused = entry is not None
-                if entry is None:
-                    entry = self._invert(path, key, notify, cancelled)
-                _stop_if(cancelled)
-                notify(0.6 if not reused else 0.0, "Editing")
-                clips = self.editor.edit(entry.inversion, target_prompt=[target], cfg_tar=cfg_tar)
+            if method == "sdedit":
+                with self._compute:
+                    _stop_if(cancelled)
+                    made = self._sdedit(path, target, steps, t_start, cfg_tar, seed, variations, notify, cancelled)
+            else:
+                key = InversionKey(session, _digest(path), source, steps, t_start, cfg_src, seed, variations, method)
+                with self._compute:
+                    _stop_if(cancelled)
+                    made = self._edit(path, key, target, cfg_tar, bool(auto_mask), notify, cancelled)
         except EditError as error:
             raise type(error)(_hide_folder(str(error), path)) from None
         finally:
             self._finish(session, cancelled)
 
         notify(0.95, "Writing the outputs")
-        folder = self._new_run_folder()
-        rate = entry.sample_rate
-        reconstruction_file = folder / "reconstruction.wav"
-        save_audio(reconstruction_file, entry.reconstruction, rate)
+        folder = made.folder or self._new_run_folder()
+        rate = made.sample_rate
+        reconstruction_file = None
+        panels = [("Original", made.original)]
+        if made.reconstruction is not None:
+            reconstruction_file = folder / "reconstruction.wav"
+            save_audio(reconstruction_file, made.reconstruction, rate)
+            panels.append(("Reconstruction", made.reconstruction))
         edits = []
-        for index, clip in enumerate(clips):
+        for index, clip in enumerate(made.clips):
             label = f"Edit {index + 1} (seed {seed + index})" if variations > 1 else f"Edit (seed {seed})"
             file = folder / f"edit_{slug(target)}_s{seed + index}.wav"
             save_audio(file, clip, rate)
             edits.append((label, file))
         spectrogram_file = folder / "spectrograms.png"
-        panels = [("Original", entry.original), ("Reconstruction", entry.reconstruction)]
-        panels += [(f"{label}: {_shorten(target)}", clip) for (label, _), clip in zip(edits, clips)]
+        panels += [(f"{label}: {_shorten(target)}", clip) for (label, _), clip in zip(edits, made.clips)]
         rows = -(-len(panels) // 3)  # at most three panels a row, rows as even as can be
         save_spectrograms(spectrogram_file, panels, rate, columns=-(-len(panels) // rows))
 
         seconds = time.perf_counter() - started
-        if reused:
-            status = f"Reused the inversion: only the edit ran ({seconds:.1f} s)."
-        else:
+        masked = made.mask_share is not None
+        if method == "sdedit":
             status = (
-                f"Inverted the clip ({steps} steps, t_start {t_start}) and ran the edit ({seconds:.1f} s). "
+                f"Ran SDEdit with {steps} steps, t_start {t_start} ({seconds:.1f} s). "
+                "SDEdit inverts nothing: there is no reconstruction, and every run starts from the clip again."
+            )
+        elif made.reused:
+            ran = "the mask and the edit" if masked else "the edit"
+            status = f"Reused the inversion: only {ran} ran ({seconds:.1f} s)."
+        else:
+            name = METHODS[method].removesuffix(" (default)")
+            status = (
+                f"Inverted the clip ({name}, {steps} steps, t_start {t_start}) and ran the edit ({seconds:.1f} s). "
                 "Change only the target or its guidance to reuse this inversion."
             )
-        return RunResult(reconstruction_file, edits, spectrogram_file, reused, status, rate, int(entry.original.size))
+        if masked:
+            share = f"{made.mask_share:.0%}" if made.mask_share >= 0.005 else "under 1%"
+            status += (
+                f" The automatic mask let the edit change {share} of the clip's spectrogram"
+                " (bright in the mask picture) and kept the rest exactly."
+            )
+        mask_file = folder / "mask.png" if masked else None
+        return RunResult(reconstruction_file, edits, spectrogram_file, made.reused, status, rate,
+                         int(made.original.size), method, mask_file)
 
     def cancel(self, session: str = "") -> bool:
         """Ask the run of ``session`` under way to stop at its next stage; whether there was one."""
@@ -429,20 +490,67 @@ class DemoRunner:
             if self._running.get(session) is flag:
                 del self._running[session]
 
+    def _read(self, path: Path) -> Audio:
+        """The uploaded clip, checked (header, then length) before it is decoded in full."""
+        check_clip(path, self.max_seconds)
+        audio = load_audio(path)
+        _check_length(path.name, audio.duration, self.max_seconds)
+        return audio
+
+    def _sdedit(
+        self, path: Path, target: str, steps: int, t_start: int, cfg_tar: float, seed: int, variations: int,
+        notify: Callable[[float, str], None], cancelled: threading.Event,
+    ) -> _Made:
+        """SDEdit the clip: one edit per seed, nothing inverted or cached."""
+        notify(0.0, "Reading the clip")
+        audio = self._read(path)
+        _stop_if(cancelled)
+        notify(0.05, "Running SDEdit")
+        clips = self.editor.sdedit(
+            audio, target_prompt=[target], num_steps=steps, t_start=t_start, cfg_tar=cfg_tar, eta=1.0,
+            seed=list(range(seed, seed + variations)),
+        )
+        return _Made(list(clips), _mono(audio), None, audio.sample_rate)
+
+    def _edit(
+        self, path: Path, key: InversionKey, target: str, cfg_tar: float, auto_mask: bool,
+        notify: Callable[[float, str], None], cancelled: threading.Event,
+    ) -> _Made:
+        """Edit from the clip's inversion (cached, or made now), inside its automatic mask if asked."""
+        entry = self.cache.get(key)
+        reused = entry is not None
+        if entry is None:
+            entry = self._invert(path, key, notify, cancelled)
+        _stop_if(cancelled)
+        mask, share, folder = None, None, None
+        if auto_mask:
+            notify(0.5 if not reused else 0.0, "Computing the mask")
+            mask = self.editor.mask(entry.inversion, target, source_prompt=key.source_prompt, seed=key.seed)
+            if not bool((mask > 0).any()):
+                raise InputError(
+                    "the automatic mask found nowhere the target and source descriptions disagree: "
+                    "describe the source more closely, or untick Automatic mask"
+                )
+            folder = self._new_run_folder()
+            self.editor.save_mask(mask, folder / "mask.png", entry.inversion)
+            share = mask_share(self.editor, mask, entry.inversion)
+            _stop_if(cancelled)
+        notify(0.6 if not reused else 0.3 if auto_mask else 0.0, "Editing")
+        clips = self.editor.edit(entry.inversion, target_prompt=[target], cfg_tar=cfg_tar, mask=mask)
+        return _Made(list(clips), entry.original, entry.reconstruction, entry.sample_rate, reused, share, folder)
+
     def _invert(
         self, path: Path, key: InversionKey, notify: Callable[[float, str], None], cancelled: threading.Event
     ) -> CachedInversion:
         """Invert and reconstruct the clip; cache the result (tensors in host memory)."""
         notify(0.0, "Reading the clip")
-        check_clip(path, self.max_seconds)
-        audio = load_audio(path)
-        _check_length(path.name, audio.duration, self.max_seconds)
-        self._make_room(inversion_bytes(self.editor, audio, key.t_start, key.variations))
+        audio = self._read(path)
+        self._make_room(inversion_bytes(self.editor, audio, key.t_start, key.variations, key.method))
         _stop_if(cancelled)
         notify(0.05, "Inverting the clip")
         inversion = on_cpu(self.editor.invert(
             audio, source_prompt=key.source_prompt, num_steps=key.steps, t_start=key.t_start,
-            cfg_src=key.cfg_src, eta=1.0, seed=list(range(key.seed, key.seed + key.variations)),
+            cfg_src=key.cfg_src, eta=1.0, seed=list(range(key.seed, key.seed + key.variations)), method=key.method,
         ))
         _release_device_cache(self.editor)
         _stop_if(cancelled)
@@ -476,6 +584,47 @@ class DemoRunner:
         return folder
 
 
+def check_method_choice(method: str | None, auto_mask: bool, variations: int, target: str, source: str) -> str:
+    """The method of the page's choice ("ddpm" when none), refusing the combinations no run can make.
+
+    Raises:
+        InputError: an unknown method; several variations with DDIM inversion (deterministic: they
+            would be one edit); the automatic mask with SDEdit (nothing inverted to compare the
+            descriptions on) or with a target equal to the source description.
+    """
+    method = (method or "ddpm").strip().lower()
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}: choose {', '.join(METHODS)}")
+    if method == "ddim" and variations > 1:
+        raise InputError(
+            "DDIM inversion is deterministic, so several variations would be the same edit: "
+            "set Variations to 1, or choose DDPM inversion or SDEdit for variations"
+        )
+    if auto_mask and method not in INVERSION_METHODS:
+        raise InputError(
+            "the automatic mask needs an inversion, and SDEdit makes none: "
+            "choose DDPM or DDIM inversion, or untick Automatic mask"
+        )
+    if auto_mask and target == source:
+        raise InputError(
+            "the automatic mask compares the target with the source description, so they must differ: "
+            "change one, or untick Automatic mask"
+        )
+    return method
+
+
+def mask_share(editor: Any, mask: torch.Tensor, inversion: Inversion) -> float:
+    """Fraction of the clip's latent time-frequency cells inside ``mask`` (1, 1, T, F): the latent
+    frames of the silence that pads a short clip to the model's window are not counted."""
+    grid = mask[0, 0] > 0
+    try:
+        per_frame = editor.mel_config.hop_length * editor.model.vae_factor  # samples at the model's rate
+        frames = -(-int(inversion.meta["model_samples"]) // per_frame)
+    except (AttributeError, KeyError, TypeError):
+        frames = grid.shape[0]
+    return float(grid[: max(1, min(frames, grid.shape[0]))].double().mean())
+
+
 def _integer(value: Any, name: str) -> int:
     """``value`` as an int (sliders and number boxes may send floats)."""
     try:
@@ -493,12 +642,12 @@ def _stop_if(cancelled: threading.Event) -> None:
         raise EditCancelled("the edit was cancelled")
 
 
-def inversion_bytes(editor: Any, audio: Audio, t_start: int, seeds: int) -> int | None:
-    """Bytes an inversion of ``audio`` will hold: x0 and, per step, x_t and z_t of every seed. None
-    when ``editor`` is not an ``AudioEditor`` (a stand-in of the tests)."""
+def inversion_bytes(editor: Any, audio: Audio, t_start: int, seeds: int, method: str = "ddpm") -> int | None:
+    """Bytes an inversion of ``audio`` will hold: x0 and, per step, x_t (and with "ddpm" z_t) of every
+    seed. None when ``editor`` is not an ``AudioEditor`` (a stand-in of the tests)."""
     try:
         shape = editor.latent_shape(round(audio.num_frames * editor.model.sample_rate / audio.sample_rate))
-        return editor.inversion_bytes(shape, seeds, t_start) + editor.inversion_bytes(shape, seeds, 1) // 2
+        return editor.inversion_bytes(shape, seeds, t_start, method) + editor.inversion_bytes(shape, seeds, 1, "ddim")
     except (AttributeError, TypeError):
         return None
 
@@ -554,7 +703,15 @@ Upload or record a clip of at most {max_seconds:g} s, describe what it should be
 listen to the original, its reconstruction and the edits. The clip is inverted once (the slow part);
 change only the target or its guidance and only the edit runs again. Cancel drops your waiting edit,
 or stops the running one after its current stage. Method: edit-friendly DDPM inversion with AudioLDM 2
-(Manor & Michaeli, *Zero-Shot Unsupervised and Text-Based Audio Editing Using DDPM Inversion*, ICML 2024).
+(Manor & Michaeli, *Zero-Shot Unsupervised and Text-Based Audio Editing Using DDPM Inversion*, ICML 2024);
+DDIM inversion and SDEdit are there to compare with, and an automatic DiffEdit mask can keep the edit
+to where the target and source descriptions disagree.
+"""
+
+_METHOD_HELP = """- **DDPM inversion** (default): keeps the clip's structure and reconstructs it exactly; use it to edit.
+- **DDIM inversion**: the deterministic baseline (one variation); less faithful to the clip under guidance.
+- **SDEdit**: noises the clip to t_start and generates the target from there; keeps less of the clip, and
+  inverts nothing (no reconstruction, nothing reused).
 """
 
 _READY = "Upload or record a clip, type a target description and press Edit."
@@ -568,6 +725,8 @@ _HELP = {
     "cfg_tar": "How strongly the edit follows the target. Higher: more of the target, less of the original.",
     "seed": "Seed of the inversion noise. Another seed gives another take on the same edit.",
     "variations": "Edits with seeds seed, seed+1, ... played side by side; each one adds to the run time.",
+    "auto_mask": "Edit only where the target and source descriptions disagree (DiffEdit; the mask is shown "
+                 "next to the spectrograms) and keep the rest of the clip exactly. With an inversion only.",
 }
 
 
@@ -602,7 +761,7 @@ def build_app(
             first); default :data:`DEFAULT_CACHE_MB`.
         max_seconds: longest clip accepted, in seconds; default :data:`DEFAULT_MAX_SECONDS`.
         defaults: preset values of the controls, overriding :data:`DEFAULTS` (keys steps, t_start,
-            cfg_src, cfg_tar, seed, variations).
+            cfg_src, cfg_tar, seed, variations, method, auto_mask).
         output_dir: where outputs are written; a temporary folder by default.
     """
     gr = _import_gradio()
@@ -610,6 +769,8 @@ def build_app(
     unknown = set(preset) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown defaults {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    if preset["method"] not in METHODS:
+        raise ValueError(f"unknown default method {preset['method']!r}; known: {sorted(METHODS)}")
     if max_upload_mb <= 0:
         raise ValueError(f"max_upload_mb must be positive, got {max_upload_mb}")
     runner = DemoRunner(editor, cache_mb, output_dir, max_seconds)
@@ -627,6 +788,11 @@ def build_app(
                                     max_lines=2, elem_id="target")
                 source = gr.Textbox(label="Source description (optional)", info=_HELP["source"], max_lines=2,
                                     elem_id="source")
+                method = gr.Radio([(label, value) for value, label in METHODS.items()], value=preset["method"],
+                                  label="Method", elem_id="method")
+                gr.Markdown(_METHOD_HELP, elem_id="method-help")
+                auto_mask = gr.Checkbox(value=bool(preset["auto_mask"]), label="Automatic mask (DiffEdit)",
+                                        info=_HELP["auto_mask"], elem_id="auto-mask")
                 with gr.Row():
                     run = gr.Button("Edit", variant="primary", elem_id="run")
                     cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
@@ -653,8 +819,12 @@ def build_app(
                          visible=index == 0, elem_id=f"edit-{index}")
                 for index in range(MAX_VARIATIONS)
             ]
-        spectrogram = gr.Image(label="Spectrograms", type="filepath", interactive=False, elem_id="spectrograms",
-                               buttons=["download", "fullscreen"])
+        with gr.Row():
+            spectrogram = gr.Image(label="Spectrograms", type="filepath", interactive=False, elem_id="spectrograms",
+                                   buttons=["download", "fullscreen"], scale=3)
+            mask_picture = gr.Image(label="Automatic mask (edited where bright)", type="filepath",
+                                    interactive=False, elem_id="mask", buttons=["download", "fullscreen"],
+                                    visible=False, scale=1)
 
         def on_steps(steps_value: float, t_start_value: float) -> Any:
             top = max(int(steps_value), 1)
@@ -676,13 +846,14 @@ def build_app(
         def on_edit(
             audio_path: str | None, target_text: str, source_text: str, steps_value: float, t_start_value: float,
             cfg_src_value: float, cfg_tar_value: float, seed_value: float | None, variations_value: float,
+            method_value: str | None, auto_mask_value: bool,
             request: gr.Request, progress: gr.Progress = gr.Progress(track_tqdm=True),
         ) -> list[Any]:
             try:
                 result = runner.run(
                     audio_path, target_text, source_text, steps_value, t_start_value, cfg_src_value,
                     cfg_tar_value, 0 if seed_value is None else seed_value, variations_value,
-                    session=getattr(request, "session_hash", None) or "",
+                    method_value, bool(auto_mask_value), session=getattr(request, "session_hash", None) or "",
                     report=lambda fraction, text: progress(fraction, desc=text),
                 )
             except EditCancelled:
@@ -697,13 +868,21 @@ def build_app(
             slots = [
                 gr.Audio(value=str(file), label=label, visible=True) for label, file in result.edits
             ] + [gr.Audio(value=None, visible=False) for _ in range(MAX_VARIATIONS - len(result.edits))]
-            return [result.status, str(result.reconstruction), *slots, str(result.spectrogram)]
+            if result.reconstruction is None:  # SDEdit: nothing inverted, nothing to reconstruct
+                reconstructed = gr.Audio(value=None, visible=False)
+            else:
+                reconstructed = gr.Audio(value=str(result.reconstruction), visible=True)
+            if result.mask is None:
+                mask_shown = gr.Image(value=None, visible=False)
+            else:
+                mask_shown = gr.Image(value=str(result.mask), visible=True)
+            return [result.status, reconstructed, *slots, str(result.spectrogram), mask_shown]
 
         steps.release(on_steps, [steps, t_start], t_start, queue=False, show_progress="hidden")
         for added in (clip.upload, clip.stop_recording):
             added(on_upload, clip, [status, clip], queue=False, show_progress="hidden")
-        inputs = [clip, target, source, steps, t_start, cfg_src, cfg_tar, seed, variations]
-        outputs = [status, reconstruction, *edits, spectrogram]
+        inputs = [clip, target, source, steps, t_start, cfg_src, cfg_tar, seed, variations, method, auto_mask]
+        outputs = [status, reconstruction, *edits, spectrogram, mask_picture]
         jobs = [trigger(on_edit, inputs, outputs, concurrency_limit=1) for trigger in (run.click, target.submit)]
         cancel.click(on_cancel, None, status, queue=False, show_progress="hidden", cancels=jobs)
 
@@ -716,7 +895,7 @@ def build_app(
 def _failure(gr: Any, message: str) -> list[Any]:
     """Outputs for a run that failed: the message in the status line, the outputs cleared."""
     slots = [gr.Audio(value=None, visible=index == 0) for index in range(MAX_VARIATIONS)]
-    return [message, None, *slots, None]
+    return [message, gr.Audio(value=None, visible=True), *slots, None, gr.Image(value=None, visible=False)]
 
 
 def _one_line(error: BaseException) -> str:

@@ -23,6 +23,7 @@ from .methods.ddim import ddim_invert
 from .methods.ddpm import ddpm_edit, ddpm_invert
 from .methods.diffedit import DRAWS, STRENGTH, THRESHOLD, diffedit_mask, keep_outside
 from .methods.sdedit import sdedit
+from .methods import pcs as pcs_method
 from .methods.sega import Concept, SemanticGuidance, check_concepts, semantic
 from .sampling import Callback, sample
 from .schedule import Schedule
@@ -296,6 +297,91 @@ class LatentEditor:
             "cooldown": torch.tensor([[never if c.cooldown is None else c.cooldown for c in cs] for cs in per_row]),
         }
         return semantic(guided_cond, concepts, settings)
+
+    def principal_components(
+        self,
+        inv: Inversion,
+        n: int = 3,
+        step: int = 0,
+        region: torch.Tensor | None = None,
+        max_iterations: int = pcs_method.MAX_ITERATIONS,
+        tolerance: float = pcs_method.TOLERANCE,
+        seed: int = 0,
+    ) -> pcs_method.PosteriorPCs:
+        """The top ``n`` principal components of the posterior at one step of an inversion (of its
+        first latent), for prompt-free edits with ``edit_pc``.
+
+        Args:
+            step: which of the inversion's steps, 0 = x_{t_start} (the default: the edit's first
+                step; sampling with the source prompt retraces the inverted x_t, so they are the
+                points the edit passes). Steps above t_start are not in the inversion: invert with a
+                higher tstart to reach them.
+            region: 0/1 mask broadcastable to a latent restricting the components (a time range /
+                band of a clip, a box of a picture), or None.
+            max_iterations, tolerance: the subspace iteration's bound and stop (radians).
+        """
+        K = inv.settings.t_start
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < K:
+            raise InputError(f"the step of the components must be between 0 and {K - 1} (the inversion covers {K} steps), got {step}")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 64:
+            raise InputError(f"the number of components must be between 1 and 64, got {n}")
+        schedule = Schedule.from_config(self.model.scheduler_config, inv.settings.num_steps)
+        inv = inv.fit(self.fingerprint(), schedule)
+        if region is not None:
+            region = self.check_mask(region, inv.x0)
+        k = schedule.last(K)[step]
+        s = inv.settings
+        cond = self._condition([s.source_prompt], "", [s.cfg_src], 1)
+        x_t = inv.xts[:1, step].to(self.model.device)
+        with torch.no_grad():
+            vectors, values, info = pcs_method.posterior_pcs(
+                self.guided_denoiser, float(schedule.alphas[k]), int(schedule.timesteps[k]), x_t, cond, n, region,
+                max_iterations, tolerance, seed=seed, progress=self.progress,
+            )
+        info = {**info, "source_prompt": s.source_prompt, "cfg_src": s.cfg_src, "tolerance": tolerance}
+        return pcs_method.PosteriorPCs(vectors.cpu(), values.cpu(), x_t[0].cpu(), step, int(schedule.timesteps[k]),
+                                       None if region is None else region.cpu(), info)  # fmt: skip
+
+    @torch.no_grad()
+    def edit_pc_latent(
+        self,
+        inv: Inversion,
+        pcs: pcs_method.PosteriorPCs,
+        pc: int | Sequence[int] = 1,
+        amount: float | Sequence[float] = pcs_method.AMOUNT,
+        steps: range | None = None,
+    ) -> torch.Tensor:
+        """Move the inverted latents along principal components: at each step of ``steps`` (default:
+        from the components' step to the end) x0_hat moves by amount · sqrt(λ_k) · v_k, the rest of the
+        step as in the reconstruction (source prompt, its guidance, the noise maps).
+
+        Args:
+            pc: component(s), counting from 1; amount: amount(s), in standard deviations.
+        Returns:
+            (len(pc) * len(amount) * B, ...) latents, row (i * len(amount) + a) * B + j: component
+            pc[i], amount[a], inversion j, all in one batch.
+        """
+        pcs_list = [pc] if isinstance(pc, int) else list(pc)
+        amounts = [amount] if isinstance(amount, (int, float)) else list(amount)
+        for k in pcs_list:
+            if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= pcs.count:
+                raise InputError(f"pc must be between 1 and {pcs.count} (the components computed), got {k}")
+        if not amounts or not all(isinstance(a, (int, float)) and math.isfinite(a) and abs(a) <= 1000 for a in amounts):
+            raise InputError(f"amounts must be finite numbers of standard deviations (at most 1000), got {amounts}")
+        pcs.check_fits(inv.xts[0])
+        s = inv.settings
+        schedule = Schedule.from_config(self.model.scheduler_config, s.num_steps)
+        inv = inv.fit(self.fingerprint(), schedule)
+        B, rows = inv.num_latents, len(pcs_list) * len(amounts)
+        shift = pcs_method.shifts(pcs, pcs_list, [float(a) for a in amounts]).repeat_interleave(B, 0)
+        callback = pcs_method.drift(shift, steps if steps is not None else range(pcs.step, s.t_start))
+        cond = self._condition([s.source_prompt], "", [s.cfg_src], B * rows)
+        x_t = inv.xts[:, 0].to(self.model.device).repeat(rows, *([1] * (inv.x0.dim() - 1)))
+        if s.method == "ddpm":
+            latents = ddpm_edit(self.guided_denoiser, schedule, x_t, inv.zs, cond, s.eta, inv.residual, callback, self.progress)
+        else:
+            latents = sample(self.guided_denoiser, schedule, x_t, cond, schedule.last(s.t_start), 0.0, None, None, callback, self.progress, "editing")
+        return _finite(latents, [s.cfg_src])
 
     @torch.no_grad()
     def sdedit_latent(

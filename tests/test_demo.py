@@ -2,7 +2,8 @@
 
 The browser tests serve the demo with the tiny random-weight model and drive headless Chromium with
 Playwright: upload a recording, edit it, download the edit; change only the target and see the inversion
-reused; upload a file that is not audio while an edit holds the queue and read the error at once;
+reused; choose DDIM inversion with the automatic mask and see the mask picture, then SDEdit and see no
+reconstruction; upload a file that is not audio while an edit holds the queue and read the error at once;
 cancel a running edit. Set DEMO_SCREENSHOT=<path> to save a screenshot of the page after the edit.
 """
 
@@ -26,8 +27,8 @@ import torch
 from audio_edit import demo as demo_module
 from audio_edit.audio_io import load_audio
 from audio_edit.demo import (
-    MAX_VARIATIONS, CachedInversion, DemoRunner, EditCancelled, InversionCache, InversionKey, build_app, check_clip,
-    inversion_bytes,
+    MAX_VARIATIONS, METHODS, CachedInversion, DemoRunner, EditCancelled, InversionCache, InversionKey, build_app,
+    check_clip, inversion_bytes,
 )
 from audio_edit.spectrogram import save_spectrograms, spectrogram_image
 from image_core import adapters
@@ -42,6 +43,16 @@ CHROMIUM_ARGS = [
 STEPS, T_START = 10, 3  # tiny runs: a few UNet calls per stage
 TIMEOUT_MS = 180_000  # a slow, shared machine
 PAGE_CAP = 5  # seconds: the served page's clip length cap
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Run the tiny model on one CPU thread: its matrices are too small to share, and on a busy machine
+    threads that wait for each other turn a run of seconds into minutes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def melody(path: Path, sample_rate: int = 22050, seconds: float = 2.5) -> Path:
@@ -74,33 +85,42 @@ class FakeEditor:
 
     def __init__(self, on_invert=None, tensor=torch.Tensor) -> None:
         self.calls: list[str] = []
+        self.methods: list[str] = []  # the method of each inversion
         self.progress = False
         self.on_invert = on_invert  # called during each inversion
         self.tensor = tensor  # class of the returned tensors
 
-    def invert(self, audio, source_prompt="", num_steps=200, t_start=100, cfg_src=3.0, eta=1.0, seed=0) -> Inversion:
+    def invert(
+        self, audio, source_prompt="", num_steps=200, t_start=100, cfg_src=3.0, eta=1.0, seed=0, method="ddpm"
+    ) -> Inversion:
         self.calls.append("invert")
+        self.methods.append(method)
         if self.on_invert:
             self.on_invert()
         seeds = [seed] if isinstance(seed, int) else list(seed)
         maps = torch.zeros(len(seeds), t_start, 1, 2, 2)
-        settings = InversionSettings("fake", num_steps, t_start, eta, cfg_src, source_prompt, tuple(seeds))
+        settings = InversionSettings("fake", num_steps, t_start, eta, cfg_src, source_prompt, tuple(seeds), method)
         meta = {"sample_rate": audio.sample_rate, "num_frames": audio.num_frames}
-        tensors = (torch.zeros(len(seeds), 1, 2, 2), maps, maps.clone(), torch.arange(t_start))
-        return Inversion(*(t.as_subclass(self.tensor) for t in tensors), settings, meta)
+        x0, xts, zs, timesteps = (t.as_subclass(self.tensor) for t in (
+            torch.zeros(len(seeds), 1, 2, 2), maps, maps.clone(), torch.arange(t_start)))
+        return Inversion(x0, xts, zs if method == "ddpm" else None, timesteps, settings, meta)
 
-    def _clips(self, inv: Inversion, count: int) -> list[np.ndarray]:
+    def _clips(self, num_frames: int, count: int) -> list[np.ndarray]:
         rng = np.random.default_rng(len(self.calls))
-        return [0.1 * rng.standard_normal(inv.meta["num_frames"]).astype(np.float32) for _ in range(count)]
+        return [0.1 * rng.standard_normal(num_frames).astype(np.float32) for _ in range(count)]
 
-    def edit(self, inv: Inversion, target_prompt, cfg_tar=12.0) -> list[np.ndarray]:
+    def edit(self, inv: Inversion, target_prompt, cfg_tar=12.0, mask=None) -> list[np.ndarray]:
         self.calls.append("edit")
-        return self._clips(inv, len(target_prompt) * inv.num_latents)
+        return self._clips(inv.meta["num_frames"], len(target_prompt) * inv.num_latents)
+
+    def sdedit(self, audio, target_prompt, num_steps=200, t_start=100, cfg_tar=12.0, eta=1.0, seed=0) -> list[np.ndarray]:
+        self.calls.append("sdedit")
+        return self._clips(audio.num_frames, len(target_prompt) * len(seed))
 
     def reconstruct(self, inv: Inversion) -> list[np.ndarray]:
         self.calls.append("reconstruct")
         assert inv.num_latents == 1  # the page plays one reconstruction
-        return self._clips(inv, inv.num_latents)
+        return self._clips(inv.meta["num_frames"], inv.num_latents)
 
 
 class Elsewhere(torch.Tensor):
@@ -226,6 +246,42 @@ def test_cancel_stops_the_run_at_its_next_stage(recording: Path, tmp_path: Path)
     assert not runner.run(str(recording), "jazz", steps=STEPS, t_start=T_START, session="a").reused  # a new run
 
 
+def test_cache_tells_the_methods_apart(recording: Path, tmp_path: Path) -> None:
+    editor = FakeEditor()
+    runner = DemoRunner(editor, output_dir=tmp_path)
+    settings = {"steps": STEPS, "t_start": T_START, "session": "a"}
+    assert not runner.run(str(recording), "jazz", **settings).reused
+    ddim = runner.run(str(recording), "jazz", method="ddim", **settings)  # same settings, other method
+    assert not ddim.reused and ddim.status.startswith("Inverted the clip (DDIM inversion, ")
+    assert runner.run(str(recording), "piano", method="ddim", **settings).reused
+    assert runner.run(str(recording), "piano", method="ddpm", **settings).reused
+    assert editor.methods == ["ddpm", "ddim"] and editor.calls.count("edit") == 4
+    assert sorted(key.method for key in runner.cache._entries) == ["ddim", "ddpm"]
+
+    # SDEdit inverts nothing: no cache entry, no reconstruction, a fresh run every time.
+    for _ in range(2):
+        result = runner.run(str(recording), "jazz", variations=3, method="sdedit", **settings)
+        assert result.reconstruction is None and not result.reused and result.mask is None
+        assert [label for label, _ in result.edits] == [f"Edit {i + 1} (seed {i})" for i in range(3)]
+        assert result.status.startswith("Ran SDEdit with") and "no reconstruction" in result.status
+    assert editor.calls.count("sdedit") == 2 and editor.methods == ["ddpm", "ddim"] and len(runner.cache) == 2
+
+
+def test_runner_refuses_method_clashes_with_one_line(recording: Path, tmp_path: Path) -> None:
+    runner = DemoRunner(FakeEditor(), output_dir=tmp_path)
+    for kwargs, words in [
+        ({"method": "ddim", "variations": 2}, "DDIM inversion is deterministic, so several variations"),
+        ({"method": "sdedit", "auto_mask": True}, "the automatic mask needs an inversion, and SDEdit makes none"),
+        ({"auto_mask": True, "source_prompt": " jazz "}, "so they must differ"),
+        ({"method": "dpm-solver"}, "unknown method 'dpm-solver': choose ddpm, ddim, sdedit"),
+    ]:
+        with pytest.raises(InputError, match=words) as caught:
+            runner.run(str(recording), "jazz", steps=STEPS, t_start=T_START, **kwargs)
+        assert "\n" not in str(caught.value)
+    assert runner.editor.calls == []  # refused before anything ran
+    assert set(METHODS) == {"ddpm", "ddim", "sdedit"}
+
+
 def test_check_clip_reads_only_the_header(recording: Path, tmp_path: Path) -> None:
     info = sf.info(recording)
     line = check_clip(recording, max_seconds=info.duration + 1)
@@ -270,6 +326,58 @@ def test_eviction_makes_room_instead_of_refusing(
     result = runner.run(str(recording), "jazz", steps=STEPS, t_start=T_START, seed=1, session="a")
     assert not result.reused and len(runner.cache) == 1
     assert next(iter(runner.cache._entries)).seed == 1  # the older inversion made room
+
+
+def test_sdedit_and_ddim_on_the_tiny_model(tiny_editor, recording: Path, tmp_path: Path) -> None:
+    runner = DemoRunner(tiny_editor, output_dir=tmp_path)
+    info = sf.info(recording)
+    result = runner.run(str(recording), "jazz", steps=STEPS, t_start=T_START, variations=2, method="sdedit")
+    assert result.reconstruction is None and result.mask is None and len(runner.cache) == 0
+    assert [label for label, _ in result.edits] == ["Edit 1 (seed 0)", "Edit 2 (seed 1)"]
+    clips = [sf.read(file, dtype="float32")[0] for _, file in result.edits]
+    assert all(clip.shape[0] == info.frames and np.isfinite(clip).all() for clip in clips)
+    assert not np.array_equal(*clips)  # another seed, another take
+    assert not any(path.name == "reconstruction.wav" for path in result.spectrogram.parent.iterdir())
+
+    with pytest.raises(InputError, match="set Variations to 1"):
+        runner.run(str(recording), "jazz", steps=STEPS, t_start=T_START, variations=2, method="ddim")
+    result = runner.run(str(recording), "jazz", steps=STEPS, t_start=T_START, method="ddim", auto_mask=True)
+    assert result.reconstruction is not None and result.mask.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "The automatic mask let the edit change" in result.status
+    ((key, entry),) = runner.cache._entries.items()
+    inv = entry.inversion
+    assert key.method == inv.settings.method == "ddim" and inv.zs is None
+    estimate = inversion_bytes(tiny_editor, load_audio(recording), T_START, 1, "ddim")  # no noise maps
+    assert estimate == sum(t.numel() * t.element_size() for t in (inv.x0, inv.xts))
+
+
+def test_automatic_mask_keeps_the_clip_outside_it(
+    tiny_editor, recording: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edited = []  # (mask, latents) of each masked edit the runner makes
+    edit_latent = tiny_editor.edit_latent
+
+    def watched(*args, **kwargs):
+        latents = edit_latent(*args, **kwargs)
+        if kwargs.get("mask") is not None:
+            edited.append((kwargs["mask"], latents))
+        return latents
+
+    monkeypatch.setattr(tiny_editor, "edit_latent", watched)
+    runner = DemoRunner(tiny_editor, output_dir=tmp_path)
+    result = runner.run(str(recording), "jazz piano", "a melody", steps=STEPS, t_start=T_START, variations=2,
+                        auto_mask=True)
+    ((mask, latents),) = edited
+    (entry,) = runner.cache._entries.values()
+    inv = entry.inversion
+    assert torch.equal(tiny_editor.load_mask(result.mask, inv), mask)  # the picture holds the mask used
+    assert mask.shape == (1, 1, *inv.x0.shape[2:]) and 0 < mask.mean() < 1
+    outside = (mask == 0).expand_as(latents)
+    assert torch.equal(latents[outside], inv.x0[outside])  # bitwise the clip's latent outside the mask
+    assert not torch.equal(latents[~outside], inv.x0[~outside])  # and edited inside it
+    assert len(result.edits) == 2 and result.reconstruction is not None
+    assert runner.run(str(recording), "a choir", "a melody", steps=STEPS, t_start=T_START, variations=2,
+                      auto_mask=True).status.startswith("Reused the inversion: only the mask and the edit ran")
 
 
 def _app_function(app, name: str, event: str):
@@ -429,6 +537,36 @@ def test_edit_in_the_browser(page, served, recording: Path) -> None:
     status = _run(page, "a choir", status)
     assert status.startswith("Reused the inversion: only the edit ran"), status
     assert "a-choir" in page.locator("#edit-0 a[download]").get_attribute("download")
+
+
+def test_method_and_automatic_mask_in_the_browser(page, recording: Path) -> None:
+    _upload(page, recording)
+    _status_starts(page, f"Ready: {recording.name}")
+    method, mask = page.locator("#method"), page.locator("#auto-mask input[type=checkbox]")
+    assert method.get_by_label("DDPM inversion (default)").is_checked() and not mask.is_checked()
+    page.get_by_text("DDIM inversion: the deterministic baseline").wait_for()  # each method is explained
+
+    method.get_by_text("SDEdit", exact=True).click()
+    mask.check()
+    status = _run(page, "jazz piano", page.locator("#status textarea").input_value())
+    assert status.startswith("Error: the automatic mask needs an inversion, and SDEdit makes none"), status
+
+    method.get_by_text("DDIM inversion", exact=True).click()
+    status = _run(page, "jazz piano", status)
+    assert status.startswith("Inverted the clip (DDIM inversion, ") and "automatic mask" in status, status
+    picture = page.locator("#mask img")
+    picture.wait_for()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=picture.element_handle())
+    page.locator("#spectrograms img").wait_for()
+    page.locator("#reconstruction a[download]").wait_for()
+
+    method.get_by_text("SDEdit", exact=True).click()
+    mask.uncheck()
+    status = _run(page, "a choir", status)
+    assert status.startswith("Ran SDEdit with"), status
+    assert "a-choir" in page.locator("#edit-0 a[download]").get_attribute("download")
+    for hidden in ("#reconstruction", "#mask"):  # nothing inverted, no mask
+        page.locator(hidden).wait_for(state="hidden")
 
 
 def test_bad_upload_is_refused_at_once_while_an_edit_holds_the_queue(
