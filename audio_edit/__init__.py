@@ -19,6 +19,7 @@ _EXPORTS = {
     "ModelLoadError": "image_core.errors",
     "Inversion": "image_core.inversion",
     "Concept": "image_core.methods.sega",
+    "PosteriorPCs": "image_core.methods.pcs",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -26,6 +27,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from image_core.errors import EditError, InputError, ModelLoadError
     from image_core.inversion import Inversion
+    from image_core.methods.pcs import PosteriorPCs
     from image_core.methods.sega import Concept
 
     from .audio_io import Audio, load_audio, save_audio

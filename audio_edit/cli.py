@@ -30,6 +30,8 @@ def _main(argv: Sequence[str]) -> None:
         cfg_tar=defaults.CFG_TAR,
         region='a time range and/or a frequency band, e.g. "2.0:4.5s", "200:2000Hz" or "2.0:4.5s,200:2000Hz"',
     )
+    parser.add_argument("--region", default=None, metavar="START:END", help="limit the --pc components to this time range in seconds")
+    parser.add_argument("--band", default=None, metavar="LOW:HIGH", help="limit the --pc components to this band in Hz (0..8000)")
     parser.add_argument("--spectrogram", action="store_true", help="also write a PNG of the input's and the edits' spectrograms")
     args = cli_common.parse_arguments(parser, argv)
     cli_common.set_threads(args.threads)
@@ -37,6 +39,7 @@ def _main(argv: Sequence[str]) -> None:
 
     clip = load_audio(args.input)  # a bad input fails before the model loads
     ranges = _ranges(args.mask, clip.duration)
+    pc_ranges = _pc_ranges(args, clip.duration)
     cli_common.check_mask_file(args, ranges is not None)
     loaded = cli_common.load_inversion(args.inversion) if args.inversion else None
     if loaded is not None:
@@ -48,7 +51,8 @@ def _main(argv: Sequence[str]) -> None:
     record = cli_common.record_path(paths[0])
     saved = cli_common.inversion_output(args.save_inversion)
     mask_file = cli_common.mask_output(args.save_mask)
-    outputs = [*paths, *([picture] if picture else []), record, *([saved] if saved else []), *([mask_file] if mask_file else [])]
+    pcs_file = cli_common.inversion_output(args.save_pcs, "--save-pcs")
+    outputs = [*paths, *([picture] if picture else []), record, *([saved] if saved else []), *([mask_file] if mask_file else []), *([pcs_file] if pcs_file else [])]
     cli_common.check_outputs(outputs, [args.input, *([args.inversion] if args.inversion else [])], args.overwrite)
     for path in paths:
         check_output(path, 1, clip.sample_rate)
@@ -57,7 +61,8 @@ def _main(argv: Sequence[str]) -> None:
 
     editor = AudioEditor.from_pretrained(args.model, device=args.device, dtype=args.dtype, **cli_common.editor_options(args))
     region = None if ranges is None else (lambda inv: editor.region_mask(inv, **ranges))
-    edited = cli_common.edit_with_method(editor, args, clip, seeds, loaded, region)
+    pc_region = None if pc_ranges is None else (lambda inv: editor.region_mask(inv, **pc_ranges))
+    edited = cli_common.edit_with_method(editor, args, clip, seeds, loaded, region, pc_region)
     inv, clips = edited.inversion, edited.outputs
     extra = {"spectrogram": picture} if picture else {}
     if mask_file:
@@ -74,6 +79,8 @@ def _main(argv: Sequence[str]) -> None:
         jobs.append((saved, inv.save))
     if mask_file:
         jobs.append((mask_file, lambda path: editor.save_mask(edited.mask, path, inv)))
+    if pcs_file:
+        jobs.append((pcs_file, edited.pcs.save))
     cli_common.write_all(jobs)  # all files or none
     for path in [*paths, *([picture] if picture else []), *([mask_file] if mask_file else [])]:
         print(path)
@@ -101,6 +108,18 @@ def _ranges(text: str | None, duration: float) -> dict[str, tuple[float, float]]
         else:
             nyquist = MODEL_SAMPLE_RATE / 2
             found[unit] = check_interval((match[1], match[2]), 0, nyquist, "frequency band", f"0..{nyquist:.0f} Hz, what the model hears")  # type: ignore[index]
+    return found
+
+
+def _pc_ranges(args: Any, duration: float) -> dict[str, tuple[float, float]] | None:
+    """The ``region_mask`` arguments of --region (seconds) and --band (Hz), checked; None without them."""
+    parts = [f"{args.region}s" if args.region else None, f"{args.band}Hz" if args.band else None]
+    text = ",".join(part for part in parts if part)
+    if not text:
+        return None
+    found = _ranges(text, duration)
+    if found is None:
+        raise InputError(f"--region takes START:END in seconds and --band LOW:HIGH in Hz, got {text!r}")
     return found
 
 

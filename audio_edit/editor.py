@@ -23,6 +23,7 @@ from image_core.editing import LatentEditor
 from image_core.errors import InputError
 from image_core.inversion import Inversion
 from image_core.masks import load_mask, save_mask
+from image_core.methods.pcs import AMOUNT, PosteriorPCs
 from image_core.methods.sega import Concept
 from image_core.settings import check_interval, check_settings
 from image_core.windows import WindowedDenoiser, spans, windowed_map
@@ -184,6 +185,19 @@ class AudioEditor(LatentEditor):
         """
         latents = self.edit_latent(inv, target_prompt, cfg_tar, negative_prompt, mask=mask, concepts=concepts)
         return self._output(latents, inv.meta, output_type)
+
+    def edit_pc(
+        self,
+        inv: Inversion,
+        pcs: PosteriorPCs,
+        pc: int | Sequence[int] = 1,
+        amount: float | Sequence[float] = AMOUNT,
+        output_type: OutputType = "np",
+    ) -> list[np.ndarray] | torch.Tensor:
+        """Prompt-free edits: the input moved along principal components of the posterior (from
+        ``principal_components(inv, n, step, region)``) by amounts in standard deviations; all
+        (pc, amount) pairs in one batch, item (i * len(amount) + a) * B + j."""
+        return self._output(self.edit_pc_latent(inv, pcs, pc, amount), inv.meta, output_type)
 
     def reconstruct(self, inv: Inversion, output_type: OutputType = "np") -> list[np.ndarray] | torch.Tensor:
         """Regenerate the inverted clip(s) from the noise maps (the input, up to the VAE and vocoder)."""

@@ -37,6 +37,8 @@ _EXPORTS = {
     "ddpm_invert": ".methods.ddpm",
     "sdedit": ".methods.sdedit",
     "Concept": ".methods.sega",
+    "PosteriorPCs": ".methods.pcs",
+    "posterior_pcs": ".methods.pcs",
     "SemanticGuidance": ".methods.sega",
     "ddim_invert": ".methods.ddim",
     "diffedit_mask": ".methods.diffedit",
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
     from .methods.ddim import ddim_invert
     from .methods.diffedit import diffedit_mask
     from .methods.sdedit import sdedit
+    from .methods.pcs import PosteriorPCs, posterior_pcs
     from .methods.sega import Concept, SemanticGuidance
     from .sampling import GaussianNoise, RecordedNoise, Step, sample
     from .schedule import Schedule

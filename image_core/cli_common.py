@@ -101,6 +101,16 @@ def edit_parser(
     p.add_argument("--threshold", type=float, default=0.95,
                    help="concepts guide only the cells where they differ most: this quantile per channel, in [0, 1)")  # fmt: skip
     p.add_argument("--warmup", type=int, default=1, help="edit steps before the concepts start guiding")
+    p.add_argument("--pc", action="append", type=int, default=[], metavar="K",
+                   help="no prompt: move the input along principal component K of the posterior (from 1; repeatable)")  # fmt: skip
+    p.add_argument("--amount", action="append", type=float, default=[], metavar="A",
+                   help="standard deviations to move along each --pc (repeatable; default 2, the audio paper's)")  # fmt: skip
+    p.add_argument("--pc-at", type=int, default=0, metavar="STEP",
+                   help="the step of the edit whose posterior gives the components (0: its first, x_tstart)")  # fmt: skip
+    p.add_argument("--pc-iterations", type=int, default=50, metavar="N",
+                   help="at most N subspace iterations (one batched model call each); stops earlier once converged")  # fmt: skip
+    p.add_argument("--save-pcs", default=None, metavar="FILE", help="also write the principal components to FILE")
+    p.add_argument("--pcs", default=None, metavar="FILE", help="use the principal components saved in FILE (of this inversion)")
     p.add_argument(
         "--save-inversion", default=None, metavar="FILE",
         help="also write the inversion (noise maps and settings, safetensors) to FILE, to edit again with --inversion",
@@ -144,8 +154,13 @@ def check_arguments(args: argparse.Namespace) -> None:
         _check_inversion_options(args)
     check_settings(args.steps, args.tstart, args.eta, args.cfg_src, args.cfg_tar)
     args.target = args.target or []
-    if not args.target and not (args.add or args.remove):
-        raise InputError('give --target TEXT, or concepts to --add / --remove (e.g. --target "jazz piano")')
+    prompted = bool(args.target or args.add or args.remove)
+    if prompted == bool(args.pc):
+        raise InputError(
+            "give either --target / --add / --remove (a text edit) or --pc (a prompt-free edit along principal components), "
+            + ("not both" if prompted else 'e.g. --target "jazz piano" or --pc 1')
+        )
+    _check_pc_options(args)
     if any(not target.strip() for target in args.target):
         raise InputError("--target must not be empty: describe the edit, e.g. --target \"jazz piano\"")
     concepts(args)  # checked before anything loads
@@ -157,6 +172,36 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
         raise InputError(f"--threads must be between 1 and {MAX_THREADS}, got {args.threads}")
     _check_method_options(args)
+
+
+def _check_pc_options(args: argparse.Namespace) -> None:
+    """Refuse principal-component options that cannot run."""
+    import math
+
+    if not args.pc:
+        if args.amount or args.save_pcs or args.pcs or args.region is not None or getattr(args, "band", None) is not None:
+            raise InputError("--amount, --region, --save-pcs and --pcs go with --pc")
+        return
+    if args.method == "sdedit" or args.mask is not None:
+        raise InputError("--pc moves an inversion along its own components: leave out --method sdedit and --mask")
+    if any(not 1 <= k <= 64 for k in args.pc):
+        raise InputError(f"--pc counts components from 1 to 64, got {args.pc}")
+    if any(not (math.isfinite(a) and abs(a) <= 1000) for a in args.amount):
+        raise InputError(f"--amount takes finite numbers of standard deviations, got {args.amount}")
+    if not 1 <= args.pc_iterations <= 1000:
+        raise InputError(f"--pc-iterations must be between 1 and 1000, got {args.pc_iterations}")
+    if args.pc_at < 0 or (args.inversion is None and args.pc_at >= args.tstart):
+        raise InputError(f"--pc-at must be a step of the edit, 0 to tstart - 1 ({args.tstart - 1}), got {args.pc_at}")
+    if args.pcs is not None and (args.save_pcs is not None or args.region is not None):
+        raise InputError("--pcs uses saved components: leave out --save-pcs and --region")
+    if args.pcs is not None:
+        if not Path(args.pcs).is_file():
+            raise InputError(f"principal components file not found: {args.pcs}")
+        from .methods.pcs import PosteriorPCs
+
+        count = PosteriorPCs.load(args.pcs).count
+        if max(args.pc) > count:
+            raise InputError(f"--pc must be between 1 and {count}, the components saved in {args.pcs}, got {max(args.pc)}")
 
 
 def _check_method_options(args: argparse.Namespace) -> None:
@@ -284,13 +329,14 @@ def check_outputs(paths: Sequence[Path], input_path: str | Sequence[str], overwr
             raise InputError(f"output folder {folder} is not writable: choose another --out")
 
 
-def inversion_output(path: str | None) -> Path | None:
-    """The file of --save-inversion (None when not given); InputError for a folder."""
+def inversion_output(path: str | None, option: str = "--save-inversion") -> Path | None:
+    """The file of --save-inversion (or another option naming a file to write; None when not
+    given); InputError for a folder."""
     if path is None:
         return None
     check_name_length(path)
     if ends_with_separator(path) or Path(path).is_dir():
-        raise InputError(f"--save-inversion needs a file name, {path} is a folder: give e.g. {Path(path) / 'input.inversion'}")
+        raise InputError(f"{option} needs a file name, {path} is a folder: give e.g. {Path(path) / 'input.inversion'}")
     return Path(path)
 
 
@@ -337,6 +383,7 @@ class Edited:
     outputs: Any
     inversion: Inversion | None
     mask: Any = None
+    pcs: Any = None  # the principal components of a prompt-free edit
 
 
 def concepts(args: argparse.Namespace) -> list[Any]:
@@ -353,7 +400,10 @@ def concepts(args: argparse.Namespace) -> list[Any]:
 
 
 def name_targets(args: argparse.Namespace) -> list[str]:
-    """The texts output files are named after: the targets, or the concepts when there is none."""
+    """The texts output files are named after: the targets, the concepts when there is none, or the
+    (component, amount) pairs of a prompt-free edit."""
+    if args.pc:
+        return [f"pc{k} {'minus' if a < 0 else 'plus'} {abs(a):g}" for k in args.pc for a in (args.amount or [2.0])]
     if args.target:
         return list(args.target)
     return [" ".join([*(f"add {a}" for a in args.add), *(f"remove {r}" for r in args.remove)])]
@@ -361,7 +411,7 @@ def name_targets(args: argparse.Namespace) -> list[str]:
 
 def edit_with_method(
     editor: Any, args: argparse.Namespace, item: Any, seeds: Sequence[int], loaded: Inversion | None,
-    region: Callable[[Inversion], Any] | None,
+    region: Callable[[Inversion], Any] | None, pc_region: Callable[[Inversion], Any] | None = None,
 ) -> Edited:
     """Run the edit the command line asks for: --method, --mask, a loaded --inversion.
 
@@ -369,11 +419,21 @@ def edit_with_method(
         editor: an ``ImageEditor`` or ``AudioEditor``; ``item`` the input it reads (a picture, a clip).
         region: the (1, 1, ...) mask of a --mask region for an inversion, None when --mask is no
             region (then it is auto or names a PNG file).
+        pc_region: likewise for the --region (and --band) the principal components are limited to.
     """
     if args.method == "sdedit":
         outputs = editor.sdedit(item, args.target, args.steps, args.tstart, args.cfg_tar, args.eta, seeds, args.negative)
         return Edited(outputs, None)
     inv = loaded or editor.invert(item, args.source, args.steps, args.tstart, args.cfg_src, args.eta, seeds, method=args.method)
+    if args.pc:
+        from .methods.pcs import PosteriorPCs
+
+        if args.pcs:
+            pcs = PosteriorPCs.load(args.pcs)
+        else:
+            limit = None if pc_region is None else pc_region(inv)
+            pcs = editor.principal_components(inv, max(args.pc), args.pc_at, limit, args.pc_iterations)
+        return Edited(editor.edit_pc(inv, pcs, args.pc, args.amount or [2.0]), inv, pcs=pcs)
     mask = None
     if args.mask == "auto":
         mask = editor.mask(inv, args.target[0])
@@ -466,6 +526,9 @@ def run_record(
             "inversion_batch": None if args.inversion or args.method == "sdedit" else editor.inversion_batch_size,  # None: no inversion ran
             "method": settings.method,
             "mask": args.mask,
+            "principal_components": {"pc": args.pc, "amount": args.amount or [2.0], "at_step": args.pc_at,
+                                     "iterations": args.pc_iterations, "region": args.region, "loaded_from": args.pcs}
+            if args.pc else None,
         },
         "targets": list(args.target),
         "concepts": [dataclasses.asdict(c) for c in concepts(args)],

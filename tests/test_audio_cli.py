@@ -146,6 +146,13 @@ BAD = {
     "reversed range": (_melody, ["--mask", "0.4:0.1s"], "does not lie inside"),
     "missing mask picture": (_melody, ["--mask", "{out}/mask.png"], "mask file not found"),
     "sdedit with inversion": (_melody, ["--method", "sdedit", "--save-inversion", "{out}/x.inv"], "inverts nothing"),
+    "pc and target": (_melody, ["--pc", "1", "--target", "x"], "not both"),
+    "pc zero": (_melody, ["--pc", "0"], "--pc counts components"),
+    "amount nan": (_melody, ["--pc", "1", "--amount", "nan"], "--amount takes finite"),
+    "pc region outside the clip": (_melody, ["--pc", "1", "--region", "0.2:0.9"], "inside the clip's"),
+    "pc band above nyquist": (_melody, ["--pc", "1", "--band", "100:9000"], "0..8000 Hz"),
+    "amount without pc": (_melody, ["--amount", "2"], "go with --pc"),
+    "pc file of nothing": (_melody, ["--pc", "1", "--pcs", "{out}/input.wav"], "principal components"),
 }
 
 
@@ -160,7 +167,7 @@ def test_bad_input_is_one_line_with_no_output(case: str, tmp_path: Path, capsys:
     before = digest(source) if source.is_file() else None
     listing = sorted(os.listdir(tmp_path))
     extra = [arg.replace("{out}", str(tmp_path)) for arg in extra]
-    target = [] if "--target" in extra else ["--target", "jazz piano"]
+    target = [] if "--target" in extra or "--pc" in extra else ["--target", "jazz piano"]
     code, stdout, err = run_cli([str(source), *target, "--model", "tiny", "--device", "cpu", *extra], capsys)
     assert code == 2 and stdout == ""
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and words in err, err
@@ -313,3 +320,25 @@ def test_masked_edit_keeps_the_rest_and_the_mask_reads_back(tmp_path: Path, caps
     assert code == 0, err
     assert np.array_equal(sf.read(tmp_path / "a.wav")[0], sf.read(tmp_path / "b.wav")[0])
     assert json.loads((tmp_path / "a.json").read_text())["settings"]["mask"] == "0.5:1.0s,100:2000Hz"
+
+
+def test_prompt_free_edits_along_principal_components(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--pc / --amount: outputs named by component and amount; the components saved and used again."""
+    source = tmp_path / "input.wav"
+    _melody(source)
+    argv = [str(source), *FASTEST, "--pc", "1", "--pc", "2", "--amount", "-2", "--amount", "2", "--pc-iterations", "2",
+            "--region", "0.1:0.4", "--save-pcs", str(tmp_path / "clip.pcs"), "--out", str(tmp_path / "p.wav")]  # fmt: skip
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    names = [Path(p).name for p in out.split()]
+    assert names == ["p_pc1-minus-2_s0.wav", "p_pc1-plus-2_s0.wav", "p_pc2-minus-2_s0.wav", "p_pc2-plus-2_s0.wav"]
+    waves = [sf.read(tmp_path / name)[0] for name in names]
+    assert all(w.shape == (8000,) for w in waves) and not np.allclose(waves[0], waves[1])
+    record = json.loads((tmp_path / "p_pc1-minus-2_s0.json").read_text())
+    assert record["settings"]["principal_components"]["pc"] == [1, 2]
+    again = [str(source), *FASTEST, "--pc", "2", "--amount", "2", "--pcs", str(tmp_path / "clip.pcs"), "--out", str(tmp_path / "q.wav")]
+    code, out, err = run_cli(again, capsys)
+    assert code == 0, err
+    assert np.allclose(sf.read(tmp_path / "q.wav")[0], waves[3], atol=1e-4)  # batch 1 instead of 4: kernel rounding
+    code, out, err = run_cli([*again[:-2], "--pc", "3", "--out", str(tmp_path / "r.wav")], capsys)
+    assert code == 2 and "between 1 and 2" in err and not (tmp_path / "r.wav").exists()

@@ -331,3 +331,13 @@ def test_concepts_without_a_target(photo: Path, capsys: pytest.CaptureFixture[st
     assert names == ["photo_edit_add-a-hat-remove-a-cat_s0.png", "photo_edit_add-a-hat-remove-a-cat_s1.png"]
     record = json.loads((folder / "photo_edit_add-a-hat-remove-a-cat_s0.json").read_text())
     assert [(c["prompt"], c["remove"]) for c in record["concepts"]] == [("a hat", False), ("a cat", True)]
+
+
+def test_prompt_free_edit_of_a_picture(photo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = photo.parent
+    argv = [str(photo), *FAST, "--pc", "1", "--amount", "-1", "--amount", "1", "--pc-iterations", "2", "--region", "0,0,32,24"]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert [Path(p).name for p in out.split()] == ["photo_edit_pc1-minus-1_s0.png", "photo_edit_pc1-plus-1_s0.png"]
+    code, out, err = run_cli([str(photo), *FAST, "--pc", "1", "--region", "0,0,99,24", "--out", str(folder / "x.png")], capsys)
+    assert_refused(code, out, err, "does not lie inside the 64x48 image")

@@ -5,4 +5,5 @@
 - ``sdedit``: SDEdit (Meng et al., ICLR 2022), noise to a strength then sample with fresh noise.
 - ``diffedit``: DiffEdit masks (Couairon et al., ICLR 2023) and masked editing.
 - ``sega``: semantic guidance (Brack et al., NeurIPS 2023) on DDPM inversions, i.e. LEDITS.
+- ``pcs``: posterior principal components (Manor & Michaeli, ICML 2024): prompt-free edits.
 """

@@ -25,12 +25,16 @@ def _main(argv: Sequence[str]) -> None:
         cfg_tar=15.0,
         region="a box x0,y0,x1,y1 in the input's pixels",
     )
+    parser.add_argument("--region", default=None, metavar="X0,Y0,X1,Y1", help="limit the --pc components to this box in pixels")
     args = cli_common.parse_arguments(parser, argv)
     cli_common.set_threads(args.threads)
     from .images import load_image
 
     picture = load_image(args.input)  # a bad input fails before the model loads
     box = _box(args.mask, picture.size)
+    pc_box = _box(args.region, picture.size)
+    if args.region is not None and pc_box is None:
+        raise InputError(f"--region takes a box x0,y0,x1,y1 in pixels, got {args.region!r}")
     cli_common.check_mask_file(args, box is not None)
     loaded = cli_common.load_inversion(args.inversion) if args.inversion else None
     if loaded is not None:
@@ -41,14 +45,16 @@ def _main(argv: Sequence[str]) -> None:
     record = cli_common.record_path(paths[0])
     saved = cli_common.inversion_output(args.save_inversion)
     mask_file = cli_common.mask_output(args.save_mask)
-    outputs = [*paths, record, *([saved] if saved else []), *([mask_file] if mask_file else [])]
+    pcs_file = cli_common.inversion_output(args.save_pcs, "--save-pcs")
+    outputs = [*paths, record, *([saved] if saved else []), *([mask_file] if mask_file else []), *([pcs_file] if pcs_file else [])]
     cli_common.check_outputs(outputs, [args.input, *([args.inversion] if args.inversion else [])], args.overwrite)
 
     from .editor import ImageEditor
 
     editor = ImageEditor.from_pretrained(args.model, device=args.device, dtype=args.dtype, **cli_common.editor_options(args))
     region = None if box is None else (lambda inv: editor.region_mask(inv, box))
-    edited = cli_common.edit_with_method(editor, args, picture, seeds, loaded, region)
+    pc_region = None if pc_box is None else (lambda inv: editor.region_mask(inv, pc_box))
+    edited = cli_common.edit_with_method(editor, args, picture, seeds, loaded, region, pc_region)
     inv = edited.inversion
     extra = {"mask": mask_file} if mask_file else {}
     facts = cli_common.run_record("image-edit", args, editor, inv and inv.settings, paths, extra, seeds)
@@ -60,6 +66,8 @@ def _main(argv: Sequence[str]) -> None:
         jobs.append((saved, inv.save))
     if mask_file:
         jobs.append((mask_file, lambda path: editor.save_mask(edited.mask, path, inv)))
+    if pcs_file:
+        jobs.append((pcs_file, edited.pcs.save))
     cli_common.write_all(jobs)  # all files or none
     for path in [*paths, *([mask_file] if mask_file else [])]:
         print(path)

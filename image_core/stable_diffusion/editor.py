@@ -15,6 +15,7 @@ from ..editing import LatentEditor
 from ..errors import InputError
 from ..inversion import Inversion
 from ..masks import load_mask, save_mask
+from ..methods.pcs import AMOUNT, PosteriorPCs
 from ..methods.sega import Concept
 from .images import ImageInput, load_image, model_size, to_pil, to_tensor
 from .model import DEFAULT_MODEL, StableDiffusionModel
@@ -137,6 +138,19 @@ class ImageEditor(LatentEditor):
         """
         latents = self.edit_latent(inv, target_prompt, cfg_tar, negative_prompt, mask=mask, concepts=concepts)
         return self._output(latents, inv.meta, output_type)
+
+    def edit_pc(
+        self,
+        inv: Inversion,
+        pcs: PosteriorPCs,
+        pc: int | Sequence[int] = 1,
+        amount: float | Sequence[float] = AMOUNT,
+        output_type: OutputType = "pil",
+    ) -> list[Image.Image] | np.ndarray | torch.Tensor:
+        """Prompt-free edits: the input moved along principal components of the posterior (from
+        ``principal_components(inv, n, step, region)``) by amounts in standard deviations; all
+        (pc, amount) pairs in one batch, item (i * len(amount) + a) * B + j."""
+        return self._output(self.edit_pc_latent(inv, pcs, pc, amount), inv.meta, output_type)
 
     def reconstruct(self, inv: Inversion, output_type: OutputType = "pil") -> list[Image.Image] | np.ndarray | torch.Tensor:
         """Regenerate the inverted image(s) from the noise maps (the input, up to the VAE's error)."""
