@@ -75,12 +75,7 @@ def _main(argv: Sequence[str]) -> None:
         labelled = [("input", clip.samples.mean(axis=0))] + [(path.stem, wave) for path, wave in zip(paths, clips)]
         jobs.append((picture, partial(_write_picture, labelled, clip.sample_rate)))
     jobs.append((record, partial(cli_common.write_json, value=facts)))
-    if saved:
-        jobs.append((saved, inv.save))
-    if mask_file:
-        jobs.append((mask_file, lambda path: editor.save_mask(edited.mask, path, inv)))
-    if pcs_file:
-        jobs.append((pcs_file, edited.pcs.save))
+    jobs += cli_common.side_jobs(editor, edited, saved, mask_file, pcs_file)
     cli_common.write_all(jobs)  # all files or none
     for path in [*paths, *([picture] if picture else []), *([mask_file] if mask_file else [])]:
         print(path)

@@ -445,6 +445,19 @@ def edit_with_method(
     return Edited(editor.edit(inv, target, args.cfg_tar, args.negative, mask=mask, concepts=concepts(args)), inv, mask)
 
 
+def side_jobs(editor: Any, edited: Edited, inversion_file: Path | None, mask_file: Path | None,
+              pcs_file: Path | None) -> list[tuple[Path, Writer]]:
+    """The writers of the files a run keeps beside its outputs: --save-inversion, --save-mask, --save-pcs."""
+    jobs: list[tuple[Path, Writer]] = []
+    if inversion_file:
+        jobs.append((inversion_file, edited.inversion.save))
+    if mask_file:
+        jobs.append((mask_file, lambda path: editor.save_mask(edited.mask, path, edited.inversion)))
+    if pcs_file:
+        jobs.append((pcs_file, edited.pcs.save))
+    return jobs
+
+
 def check_mask_file(args: argparse.Namespace, is_region: bool) -> None:
     """Before the model loads: a --mask that is neither auto nor a region must name a file."""
     if args.mask not in (None, "auto") and not is_region and not Path(args.mask).is_file():
