@@ -5,16 +5,23 @@ reconstruction from the inversion and up to four edits side by side, with their 
 method is a choice: edit-friendly DDPM inversion (the default), DDIM inversion (the deterministic
 baseline, one variation) or SDEdit (nothing inverted, so no reconstruction). With either inversion an
 automatic DiffEdit mask can limit the edit to where the target and source descriptions disagree; the
-page then shows the mask over the clip's spectrogram.
+page then shows the mask over the clip's spectrogram. Concepts (LEDITS semantic guidance) add or
+remove up to three things besides, or instead of, the target description.
+
+With no prompt at all, the page finds the top principal components of the posterior at the edit's
+first step (optionally within a time range) and plays the clip moved along a chosen one, by minus and
+plus a chosen amount of standard deviations (Manor & Michaeli, ICML 2024). The components are cached
+with the inversion, so changing only the component or the amount re-runs only that move.
 
 An upload is checked at once, outside the queue (readable audio, a supported rate, at most
 ``max_seconds`` long), so a bad file is refused without waiting behind the edits of others. The
 inversion is the slow part. :class:`DemoRunner` keeps inversions in host memory (an LRU bounded in
 bytes, keyed by the browser session, the clip's content hash and every setting the inversion depends
-on, the method included), so changing only the target description or its guidance scale re-runs only
-the edit (and the automatic mask, which depends on the target); it drops the least recently used ones
-before an inversion that would not fit in the free memory. The Gradio app runs one job at a time from
-a bounded queue; Cancel drops a waiting job and stops a running one after its current stage.
+on, the method included), so changing only the target description, its guidance scale or the
+concepts re-runs only the edit (and the automatic mask, which depends on the target); it drops the
+least recently used ones before an inversion that would not fit in the free memory. The Gradio app
+runs one job at a time from a bounded queue; Cancel drops a waiting job and stops a running one after
+its current stage.
 
 Gradio is an optional dependency (``pip install '.[demo]'``); it is imported only when the app is built.
 """
@@ -36,7 +43,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,9 +53,11 @@ import torch
 
 from image_core import adapters
 from image_core.cli_common import Parser, quiet_hub_logging, slug
-from image_core.settings import MAX_SEED, check_settings, consecutive_seeds
+from image_core.settings import MAX_SEED, check_interval, check_settings, consecutive_seeds
 from image_core.errors import EditError, InputError
 from image_core.inversion import Inversion
+from image_core.methods.pcs import PosteriorPCs
+from image_core.methods.sega import Concept, check_concepts
 from image_core.schedule import Schedule
 
 from . import defaults as paper
@@ -62,6 +71,27 @@ if TYPE_CHECKING:
 
 MAX_VARIATIONS = 4
 """Most edits (seeds) one run makes and the page plays side by side."""
+
+MAX_CONCEPTS = 3
+"""Concept rows on the page (each adds one model evaluation per step of the edit)."""
+
+MAX_STRENGTH = 20.0
+"""Largest concept strength the page offers."""
+
+DEFAULT_STRENGTH = 10.0
+"""A concept's preset strength (the LEDITS demo's)."""
+
+MAX_COMPONENTS = 5
+"""Most principal components one run finds."""
+
+MAX_AMOUNT = 5.0
+"""Largest move along a component the page offers, in standard deviations."""
+
+MAX_PC_ITERATIONS = 100
+"""Most subspace iterations the page allows (each is one batched model call)."""
+
+KEPT_COMPONENT_SETS = 4
+"""Sets of components (per count, time range and iterations) kept with one cached inversion."""
 
 DEFAULT_MAX_SECONDS = 30.0
 """Longest clip the demo takes, in seconds (``--max-seconds``).
@@ -92,8 +122,15 @@ DEFAULTS: dict[str, Any] = {
     "variations": 1,
     "method": "ddpm",
     "auto_mask": False,
+    "concept_threshold": 0.95,
+    "concept_warmup": 1,
+    "components": 3,
+    "amount": 2.0,
+    "iterations": 50,
 }
-"""Preset values of the controls: the audio paper's settings, one variation, no mask."""
+"""Preset values of the controls: the audio paper's settings, one variation, no mask; the LEDITS
+demo's concept threshold and warm-up; three components moved by 2 standard deviations (the audio
+paper's evaluation) after at most 50 subspace iterations (the official code's count)."""
 
 METHODS: dict[str, str] = {
     "ddpm": "DDPM inversion (default)",
@@ -180,18 +217,43 @@ class InversionKey:
 
 
 @dataclass(frozen=True)
+class ComponentsKey:
+    """What principal components of one inversion depend on besides it."""
+
+    n: int
+    seconds: tuple[float, float] | None  # the time range they are restricted to, None for the whole clip
+    max_iterations: int
+
+
+@dataclass(frozen=True)
 class CachedInversion:
-    """An inversion (its tensors on the CPU) with what the page shows of it that does not depend on the target."""
+    """An inversion (its tensors on the CPU) with what the page shows of it that does not depend on the
+    target, and the principal components found for it (at most :data:`KEPT_COMPONENT_SETS` sets, oldest first)."""
 
     inversion: Inversion
     original: np.ndarray  # mono downmix of the input, (num_frames,) at sample_rate
     reconstruction: np.ndarray  # regenerated from the first seed's noise maps, same shape
     sample_rate: int
+    components: Mapping[ComponentsKey, PosteriorPCs] = field(default_factory=dict)
 
     @property
     def nbytes(self) -> int:
-        """Bytes held: every tensor of the inversion plus the two waveforms."""
-        return tensor_bytes(self.inversion) + self.original.nbytes + self.reconstruction.nbytes
+        """Bytes held: every tensor of the inversion and of its components plus the two waveforms."""
+        held = sum(_pcs_bytes(pcs) for pcs in self.components.values())
+        return tensor_bytes(self.inversion) + self.original.nbytes + self.reconstruction.nbytes + held
+
+    def with_components(self, key: ComponentsKey, pcs: PosteriorPCs) -> "CachedInversion":
+        """This entry with ``pcs`` added under ``key`` (the oldest set dropped beyond the bound)."""
+        kept = {k: v for k, v in self.components.items() if k != key}
+        kept[key] = pcs
+        while len(kept) > KEPT_COMPONENT_SETS:
+            del kept[next(iter(kept))]
+        return dataclasses.replace(self, components=kept)
+
+
+def _pcs_bytes(pcs: PosteriorPCs) -> int:
+    tensors = [pcs.vectors, pcs.values, pcs.point] + ([] if pcs.region is None else [pcs.region])
+    return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
 
 
 def _tensor_fields(inversion: Inversion) -> dict[str, torch.Tensor]:
@@ -307,6 +369,32 @@ class RunResult:
     mask: Path | None = None
 
 
+@dataclass(frozen=True)
+class ComponentsResult:
+    """What one run of the principal-components mode produced.
+
+    Attributes:
+        values: the variance along each component found, largest first.
+        clips: (label, WAV file) of the clip moved along the chosen component by minus, then plus, the amount.
+        spectrogram: PNG with the spectrograms of the original and the two moved clips.
+        reused: "components" (only the move ran), "inversion" (the components were found and the clip
+            moved) or "" (the clip was inverted too).
+        status: one line for the page.
+        sample_rate: Hz of the outputs (the input's).
+        num_frames: samples per output (the input's length).
+        iterations: subspace iterations the components took.
+    """
+
+    values: list[float]
+    clips: list[tuple[str, Path]]
+    spectrogram: Path
+    reused: str
+    status: str
+    sample_rate: int
+    num_frames: int
+    iterations: int
+
+
 @dataclass
 class _Made:
     """What the compute stage of a run gives the writing stage."""
@@ -373,27 +461,32 @@ class DemoRunner:
         auto_mask: bool = DEFAULTS["auto_mask"],
         session: str = "",
         report: Callable[[float, str], None] | None = None,
+        concepts: Sequence[Concept] = (),
     ) -> RunResult:
         """Invert the clip (or reuse its cached inversion), edit it and write the outputs.
 
         Args:
+            target_prompt: what the clip should become; may be empty when ``concepts`` are given (the
+                edit then keeps the source description and only the concepts guide it).
             method: "ddpm" (edit-friendly DDPM inversion), "ddim" (DDIM inversion: one variation) or
                 "sdedit" (noise the clip and sample the target: nothing inverted, cached or reconstructed).
             auto_mask: edit only inside the DiffEdit mask of the target against the source description
                 (an inversion method only); its picture is written next to the outputs.
             report: called with (fraction done, what is happening) between the stages.
+            concepts: LEDITS semantic guidance (an inversion method only), e.g. from :func:`page_concepts`.
 
         Raises:
-            InputError: no clip, an unreadable or too long clip, an empty target, or settings no edit
-                can run with (the message names the uploaded file by its name only).
+            InputError: no clip, an unreadable or too long clip, neither a target nor a concept, or
+                settings no edit can run with (the message names the uploaded file by its name only).
             EditCancelled: :meth:`cancel` was called for ``session`` while this run was under way.
         """
         notify = report or (lambda fraction, text: None)
         if not audio_path:
             raise InputError("upload or record a clip first")
+        concepts = list(concepts)
         target = (target_prompt or "").strip()
-        if not target:
-            raise InputError('type a target description of the edit, e.g. "jazz piano"')
+        if not target and not concepts:
+            raise InputError('type a target description of the edit, e.g. "jazz piano", or add a concept')
         source = (source_prompt or "").strip()
         steps, t_start, seed, variations = (_integer(v, name) for v, name in
                                             ((steps, "steps"), (t_start, "t_start"), (seed, "seed"), (variations, "variations")))
@@ -402,7 +495,14 @@ class DemoRunner:
         if not 1 <= variations <= MAX_VARIATIONS:
             raise InputError(f"variations must be between 1 and {MAX_VARIATIONS}, got {variations}")
         consecutive_seeds(seed, variations)
-        method = check_method_choice(method, bool(auto_mask), variations, target, source)
+        method = check_method_choice(method, bool(auto_mask), variations, target, source, len(concepts))
+        check_concepts(concepts)
+        late = [c for c in concepts if c.scale > 0 and c.warmup >= t_start]
+        if late:
+            raise InputError(
+                f"the concepts' warm-up ({late[0].warmup} steps) must be below t_start ({t_start}), "
+                "or they never guide the edit: lower the warm-up"
+            )
 
         started = time.perf_counter()
         path = Path(audio_path)
@@ -416,7 +516,7 @@ class DemoRunner:
                 key = InversionKey(session, _digest(path), source, steps, t_start, cfg_src, seed, variations, method)
                 with self._compute:
                     _stop_if(cancelled)
-                    made = self._edit(path, key, target, cfg_tar, bool(auto_mask), notify, cancelled)
+                    made = self._edit(path, key, target, cfg_tar, bool(auto_mask), notify, cancelled, concepts)
         except EditError as error:
             raise type(error)(_hide_folder(str(error), path)) from None
         finally:
@@ -432,13 +532,15 @@ class DemoRunner:
             save_audio(reconstruction_file, made.reconstruction, rate)
             panels.append(("Reconstruction", made.reconstruction))
         edits = []
+        described = describe_edit(target, concepts)
+        name = slug(" ".join([target] * bool(target) + [("minus " if c.remove else "plus ") + c.prompt for c in concepts]))
         for index, clip in enumerate(made.clips):
             label = f"Edit {index + 1} (seed {seed + index})" if variations > 1 else f"Edit (seed {seed})"
-            file = folder / f"edit_{slug(target)}_s{seed + index}.wav"
+            file = folder / f"edit_{name}_s{seed + index}.wav"
             save_audio(file, clip, rate)
             edits.append((label, file))
         spectrogram_file = folder / "spectrograms.png"
-        panels += [(f"{label}: {_shorten(target)}", clip) for (label, _), clip in zip(edits, made.clips)]
+        panels += [(f"{label}: {_shorten(described)}", clip) for (label, _), clip in zip(edits, made.clips)]
         rows = -(-len(panels) // 3)  # at most three panels a row, rows as even as can be
         save_spectrograms(spectrogram_file, panels, rate, columns=-(-len(panels) // rows))
 
@@ -456,7 +558,7 @@ class DemoRunner:
             name = METHODS[method].removesuffix(" (default)")
             status = (
                 f"Inverted the clip ({name}, {steps} steps, t_start {t_start}) and ran the edit ({seconds:.1f} s). "
-                "Change only the target or its guidance to reuse this inversion."
+                "Change only the target, its guidance or the concepts to reuse this inversion."
             )
         if masked:
             share = f"{made.mask_share:.0%}" if made.mask_share >= 0.005 else "under 1%"
@@ -464,9 +566,142 @@ class DemoRunner:
                 f" The automatic mask let the edit change {share} of the clip's spectrogram"
                 " (bright in the mask picture) and kept the rest exactly."
             )
+        if concepts:
+            kept = "" if target else " (no target: the source description kept)"
+            status += f" Concepts{kept}: {', '.join(_concept_text(c) for c in concepts)}."
         mask_file = folder / "mask.png" if masked else None
         return RunResult(reconstruction_file, edits, spectrogram_file, made.reused, status, rate,
                          int(made.original.size), method, mask_file)
+
+    def components(
+        self,
+        audio_path: str | Path | None,
+        source_prompt: str = "",
+        steps: int = DEFAULTS["steps"],
+        t_start: int = DEFAULTS["t_start"],
+        cfg_src: float = DEFAULTS["cfg_src"],
+        seed: int = DEFAULTS["seed"],
+        method: str = DEFAULTS["method"],
+        n: int = DEFAULTS["components"],
+        pc: int = 1,
+        amount: float = DEFAULTS["amount"],
+        time_range: str | None = "",
+        max_iterations: int = DEFAULTS["iterations"],
+        session: str = "",
+        report: Callable[[float, str], None] | None = None,
+        only_cached: bool = False,
+    ) -> ComponentsResult | None:
+        """Find the top ``n`` principal components of the posterior at the edit's first step (or reuse
+        them) and move the clip along component ``pc`` by ``-amount`` and ``+amount`` standard deviations.
+
+        The inversion is that of one seed, ``seed`` (shared with :meth:`run` at one variation); the
+        components are cached with it, keyed by ``n``, the time range and ``max_iterations``, so a new
+        ``pc`` or ``amount`` re-runs only the move. Amount 0 gives the reconstruction.
+
+        Args:
+            time_range: "start:end" in seconds to restrict the components to, or empty for the whole clip.
+            max_iterations: bound on the subspace iterations (each is one batched model call).
+            only_cached: return None, running nothing, unless the components are cached already
+                (for moves made by dragging a slider).
+
+        Raises:
+            InputError: no clip, an unreadable or too long clip, SDEdit as the method, a time range
+                outside the clip, or settings out of range (one line each).
+            EditCancelled: :meth:`cancel` was called for ``session`` while this run was under way.
+        """
+        notify = report or (lambda fraction, text: None)
+        if not audio_path:
+            raise InputError("upload or record a clip first")
+        source = (source_prompt or "").strip()
+        steps, t_start, seed, n, pc, max_iterations = (_integer(v, name) for v, name in (
+            (steps, "steps"), (t_start, "t_start"), (seed, "seed"), (n, "the number of components"),
+            (pc, "the component"), (max_iterations, "iterations")))
+        cfg_src, amount = float(cfg_src), float(amount)
+        check_settings(steps, t_start, 1.0, cfg_src)
+        consecutive_seeds(seed, 1)
+        method = (method or "ddpm").strip().lower()
+        if method not in METHODS:
+            raise InputError(f"unknown method {method!r}: choose {', '.join(METHODS)}")
+        if method not in INVERSION_METHODS:
+            raise InputError("principal components need an inversion, and SDEdit makes none: choose DDPM or DDIM inversion")
+        if not 1 <= n <= MAX_COMPONENTS:
+            raise InputError(f"the number of components must be between 1 and {MAX_COMPONENTS}, got {n}")
+        if not 1 <= pc <= n:
+            raise InputError(f"the component to move must be between 1 and {n} (the components found), got {pc}")
+        if not (math.isfinite(amount) and 0 <= amount <= MAX_AMOUNT):
+            raise InputError(f"the amount must be between 0 and {MAX_AMOUNT:g} standard deviations, got {amount:g}")
+        if not 1 <= max_iterations <= MAX_PC_ITERATIONS:
+            raise InputError(f"iterations must be between 1 and {MAX_PC_ITERATIONS}, got {max_iterations}")
+        seconds = parse_time_range(time_range)
+
+        path = Path(audio_path)
+        key = InversionKey(session, _digest(path), source, steps, t_start, cfg_src, seed, 1, method)
+        wanted = ComponentsKey(n, seconds, max_iterations)
+        if only_cached:
+            entry = self.cache.get(key)
+            if entry is None or wanted not in entry.components:
+                return None
+        started = time.perf_counter()
+        cancelled = self._start(session)
+        try:
+            if seconds is not None:  # refused before the slow inversion
+                duration = _clip_seconds(path, self.max_seconds)
+                check_interval(seconds, 0.0, duration, "time range", f"the clip's 0..{duration:.2f} s")
+            with self._compute:
+                _stop_if(cancelled)
+                entry = self.cache.get(key)
+                reused = "inversion" if entry is not None else ""
+                if entry is None:
+                    entry = self._invert(path, key, notify, cancelled)
+                    _stop_if(cancelled)
+                pcs = entry.components.get(wanted)
+                if pcs is not None:
+                    reused = "components"
+                else:
+                    notify(0.5 if not reused else 0.0, "Finding the principal components")
+                    region = None if seconds is None else self.editor.region_mask(entry.inversion, seconds=seconds)
+                    pcs = self.editor.principal_components(
+                        entry.inversion, n=n, step=0, region=region, max_iterations=max_iterations)
+                    entry = entry.with_components(wanted, pcs)
+                    if not self.cache.put(key, entry):
+                        log.info("an inversion of %.0f MiB is larger than the whole cache; not kept", entry.nbytes / MIB)
+                    _stop_if(cancelled)
+                notify(0.8 if reused != "components" else 0.0, f"Moving the clip along component {pc}")
+                clips = self.editor.edit_pc(_first_latent(entry.inversion), pcs, pc=pc, amount=[-amount, amount])
+        except EditError as error:
+            raise type(error)(_hide_folder(str(error), path)) from None
+        finally:
+            self._finish(session, cancelled)
+
+        notify(0.95, "Writing the outputs")
+        folder = self._new_run_folder()
+        rate = entry.sample_rate
+        moved = []
+        for sign, clip in zip(("minus", "plus"), clips):
+            label = f"Component {pc}, {'−' if sign == 'minus' else '+'}{amount:g} σ"
+            file = folder / f"pc{pc}_{sign}{amount:g}.wav"
+            save_audio(file, clip, rate)
+            moved.append((label, file))
+        spectrogram_file = folder / "spectrograms.png"
+        save_spectrograms(spectrogram_file, [("Original", entry.original), *zip((label for label, _ in moved), clips)],
+                          rate, columns=3)
+
+        elapsed = time.perf_counter() - started
+        iterations = int(pcs.info.get("iterations", max_iterations))
+        where = "" if seconds is None else f" within {seconds[0]:g}:{seconds[1]:g} s"
+        found = f"found {n} component{'s' * (n > 1)}{where} in {iterations} of at most {max_iterations} iterations"
+        move = f"moved the clip along component {pc} by −{amount:g} and +{amount:g} σ"
+        if reused == "components":
+            status = f"Reused the components: only the move along component {pc} ran ({elapsed:.1f} s)."
+        elif reused == "inversion":
+            status = f"Reused the inversion: {found} and {move} ({elapsed:.1f} s)."
+        else:
+            name = METHODS[method].removesuffix(" (default)")
+            status = f"Inverted the clip ({name}, {steps} steps, t_start {t_start}), {found} and {move} ({elapsed:.1f} s)."
+        if reused != "components":
+            status += " Change only the component or the amount to reuse them."
+        return ComponentsResult([float(v) for v in pcs.values], moved, spectrogram_file, reused, status, rate,
+                                int(entry.original.size), iterations)
 
     def cancel(self, session: str = "") -> bool:
         """Ask the run of ``session`` under way to stop at its next stage; whether there was one."""
@@ -514,9 +749,10 @@ class DemoRunner:
 
     def _edit(
         self, path: Path, key: InversionKey, target: str, cfg_tar: float, auto_mask: bool,
-        notify: Callable[[float, str], None], cancelled: threading.Event,
+        notify: Callable[[float, str], None], cancelled: threading.Event, concepts: Sequence[Concept] = (),
     ) -> _Made:
-        """Edit from the clip's inversion (cached, or made now), inside its automatic mask if asked."""
+        """Edit from the clip's inversion (cached, or made now), inside its automatic mask if asked;
+        with concepts, by semantic guidance too (an empty target keeps the source description)."""
         entry = self.cache.get(key)
         reused = entry is not None
         if entry is None:
@@ -536,7 +772,9 @@ class DemoRunner:
             share = mask_share(self.editor, mask, entry.inversion)
             _stop_if(cancelled)
         notify(0.6 if not reused else 0.3 if auto_mask else 0.0, "Editing")
-        clips = self.editor.edit(entry.inversion, target_prompt=[target], cfg_tar=cfg_tar, mask=mask)
+        guidance = {"concepts": list(concepts)} if concepts else {}
+        targets = [target] if target else None
+        clips = self.editor.edit(entry.inversion, target_prompt=targets, cfg_tar=cfg_tar, mask=mask, **guidance)
         return _Made(list(clips), entry.original, entry.reconstruction, entry.sample_rate, reused, share, folder)
 
     def _invert(
@@ -584,13 +822,16 @@ class DemoRunner:
         return folder
 
 
-def check_method_choice(method: str | None, auto_mask: bool, variations: int, target: str, source: str) -> str:
+def check_method_choice(
+    method: str | None, auto_mask: bool, variations: int, target: str, source: str, concepts: int = 0
+) -> str:
     """The method of the page's choice ("ddpm" when none), refusing the combinations no run can make.
 
     Raises:
         InputError: an unknown method; several variations with DDIM inversion (deterministic: they
-            would be one edit); the automatic mask with SDEdit (nothing inverted to compare the
-            descriptions on) or with a target equal to the source description.
+            would be one edit); concepts with SDEdit (semantic guidance edits an inversion); the
+            automatic mask with SDEdit (nothing inverted to compare the descriptions on), with no
+            target, or with a target equal to the source description.
     """
     method = (method or "ddpm").strip().lower()
     if method not in METHODS:
@@ -600,10 +841,19 @@ def check_method_choice(method: str | None, auto_mask: bool, variations: int, ta
             "DDIM inversion is deterministic, so several variations would be the same edit: "
             "set Variations to 1, or choose DDPM inversion or SDEdit for variations"
         )
+    if concepts and method not in INVERSION_METHODS:
+        raise InputError(
+            "concepts need an inversion, and SDEdit makes none: choose DDPM or DDIM inversion, or clear the concepts"
+        )
     if auto_mask and method not in INVERSION_METHODS:
         raise InputError(
             "the automatic mask needs an inversion, and SDEdit makes none: "
             "choose DDPM or DDIM inversion, or untick Automatic mask"
+        )
+    if auto_mask and not target:
+        raise InputError(
+            "the automatic mask compares the target with the source description: "
+            "type a target description, or untick Automatic mask"
         )
     if auto_mask and target == source:
         raise InputError(
@@ -611,6 +861,72 @@ def check_method_choice(method: str | None, auto_mask: bool, variations: int, ta
             "change one, or untick Automatic mask"
         )
     return method
+
+
+def page_concepts(
+    rows: Sequence[tuple[str | None, str | bool | None, float | None]],
+    threshold: float = DEFAULTS["concept_threshold"],
+    warmup: int = DEFAULTS["concept_warmup"],
+) -> list[Concept]:
+    """The concepts of the page's rows of (text, "add" or "remove", strength); rows with no text are
+    skipped. The threshold and warm-up are shared by all.
+
+    Raises:
+        InputError: a strength outside 0..:data:`MAX_STRENGTH`, a threshold outside [0, 1), a warm-up
+            that is not a whole number of steps >= 0.
+    """
+    if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and 0 <= threshold < 1):
+        raise InputError(f"the concept threshold must be at least 0 and below 1, got {threshold}")
+    steps = _integer(warmup, "the concept warm-up")
+    if steps < 0:
+        raise InputError(f"the concept warm-up must be 0 or more steps, got {steps}")
+    concepts = []
+    for text, choice, strength in rows:
+        prompt = (text or "").strip()
+        if not prompt:
+            continue
+        scale = DEFAULT_STRENGTH if strength is None else float(strength)
+        if not (math.isfinite(scale) and 0 <= scale <= MAX_STRENGTH):
+            raise InputError(f"concept strengths must be between 0 and {MAX_STRENGTH:g}, got {scale:g} for {prompt!r}")
+        remove = choice is True or (isinstance(choice, str) and choice.strip().lower() == "remove")
+        concepts.append(Concept(prompt, scale=scale, remove=remove, threshold=float(threshold), warmup=steps))
+    return concepts
+
+
+def describe_edit(target: str, concepts: Sequence[Concept]) -> str:
+    """The edit in words: the target, then "+ concept" / "− concept" (e.g. "jazz piano, − drums")."""
+    return ", ".join([target] * bool(target) + [_concept_text(c, strength=False) for c in concepts])
+
+
+def _concept_text(concept: Concept, strength: bool = True) -> str:
+    sign = "−" if concept.remove else "+"
+    return f"{sign} {concept.prompt}" + (f" ({concept.scale:g})" if strength else "")
+
+
+def parse_time_range(text: str | None) -> tuple[float, float] | None:
+    """(start, end) seconds of a "start:end" time range, None when ``text`` is empty.
+
+    Raises:
+        InputError: not two numbers separated by ":", or not 0 <= start < end (the clip's end is
+            checked once the clip is read).
+    """
+    text = (text or "").strip()
+    if not text:
+        return None
+    parts = text.split(":")
+    try:
+        start, end = (float(part) for part in parts)
+    except ValueError:
+        raise InputError(f'the time range must be "start:end" in seconds, e.g. "0.5:2", got {text!r}') from None
+    if not (math.isfinite(start) and math.isfinite(end) and 0 <= start < end):
+        raise InputError(f"the time range {text} must start at 0 s or later and end after it starts")
+    return start, end
+
+
+def _clip_seconds(path: Path, max_seconds: float) -> float:
+    """Length of the uploaded clip from its header, after :func:`check_clip`."""
+    check_clip(path, max_seconds)
+    return float(sf.info(str(path)).duration)
 
 
 def mask_share(editor: Any, mask: torch.Tensor, inversion: Inversion) -> float:
@@ -705,7 +1021,23 @@ change only the target or its guidance and only the edit runs again. Cancel drop
 or stops the running one after its current stage. Method: edit-friendly DDPM inversion with AudioLDM 2
 (Manor & Michaeli, *Zero-Shot Unsupervised and Text-Based Audio Editing Using DDPM Inversion*, ICML 2024);
 DDIM inversion and SDEdit are there to compare with, and an automatic DiffEdit mask can keep the edit
-to where the target and source descriptions disagree.
+to where the target and source descriptions disagree. Concepts add or remove things besides, or instead
+of, the target (LEDITS semantic guidance). With no prompt at all, the last section moves the clip along
+the principal components of the posterior.
+"""
+
+_CONCEPTS_HELP = """Add or remove up to three concepts (LEDITS semantic guidance), e.g. *drums* to remove. Each guides
+the edit where it differs most from the clip; with concepts the target may stay empty (the source
+description is kept). Each concept adds one model evaluation per step. Needs DDPM or DDIM inversion.
+"""
+
+_PCS_INTRO = """## No prompt: principal components
+The directions in which the model is least sure of the clip, found at the edit's first step with no
+text: moving along one changes, say, the timbre or the rhythm. Press *Find components* to invert the clip
+(with the method, source description, steps, t_start, source guidance and seed above, one variation) and
+find them; then change only the component or the amount and only the move runs again. Amount 0 gives the
+reconstruction. On a CPU each iteration is one batched model call: fewer iterations are faster and less
+precise.
 """
 
 _METHOD_HELP = """- **DDPM inversion** (default): keeps the clip's structure and reconstructs it exactly; use it to edit.
@@ -727,6 +1059,16 @@ _HELP = {
     "variations": "Edits with seeds seed, seed+1, ... played side by side; each one adds to the run time.",
     "auto_mask": "Edit only where the target and source descriptions disagree (DiffEdit; the mask is shown "
                  "next to the spectrograms) and keep the rest of the clip exactly. With an inversion only.",
+    "concept": "A concept to add or remove, e.g. 'drums'. Leave empty for none.",
+    "strength": "How strongly the concept guides the edit (10 in LEDITS; 0 turns it off).",
+    "threshold": "Share of each channel's cells a concept leaves alone: 0.95 guides the 5% where it differs most.",
+    "warmup": "Edit steps before the concepts start guiding (below t_start).",
+    "components": "How many components to find, largest variance first.",
+    "pc": "Which component to move along (1 = the largest variance).",
+    "amount": "How far to move, in standard deviations, to either side (2 in the paper's evaluation).",
+    "time_range": "Optional 'start:end' in seconds, e.g. '0.5:2': components of that part of the clip only.",
+    "iterations": "Most subspace iterations (default 50). On a CPU each is one batched model call: "
+                  "fewer are faster and less precise.",
 }
 
 
@@ -761,7 +1103,8 @@ def build_app(
             first); default :data:`DEFAULT_CACHE_MB`.
         max_seconds: longest clip accepted, in seconds; default :data:`DEFAULT_MAX_SECONDS`.
         defaults: preset values of the controls, overriding :data:`DEFAULTS` (keys steps, t_start,
-            cfg_src, cfg_tar, seed, variations, method, auto_mask).
+            cfg_src, cfg_tar, seed, variations, method, auto_mask, concept_threshold, concept_warmup,
+            components, amount, iterations).
         output_dir: where outputs are written; a temporary folder by default.
     """
     gr = _import_gradio()
@@ -786,6 +1129,25 @@ def build_app(
                 )
                 target = gr.Textbox(label="Target description", info=_HELP["target"], placeholder="jazz piano",
                                     max_lines=2, elem_id="target")
+                concept_rows = []  # text, add or remove, strength of each row: on_edit takes three rows
+                with gr.Accordion("Concepts (optional)", open=True, elem_id="concepts"):
+                    gr.Markdown(_CONCEPTS_HELP)
+                    for index in range(MAX_CONCEPTS):
+                        with gr.Row(equal_height=True):
+                            concept_rows += [
+                                gr.Textbox(label=f"Concept {index + 1}", info=_HELP["concept"] if index == 0 else None,
+                                           max_lines=1, scale=3, elem_id=f"concept-{index}"),
+                                gr.Radio([("add", "add"), ("remove", "remove")], value="add", label="Add or remove",
+                                         scale=2, elem_id=f"concept-{index}-sign"),
+                                gr.Slider(0, MAX_STRENGTH, value=DEFAULT_STRENGTH, step=0.5, label="Strength",
+                                          info=_HELP["strength"] if index == 0 else None, scale=3,
+                                          elem_id=f"concept-{index}-strength"),
+                            ]
+                    with gr.Accordion("Advanced", open=False, elem_id="concepts-advanced"):
+                        threshold = gr.Slider(0, 0.99, value=preset["concept_threshold"], step=0.01,
+                                              label="Threshold", info=_HELP["threshold"], elem_id="concept-threshold")
+                        warmup = gr.Slider(0, max(preset["steps"], 1), value=preset["concept_warmup"], step=1,
+                                           label="Warm-up (steps)", info=_HELP["warmup"], elem_id="concept-warmup")
                 source = gr.Textbox(label="Source description (optional)", info=_HELP["source"], max_lines=2,
                                     elem_id="source")
                 method = gr.Radio([(label, value) for value, label in METHODS.items()], value=preset["method"],
@@ -826,9 +1188,37 @@ def build_app(
                                     interactive=False, elem_id="mask", buttons=["download", "fullscreen"],
                                     visible=False, scale=1)
 
+        gr.Markdown(_PCS_INTRO, elem_id="pcs-intro")
+        with gr.Row():
+            components = gr.Slider(1, MAX_COMPONENTS, value=preset["components"], step=1, label="Components",
+                                   info=_HELP["components"], elem_id="pc-count")
+            pc = gr.Slider(1, preset["components"], value=1, step=1, label="Component to move", info=_HELP["pc"],
+                           elem_id="pc")
+            amount = gr.Slider(0, MAX_AMOUNT, value=preset["amount"], step=0.1, label="Amount (σ)",
+                               info=_HELP["amount"], elem_id="pc-amount")
+        with gr.Row():
+            time_range = gr.Textbox(label="Time range (optional)", info=_HELP["time_range"], placeholder="0.5:2",
+                                    max_lines=1, elem_id="pc-range")
+            iterations = gr.Slider(1, MAX_PC_ITERATIONS, value=preset["iterations"], step=1, label="Iterations",
+                                   info=_HELP["iterations"], elem_id="pc-iterations")
+        find = gr.Button("Find components", variant="primary", elem_id="pc-run")
+        pc_values = gr.Markdown("", elem_id="pc-values")
+        with gr.Row():
+            moved = [
+                gr.Audio(label=f"Component moved {side}", type="filepath", interactive=False, buttons=["download"],
+                         elem_id=f"pc-{side}")
+                for side in ("minus", "plus")
+            ]
+        pc_spectrogram = gr.Image(label="Spectrograms: original, moved", type="filepath", interactive=False,
+                                  elem_id="pc-spectrograms", buttons=["download", "fullscreen"])
+
         def on_steps(steps_value: float, t_start_value: float) -> Any:
             top = max(int(steps_value), 1)
             return gr.Slider(maximum=top, value=min(int(t_start_value), top))
+
+        def on_components(count: float, pc_value: float) -> Any:
+            top = max(int(count), 1)
+            return gr.Slider(maximum=top, value=min(int(pc_value), top))
 
         def on_upload(audio_path: str | None) -> tuple[str, Any]:
             """Status line for a new upload or recording; a refused clip is taken off the page."""
@@ -846,25 +1236,26 @@ def build_app(
         def on_edit(
             audio_path: str | None, target_text: str, source_text: str, steps_value: float, t_start_value: float,
             cfg_src_value: float, cfg_tar_value: float, seed_value: float | None, variations_value: float,
-            method_value: str | None, auto_mask_value: bool,
+            method_value: str | None, auto_mask_value: bool, threshold_value: float, warmup_value: float,
+            concept_1: str, sign_1: str, strength_1: float, concept_2: str, sign_2: str, strength_2: float,
+            concept_3: str, sign_3: str, strength_3: float,
             request: gr.Request, progress: gr.Progress = gr.Progress(track_tqdm=True),
         ) -> list[Any]:
+            rows = [(concept_1, sign_1, strength_1), (concept_2, sign_2, strength_2), (concept_3, sign_3, strength_3)]
             try:
                 result = runner.run(
                     audio_path, target_text, source_text, steps_value, t_start_value, cfg_src_value,
                     cfg_tar_value, 0 if seed_value is None else seed_value, variations_value,
                     method_value, bool(auto_mask_value), session=getattr(request, "session_hash", None) or "",
                     report=lambda fraction, text: progress(fraction, desc=text),
+                    concepts=page_concepts(rows, threshold_value, warmup_value),
                 )
             except EditCancelled:
                 return _failure(gr, "Cancelled.")
             except EditError as error:
                 return _failure(gr, f"Error: {_one_line(error)}")
             except Exception as error:  # noqa: BLE001 - the page gets one line, the log the traceback
-                log.exception("the edit failed")
-                if "OutOfMemoryError" in type(error).__name__:
-                    return _failure(gr, "Error: out of memory; use fewer variations, fewer steps or a shorter clip.")
-                return _failure(gr, f"Error: the edit failed ({type(error).__name__}); see the server log.")
+                return _failure(gr, _unexpected(error, "the edit", "fewer variations, fewer steps or a shorter clip"))
             slots = [
                 gr.Audio(value=str(file), label=label, visible=True) for label, file in result.edits
             ] + [gr.Audio(value=None, visible=False) for _ in range(MAX_VARIATIONS - len(result.edits))]
@@ -878,12 +1269,60 @@ def build_app(
                 mask_shown = gr.Image(value=str(result.mask), visible=True)
             return [result.status, reconstructed, *slots, str(result.spectrogram), mask_shown]
 
+        def components_run(only_cached: bool) -> Callable[..., list[Any]]:
+            """The handler of Find components (``only_cached`` False) or of a slider's move (True: a
+            move only where the components are cached, otherwise nothing changes)."""
+
+            def on_components_run(
+                audio_path: str | None, source_text: str, steps_value: float, t_start_value: float,
+                cfg_src_value: float, seed_value: float | None, method_value: str | None, count: float,
+                pc_value: float, amount_value: float, range_text: str, iterations_value: float,
+                request: gr.Request, progress: gr.Progress = gr.Progress(track_tqdm=True),
+            ) -> list[Any]:
+                if only_cached and not audio_path:
+                    return [gr.skip()] * 5
+                try:
+                    result = runner.components(
+                        audio_path, source_text, steps_value, t_start_value, cfg_src_value,
+                        0 if seed_value is None else seed_value, method_value, count, pc_value, amount_value,
+                        range_text, iterations_value, session=getattr(request, "session_hash", None) or "",
+                        report=lambda fraction, text: progress(fraction, desc=text), only_cached=only_cached,
+                    )
+                except EditCancelled:
+                    return _pcs_failure("Cancelled.")
+                except EditError as error:
+                    return _pcs_failure(f"Error: {_one_line(error)}")
+                except Exception as error:  # noqa: BLE001 - the page gets one line, the log the traceback
+                    lighter = "fewer components, fewer steps or a shorter clip"
+                    return _pcs_failure(_unexpected(error, "the components", lighter))
+                if result is None:  # a slider moved before the components were found: nothing to move
+                    return [gr.skip()] * 5
+                (minus_label, minus), (plus_label, plus) = result.clips
+                table = "| Component | Variance |\n|---|---|\n" + "\n".join(
+                    f"| {index + 1} | {value:.4g} |" for index, value in enumerate(result.values))
+                return [result.status, table, gr.Audio(value=str(minus), label=minus_label),
+                        gr.Audio(value=str(plus), label=plus_label), str(result.spectrogram)]
+
+            return on_components_run
+
+        def _pcs_failure(message: str) -> list[Any]:
+            return [message, "", None, None, None]
+
         steps.release(on_steps, [steps, t_start], t_start, queue=False, show_progress="hidden")
+        steps.release(on_steps, [steps, warmup], warmup, queue=False, show_progress="hidden")
+        components.release(on_components, [components, pc], pc, queue=False, show_progress="hidden")
         for added in (clip.upload, clip.stop_recording):
             added(on_upload, clip, [status, clip], queue=False, show_progress="hidden")
-        inputs = [clip, target, source, steps, t_start, cfg_src, cfg_tar, seed, variations, method, auto_mask]
+        inputs = [clip, target, source, steps, t_start, cfg_src, cfg_tar, seed, variations, method, auto_mask,
+                  threshold, warmup, *concept_rows]
         outputs = [status, reconstruction, *edits, spectrogram, mask_picture]
-        jobs = [trigger(on_edit, inputs, outputs, concurrency_limit=1) for trigger in (run.click, target.submit)]
+        jobs = [trigger(on_edit, inputs, outputs, concurrency_limit=1, concurrency_id="jobs")
+                for trigger in (run.click, target.submit)]
+        pc_inputs = [clip, source, steps, t_start, cfg_src, seed, method, components, pc, amount, time_range, iterations]
+        pc_outputs = [status, pc_values, *moved, pc_spectrogram]
+        jobs += [trigger(components_run(only_cached), pc_inputs, pc_outputs, concurrency_limit=1, concurrency_id="jobs")
+                 for trigger, only_cached in ((find.click, False), (time_range.submit, False),
+                                              (pc.release, True), (amount.release, True))]
         cancel.click(on_cancel, None, status, queue=False, show_progress="hidden", cancels=jobs)
 
     demo.queue(default_concurrency_limit=1, max_size=_QUEUE_SIZE)
@@ -896,6 +1335,14 @@ def _failure(gr: Any, message: str) -> list[Any]:
     """Outputs for a run that failed: the message in the status line, the outputs cleared."""
     slots = [gr.Audio(value=None, visible=index == 0) for index in range(MAX_VARIATIONS)]
     return [message, gr.Audio(value=None, visible=True), *slots, None, gr.Image(value=None, visible=False)]
+
+
+def _unexpected(error: BaseException, what: str, lighter: str) -> str:
+    """The status line for an error no input explains (logged with its traceback)."""
+    log.exception("%s failed", what)
+    if "OutOfMemoryError" in type(error).__name__:
+        return f"Error: out of memory; use {lighter}."
+    return f"Error: {what} failed ({type(error).__name__}); see the server log."
 
 
 def _one_line(error: BaseException) -> str:

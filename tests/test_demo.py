@@ -2,13 +2,15 @@
 
 The browser tests serve the demo with the tiny random-weight model and drive headless Chromium with
 Playwright: upload a recording, edit it, download the edit; change only the target and see the inversion
-reused; choose DDIM inversion with the automatic mask and see the mask picture, then SDEdit and see no
-reconstruction; upload a file that is not audio while an edit holds the queue and read the error at once;
-cancel a running edit. Set DEMO_SCREENSHOT=<path> to save a screenshot of the page after the edit.
+reused; add a concept to remove and see the edit reuse the inversion; find the principal components and
+move the clip along one; choose DDIM inversion with the automatic mask and see the mask picture, then
+SDEdit and see no reconstruction; upload a file that is not audio while an edit holds the queue and read
+the error at once; cancel a running edit. Set DEMO_SCREENSHOT=<path> to save a screenshot of the page after the edit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import shutil
@@ -27,13 +29,14 @@ import torch
 from audio_edit import demo as demo_module
 from audio_edit.audio_io import load_audio
 from audio_edit.demo import (
-    MAX_VARIATIONS, METHODS, CachedInversion, DemoRunner, EditCancelled, InversionCache, InversionKey, build_app,
-    check_clip, inversion_bytes,
+    MAX_VARIATIONS, METHODS, CachedInversion, ComponentsKey, DemoRunner, EditCancelled, InversionCache, InversionKey,
+    build_app, check_clip, inversion_bytes, page_concepts, parse_time_range,
 )
 from audio_edit.spectrogram import save_spectrograms, spectrogram_image
 from image_core import adapters
 from image_core.errors import InputError
 from image_core.inversion import Inversion, InversionSettings
+from image_core.methods.sega import Concept
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -43,6 +46,7 @@ CHROMIUM_ARGS = [
 STEPS, T_START = 10, 3  # tiny runs: a few UNet calls per stage
 TIMEOUT_MS = 180_000  # a slow, shared machine
 PAGE_CAP = 5  # seconds: the served page's clip length cap
+ITERATIONS = 2  # subspace iterations of the principal components: a few batched UNet calls
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -380,6 +384,149 @@ def test_automatic_mask_keeps_the_clip_outside_it(
                       auto_mask=True).status.startswith("Reused the inversion: only the mask and the edit ran")
 
 
+# ------------------------------------------------------------------------------------------ concepts
+
+
+def test_page_concepts_skip_empty_rows_and_share_the_advanced_settings() -> None:
+    rows = [("  ", "add", 10), (" drums ", "remove", 12.5), (None, "remove", 3), ("piano", "add", None)]
+    assert page_concepts(rows, 0.9, 2) == [
+        Concept("drums", scale=12.5, remove=True, threshold=0.9, warmup=2),
+        Concept("piano", scale=10.0, remove=False, threshold=0.9, warmup=2),
+    ]
+    assert page_concepts([("", "add", 10)] * 3) == []  # empty rows are ignored
+    for rows, threshold, warmup, words in [
+        ([("drums", "add", 25)], 0.95, 1, "strengths must be between 0 and 20"),
+        ([("drums", "add", 10)], 1.0, 1, "threshold must be at least 0 and below 1"),
+        ([("drums", "add", 10)], 0.95, -1, "warm-up must be 0 or more"),
+        ([("drums", "add", 10)], 0.95, 1.5, "warm-up must be a whole number"),
+    ]:
+        with pytest.raises(InputError, match=words) as caught:
+            page_concepts(rows, threshold, warmup)
+        assert "\n" not in str(caught.value)
+
+
+def test_runner_refuses_concept_clashes_with_one_line(recording: Path, tmp_path: Path) -> None:
+    runner = DemoRunner(FakeEditor(), output_dir=tmp_path)
+    drums = [Concept("drums", remove=True)]
+    for target, kwargs, words in [
+        ("", {}, "type a target description of the edit, e.g. \"jazz piano\", or add a concept"),
+        ("  ", {"concepts": []}, "or add a concept"),
+        ("jazz", {"concepts": drums, "method": "sdedit"}, "concepts need an inversion, and SDEdit makes none"),
+        ("", {"concepts": drums, "auto_mask": True}, "the automatic mask compares the target with the source"),
+        ("", {"concepts": [Concept("drums", warmup=T_START)]}, f"must be below t_start \\({T_START}\\)"),
+        ("", {"concepts": [Concept(" ")]}, "a concept must not be empty"),
+    ]:
+        with pytest.raises(InputError, match=words) as caught:
+            runner.run(str(recording), target, steps=STEPS, t_start=T_START, **kwargs)
+        assert "\n" not in str(caught.value)
+    assert runner.editor.calls == []  # refused before anything ran
+
+
+def test_concepts_change_the_edit_and_may_stand_alone(tiny_editor, recording: Path, tmp_path: Path) -> None:
+    runner = DemoRunner(tiny_editor, output_dir=tmp_path)
+    settings = {"steps": STEPS, "t_start": T_START, "session": "a"}
+    info = sf.info(recording)
+    plain = runner.run(str(recording), "jazz piano", **settings)
+    drums = page_concepts([("drums", "remove", 10), ("", "add", 10), ("", "add", 10)])
+    guided = runner.run(str(recording), "jazz piano", concepts=drums, **settings)
+    assert guided.reused and guided.status.startswith("Reused the inversion: only the edit ran")
+    assert guided.status.endswith("Concepts: − drums (10).")
+    (_, plain_file), (_, guided_file) = plain.edits[0], guided.edits[0]
+    plain_clip, guided_clip = (sf.read(file, dtype="float32")[0] for file in (plain_file, guided_file))
+    assert plain_clip.shape == guided_clip.shape == (info.frames,) and np.isfinite(guided_clip).all()
+    assert not np.array_equal(plain_clip, guided_clip)  # the concept changed the edit
+    assert guided_file.name == "edit_jazz-piano-minus-drums_s0.wav"
+
+    alone = runner.run(str(recording), "", concepts=page_concepts([("birdsong", "add", 15)]), **settings)
+    assert alone.reused and "Concepts (no target: the source description kept): + birdsong (15)." in alone.status
+    ((label, file),) = alone.edits
+    clip = sf.read(file, dtype="float32")[0]
+    assert file.name == "edit_plus-birdsong_s0.wav" and clip.shape == (info.frames,) and np.isfinite(clip).all()
+    assert not np.array_equal(clip, plain_clip)
+
+
+# ------------------------------------------------------------------------------------------ principal components
+
+
+def test_principal_components_are_cached_with_the_inversion(
+    tiny_editor, recording: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    moved: list[list[np.ndarray]] = []
+    principal_components, edit_pc = tiny_editor.principal_components, tiny_editor.edit_pc
+
+    def counted_pcs(*args, **kwargs):
+        calls.append("principal_components")
+        return principal_components(*args, **kwargs)
+
+    def counted_move(*args, **kwargs):
+        calls.append("edit_pc")
+        moved.append(edit_pc(*args, **kwargs))
+        return moved[-1]
+
+    monkeypatch.setattr(tiny_editor, "principal_components", counted_pcs)
+    monkeypatch.setattr(tiny_editor, "edit_pc", counted_move)
+    runner = DemoRunner(tiny_editor, output_dir=tmp_path)
+    settings = {"steps": STEPS, "t_start": T_START, "max_iterations": ITERATIONS, "session": "a"}
+    info = sf.info(recording)
+    first = runner.components(str(recording), n=3, pc=1, amount=2, **settings)
+    assert len(first.values) == 3 and first.values == sorted(first.values, reverse=True) and first.values[0] > 0
+    assert first.reused == "" and first.status.startswith("Inverted the clip (DDPM inversion, ")
+    assert f"found 3 components in {ITERATIONS} of at most {ITERATIONS} iterations" in first.status
+    assert [label for label, _ in first.clips] == ["Component 1, −2 σ", "Component 1, +2 σ"]
+    clips = [sf.read(file, dtype="float32") for _, file in first.clips]
+    assert all((clip.shape, rate) == ((info.frames,), info.samplerate) for clip, rate in clips)
+    assert not np.array_equal(clips[0][0], clips[1][0])  # the two sides differ
+    assert first.spectrogram.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ((key, entry),) = runner.cache._entries.items()
+    assert list(entry.components) == [ComponentsKey(3, None, ITERATIONS)] and key.variations == 1
+    assert runner.cache.nbytes == entry.nbytes > dataclasses.replace(entry, components={}).nbytes  # counted
+
+    # Another component or amount: only the move runs.
+    second = runner.components(str(recording), n=3, pc=2, amount=0, **settings)
+    assert second.reused == "components" and second.values == first.values
+    assert second.status.startswith("Reused the components: only the move along component 2 ran")
+    assert calls == ["principal_components", "edit_pc", "edit_pc"]
+    for clip in moved[-1]:  # amount 0 is the reconstruction (up to rounding: the two sides run as one batch)
+        np.testing.assert_allclose(clip, entry.reconstruction, rtol=0, atol=1e-3 * np.abs(entry.reconstruction).max())
+    # A slider's move runs only where the components are cached.
+    assert runner.components(str(recording), n=3, pc=3, amount=1, only_cached=True, **settings).reused == "components"
+    assert runner.components(str(recording), n=2, pc=1, amount=1, only_cached=True, **settings) is None
+    assert calls == ["principal_components", *["edit_pc"] * 3]
+
+    # Another count or a time range: new components from the same inversion.
+    part = f"0.2:{round(info.duration / 2, 2):g}"
+    ranged = runner.components(str(recording), n=2, pc=1, amount=1, time_range=part, **settings)
+    assert ranged.reused == "inversion" and len(ranged.values) == 2 and f"within {part} s" in ranged.status
+    assert calls.count("principal_components") == 2 and len(entry.components) == 1  # the entry was replaced
+    assert len(next(iter(runner.cache._entries.values())).components) == 2
+    # An edit at one variation reuses the inversion the components were found with.
+    assert runner.run(str(recording), "jazz", steps=STEPS, t_start=T_START, session="a").reused
+
+
+def test_principal_components_refuse_bad_settings_with_one_line(recording: Path, tmp_path: Path) -> None:
+    runner = DemoRunner(FakeEditor(), output_dir=tmp_path)
+    seconds = sf.info(recording).duration
+    for kwargs, words in [
+        ({"time_range": f"1:{seconds + 1:g}"},
+         f"the time range 1:{seconds + 1:g} does not lie inside the clip's 0..{seconds:.2f} s"),
+        ({"time_range": "abc"}, 'the time range must be "start:end" in seconds'),
+        ({"time_range": "2:1"}, "end after it starts"),
+        ({"method": "sdedit"}, "principal components need an inversion, and SDEdit makes none"),
+        ({"n": 6}, "the number of components must be between 1 and 5"),
+        ({"n": 2, "pc": 3}, "the component to move must be between 1 and 2"),
+        ({"amount": 6}, "the amount must be between 0 and 5"),
+        ({"max_iterations": 0}, "iterations must be between 1 and 100"),
+        ({"audio_path": None}, "upload or record a clip"),
+    ]:
+        arguments = {"audio_path": str(recording), "steps": STEPS, "t_start": T_START, **kwargs}
+        with pytest.raises(InputError, match=words) as caught:
+            runner.components(**arguments)
+        assert "\n" not in str(caught.value) and str(tmp_path) not in str(caught.value)
+    assert runner.editor.calls == []  # refused before the inversion
+    assert parse_time_range(" ") is None and parse_time_range("0.5:2") == (0.5, 2.0)
+
+
 def _app_function(app, name: str, event: str):
     """The app's registered function ``name`` triggered by ``event``."""
     return next(f for f in app.fns.values() if f.name == name and any(e == event for _, e in f.targets))
@@ -399,7 +546,8 @@ def test_upload_is_checked_at_once_outside_the_queue(tiny_editor, recording: Pat
     cancel = _app_function(app, "on_cancel", "click")
     assert cancel.queue is False
     stopper = next(f for f in app.fns.values() if f.cancels and f.targets == cancel.targets)
-    assert sorted(app.fns[i].name for i in stopper.cancels) == ["on_edit", "on_edit"]  # Edit and Enter
+    # Edit and Enter; Find components, Enter in the time range and the moves of the component and amount sliders
+    assert sorted(app.fns[i].name for i in stopper.cancels) == ["on_components_run"] * 4 + ["on_edit"] * 2
 
 
 def test_spectrograms(tmp_path: Path) -> None:
@@ -462,8 +610,8 @@ def served(browser: object, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     from audio_edit.editor import AudioEditor
 
     editor = AudioEditor.from_pretrained("tiny", device="cpu")
-    app = build_app(editor, defaults={"steps": STEPS, "t_start": T_START}, max_seconds=PAGE_CAP,
-                    output_dir=tmp_path_factory.mktemp("out"))
+    app = build_app(editor, defaults={"steps": STEPS, "t_start": T_START, "iterations": ITERATIONS},
+                    max_seconds=PAGE_CAP, output_dir=tmp_path_factory.mktemp("out"))
     port = _free_port()
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
@@ -499,6 +647,11 @@ def _run(page, target: str, previous: str) -> str:
     """Type the target, press Edit and return the new status line."""
     page.locator("#target textarea").fill(target)
     page.locator("#run").click()
+    return _next_status(page, previous)
+
+
+def _next_status(page, previous: str) -> str:
+    """Wait until a run replaces the status line ``previous`` with its outcome; the new line."""
     page.wait_for_function(
         "old => { const s = document.querySelector('#status textarea');"
         " return s && s.value !== old && /s\\)\\.|^Error/.test(s.value); }",
@@ -537,6 +690,33 @@ def test_edit_in_the_browser(page, served, recording: Path) -> None:
     status = _run(page, "a choir", status)
     assert status.startswith("Reused the inversion: only the edit ran"), status
     assert "a-choir" in page.locator("#edit-0 a[download]").get_attribute("download")
+
+    # A concept to remove: still only the edit runs.
+    page.locator("#concept-0 input").fill("drums")
+    page.locator("#concept-0-sign").get_by_text("remove", exact=True).click()
+    status = _run(page, "a choir", status)
+    assert status.startswith("Reused the inversion: only the edit ran") and status.endswith("Concepts: − drums (10)."), status
+    page.wait_for_function(
+        "() => (document.querySelector('#edit-0 a[download]')?.getAttribute('download') || '').includes('minus-drums')")
+
+    # No prompt: the principal components of the same inversion, then a move along one of them alone.
+    page.get_by_text("fewer iterations are faster and less precise").first.wait_for()
+    page.locator("#pc-run").click()
+    status = _next_status(page, status)
+    assert status.startswith(f"Reused the inversion: found 3 components in {ITERATIONS} of at most"), status
+    assert page.locator("#pc-values tbody tr").count() == 3  # one variance per component
+    for side in ("minus", "plus"):
+        link = page.locator(f"#pc-{side} a[download]")
+        link.wait_for()
+        samples, rate = sf.read(io.BytesIO(page.request.get(link.get_attribute("href")).body()), dtype="float32")
+        assert (samples.shape[0], rate) == (expected.frames, expected.samplerate) and np.isfinite(samples).all()
+    page.locator("#pc-spectrograms img").wait_for()
+    amount = page.locator("#pc-amount input[type=number]")
+    amount.fill("1")
+    amount.press("Tab")  # the slider's release: only the move runs
+    status = _next_status(page, status)
+    assert status.startswith("Reused the components: only the move along component 1 ran"), status
+    assert "plus1" in page.locator("#pc-plus a[download]").get_attribute("download")
 
 
 def test_method_and_automatic_mask_in_the_browser(page, recording: Path) -> None:
