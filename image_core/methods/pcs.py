@@ -9,8 +9,9 @@ eigenvectors are the directions in which the model is most uncertain about the i
 one changes, say, an instrument's timbre or a face's expression, with no prompt at all.
 
 They are found by subspace iteration: n directions V, W = Cov V by Jacobian-vector products (finite
-differences J v ≈ (x0_hat(x_t + h v) - x0_hat(x_t)) / h with h = ``FD_STEP`` · ||x_t||, the base point
-and all directions in ONE batched denoiser call; ``OVERSAMPLE`` more directions than asked for),
+differences J v ≈ (x0_hat(x_t + h v) - x0_hat(x_t)) / h with h = ``FD_STEP`` · ||x_t||,
+all directions in ONE batched denoiser call per iteration, the base point once for all;
+``OVERSAMPLE`` more directions than asked for),
 QR re-orthonormalisation, Rayleigh-Ritz so the
 eigenvalues come out sorted, and a stop once the subspace no longer turns (largest principal angle
 between successive iterates below ``TOLERANCE``), with at most ``MAX_ITERATIONS`` (the paper's fixed
@@ -145,14 +146,20 @@ def posterior_pcs(
     h = fd_step * float(x_t.norm())
     scale = (1 - a_t) / a_t**0.5
 
+    a = torch.tensor(a_t, dtype=torch.float64)
+
+    def x0_hat(points: torch.Tensor) -> torch.Tensor:
+        rows = points.shape[0]
+        t_rows = torch.full((rows,), t, dtype=torch.long, device=x_t.device)
+        return predicted_x0(a, points, denoiser(points, t_rows, batching.repeat(cond, rows)))
+
+    base = x0_hat(x_t)  # the shared base point: one evaluation for all iterations
+
     def covariance_times(V: torch.Tensor) -> torch.Tensor:
-        """P Cov P V for V (d, m): the base point and the m probes in one denoiser call."""
+        """P Cov P V for V (d, m): the m probes in one denoiser call."""
         m = V.shape[1]
-        probes = torch.cat([x_t, x_t + h * (P[:, None] * V).T.reshape(m, *shape)])
-        t_rows = torch.full((m + 1,), t, dtype=torch.long, device=x_t.device)
-        rows_cond = batching.repeat(cond, m + 1)
-        x0 = predicted_x0(torch.tensor(a_t, dtype=torch.float64), probes, denoiser(probes, t_rows, rows_cond))
-        return scale * P[:, None] * (x0[1:] - x0[:1]).reshape(m, d).T / h
+        probes = x_t + h * (P[:, None] * V).T.reshape(m, *shape)
+        return scale * P[:, None] * (x0_hat(probes) - base).reshape(m, d).T / h
 
     g = torch.Generator().manual_seed(seed)
     m = min(n + oversample, int((P > 0).sum()))  # a few extra directions speed up the top n
