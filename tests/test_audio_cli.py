@@ -147,6 +147,9 @@ BAD = {
     "missing mask picture": (_melody, ["--mask", "{out}/mask.png"], "mask file not found"),
     "sdedit with inversion": (_melody, ["--method", "sdedit", "--save-inversion", "{out}/x.inv"], "inverts nothing"),
     "pc and target": (_melody, ["--pc", "1", "--target", "x"], "not both"),
+    "empty concept": (_melody, ["--add", " "], "must not be empty"),
+    "threshold of one": (_melody, ["--remove", "drums", "--threshold", "1"], "threshold"),
+    "seventeen concepts": (_melody, ["--add", "drums"] * 17, "at most 16"),
     "pc zero": (_melody, ["--pc", "0"], "--pc counts components"),
     "amount nan": (_melody, ["--pc", "1", "--amount", "nan"], "--amount takes finite"),
     "pc region outside the clip": (_melody, ["--pc", "1", "--region", "0.2:0.9"], "inside the clip's"),
@@ -342,3 +345,14 @@ def test_prompt_free_edits_along_principal_components(tmp_path: Path, capsys: py
     assert np.allclose(sf.read(tmp_path / "q.wav")[0], waves[3], atol=1e-4)  # batch 1 instead of 4: kernel rounding
     code, out, err = run_cli([*again[:-2], "--pc", "3", "--out", str(tmp_path / "r.wav")], capsys)
     assert code == 2 and "between 1 and 2" in err and not (tmp_path / "r.wav").exists()
+
+
+def test_concepts_alone_edit_the_clip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "input.wav"
+    _melody(source)
+    code, out, err = run_cli([str(source), *FASTEST, "--add", "jazz piano", "--remove", "drums", "--warmup", "0"], capsys)
+    assert code == 0, err
+    assert out.split() == [str(tmp_path / "input_edit.wav")]
+    assert sf.read(tmp_path / "input_edit.wav")[0].shape == (8000,)
+    record = json.loads((tmp_path / "input_edit.json").read_text())
+    assert [c["prompt"] for c in record["concepts"]] == ["jazz piano", "drums"] and record["targets"] == []

@@ -110,3 +110,25 @@ def test_concepts_run_in_one_model_call_per_step(case):
     assert guided.shape == plain.shape and not torch.allclose(guided, plain)
     only_concepts = editor.edit(inv, None, concepts=[Concept("b", warmup=0)])
     assert len(only_concepts) == 1
+
+
+def test_principal_components_and_prompt_free_edits(case, tmp_path):
+    """The prompt-free path on every model: components limited to a region, moved at two amounts in
+    one batch, saved and used again; amount 0 is the reconstruction."""
+    from image_core import PosteriorPCs
+
+    editor, item = case
+    inv = editor.invert(item, "", num_steps=STEPS, t_start=T_START)
+    if isinstance(editor, AudioEditor):
+        region = editor.region_mask(inv, seconds=(0.2, 1.0))
+    else:
+        region = editor.region_mask(inv, (0, 0, 48, 48))
+    pcs = editor.principal_components(inv, n=2, region=region, max_iterations=2)
+    assert pcs.vectors.shape == (2, *inv.x0.shape[1:]) and pcs.values[0] >= pcs.values[1]
+    outside = (region[0] == 0).expand_as(inv.x0[0])
+    assert not pcs.vectors[:, outside].any()
+    moved = editor.edit_pc(inv, pcs, pc=[1, 2], amount=[-2.0, 2.0], output_type="latent")
+    assert moved.shape == (4, *inv.x0.shape[1:])
+    assert torch.allclose(editor.edit_pc(inv, pcs, 1, 0.0, output_type="latent"), editor.reconstruct(inv, output_type="latent"), atol=1e-6)
+    pcs.save(tmp_path / "x.pcs")
+    assert len(editor.edit_pc(inv, PosteriorPCs.load(tmp_path / "x.pcs"), 1, 1.0)) == 1
