@@ -7,7 +7,6 @@ training length along T -> VAE decoder -> vocoder -> the input's rate, exact len
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from fractions import Fraction

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import platform
 import sys
@@ -176,8 +177,6 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 def _check_pc_options(args: argparse.Namespace) -> None:
     """Refuse principal-component options that cannot run."""
-    import math
-
     if not args.pc:
         if args.amount or args.save_pcs or args.pcs or args.region is not None or getattr(args, "band", None) is not None:
             raise InputError("--amount, --region, --save-pcs and --pcs go with --pc")

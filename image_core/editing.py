@@ -266,12 +266,16 @@ class LatentEditor:
         if mask is not None:
             callback = _then(callback, keep_outside(self.check_mask(mask, inv.x0), inv.xts, inv.x0))
         x_t = inv.xts[:, 0].to(self.model.device).repeat(len(sets) * T, *([1] * (inv.x0.dim() - 1)))
+        return _finite(self._regenerate(inv, schedule, x_t, cond, denoiser, callback), cfgs)
+
+    def _regenerate(
+        self, inv: Inversion, schedule: Schedule, x_t: torch.Tensor, cond: Cond, denoiser: Denoiser, callback: Callback | None
+    ) -> torch.Tensor:
+        """Sample the inversion's steps from ``x_t``: with its noise maps (DDPM), or deterministically (DDIM)."""
+        s = inv.settings
         if s.method == "ddpm":
-            latents = ddpm_edit(denoiser, schedule, x_t, inv.zs, cond, s.eta, inv.residual, callback, self.progress)
-        else:  # deterministic: the DDIM sampler, no noise
-            steps = schedule.last(s.t_start)
-            latents = sample(denoiser, schedule, x_t, cond, steps, 0.0, None, None, callback, self.progress, "editing")
-        return _finite(latents, cfgs)
+            return ddpm_edit(denoiser, schedule, x_t, inv.zs, cond, s.eta, inv.residual, callback, self.progress)
+        return sample(denoiser, schedule, x_t, cond, schedule.last(s.t_start), 0.0, None, None, callback, self.progress, "editing")
 
     def _semantic_condition(
         self, targets: list[str], negative: str, cfgs: list[float], B: int, sets: list[list[Concept]]
@@ -377,11 +381,7 @@ class LatentEditor:
         callback = pcs_method.drift(shift, steps if steps is not None else range(pcs.step, s.t_start))
         cond = self._condition([s.source_prompt], "", [s.cfg_src], B * rows)
         x_t = inv.xts[:, 0].to(self.model.device).repeat(rows, *([1] * (inv.x0.dim() - 1)))
-        if s.method == "ddpm":
-            latents = ddpm_edit(self.guided_denoiser, schedule, x_t, inv.zs, cond, s.eta, inv.residual, callback, self.progress)
-        else:
-            latents = sample(self.guided_denoiser, schedule, x_t, cond, schedule.last(s.t_start), 0.0, None, None, callback, self.progress, "editing")
-        return _finite(latents, [s.cfg_src])
+        return _finite(self._regenerate(inv, schedule, x_t, cond, self.guided_denoiser, callback), [s.cfg_src])
 
     @torch.no_grad()
     def sdedit_latent(

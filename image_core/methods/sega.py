@@ -22,6 +22,7 @@ settings of the LEDITS demo (SEGA's own defaults: scale 5, threshold 0.9, warm-u
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -63,8 +64,6 @@ class Concept:
 
 def check_concepts(concepts: Sequence[Concept]) -> None:
     """Refuse concepts no edit can run with, in one line each."""
-    import math
-
     if len(concepts) > MAX_CONCEPTS:
         raise InputError(f"at most {MAX_CONCEPTS} concepts per edit (each costs one model evaluation per step), got {len(concepts)}")
     for c in concepts:
