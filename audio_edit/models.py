@@ -42,7 +42,7 @@ from transformers import (
     T5Tokenizer,
 )
 
-from image_core import adapters
+from image_core import adapters, batching
 from image_core.errors import InputError, ModelLoadError
 
 from .tiny import build_tiny
@@ -245,7 +245,19 @@ class AudioModel:
             raise InputError("encode_prompts needs a non-empty list of prompts.")
         encode = self._encode_audioldm2 if self.family == "audioldm2" else self._encode_audioldm
         rows = {prompt: encode(prompt) for prompt in dict.fromkeys(prompts)}
-        return _concat_rows([rows[prompt] for prompt in prompts])
+        return batching.cat([rows[prompt] for prompt in prompts])  # type: ignore[return-value]
+
+    @property
+    def null_text_keys(self) -> tuple[str, ...]:
+        """The keys of an unconditional row that null-text inversion optimises.
+
+        AudioLDM2: both streams its UNet cross-attends to, the GPT-2 states (8 generated vectors) and
+        the Flan-T5 states (one vector for ""; a mask of 0 hides the padding, which therefore gets no
+        gradient): each carries part of the unconditional prediction, and optimising only one would
+        leave the other fixed at "". AudioLDM: the CLAP embedding added to the time embedding, its
+        only condition.
+        """
+        return ("gpt2", "t5") if self.family == "audioldm2" else ("class_labels",)
 
     def _encode_audioldm2(self, prompt: str) -> dict[str, torch.Tensor]:
         """CLAP + Flan-T5 -> projection -> GPT-2 generated states, for one prompt (batch 1)."""
@@ -475,27 +487,6 @@ def _scheduler_from_config(config: dict[str, Any]) -> diffusers.SchedulerMixin:
 def _pooled(features: Any) -> torch.Tensor:
     """CLAP text features: transformers 5 returns an output whose ``pooler_output`` holds them, 4 a tensor."""
     return features.pooler_output if hasattr(features, "pooler_output") else features
-
-
-def _concat_rows(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Concatenates batch-1 cond dicts along dim 0, zero-padding dim 1 of sequence tensors to the longest."""
-    batch: dict[str, torch.Tensor] = {}
-    for key in rows[0]:
-        tensors = [row[key] for row in rows]
-        if tensors[0].ndim >= 2:
-            length = max(tensor.shape[1] for tensor in tensors)
-            tensors = [_pad_dim1(tensor, length) for tensor in tensors]
-        batch[key] = torch.cat(tensors, dim=0)
-    return batch
-
-
-def _pad_dim1(tensor: torch.Tensor, length: int) -> torch.Tensor:
-    """Appends zeros along dim 1 up to ``length``: (1, L, ...) -> (1, length, ...)."""
-    missing = length - tensor.shape[1]
-    if missing == 0:
-        return tensor
-    padding = tensor.new_zeros((tensor.shape[0], missing, *tensor.shape[2:]))
-    return torch.cat([tensor, padding], dim=1)
 
 
 def _plain_config(config: Any) -> dict[str, Any]:

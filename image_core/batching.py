@@ -1,7 +1,9 @@
 """Batch operations on conditions: nested dicts of tensors whose first dimension is the batch.
 
 A condition (``Cond``) is opaque to the sampling loops; they only select, repeat and concatenate
-rows, which these functions do for any nesting of dicts of tensors.
+rows, which these functions do for any nesting of dicts of tensors. Sequence tensors (a text
+encoder's states and their 0/1 mask) may differ in length along dim 1: ``cat`` zero-pads them to
+the longest, and a frontend's mask of 0 marks the padding (AudioLDM2's T5 states).
 """
 
 from __future__ import annotations
@@ -44,11 +46,24 @@ def take(cond: Cond, index: torch.Tensor | slice) -> Cond:
 
 
 def cat(conds: Sequence[Cond]) -> Cond:
-    """Concatenate conditions of the same structure along the batch."""
+    """Concatenate conditions of the same structure along the batch; tensors that differ only in
+    dim 1 (sequence length) are zero-padded there to the longest."""
     first = conds[0]
     if isinstance(first, torch.Tensor):
-        return torch.cat(list(conds))  # type: ignore[arg-type]
+        tensors: list[torch.Tensor] = list(conds)  # type: ignore[arg-type]
+        if first.dim() >= 2 and len({t.shape[1] for t in tensors}) > 1:
+            length = max(t.shape[1] for t in tensors)
+            tensors = [_pad_dim1(t, length) for t in tensors]
+        return torch.cat(tensors)
     return {key: cat([cond[key] for cond in conds]) for key in first}  # type: ignore[index]
+
+
+def _pad_dim1(tensor: torch.Tensor, length: int) -> torch.Tensor:
+    """Zeros appended along dim 1 up to ``length``: (B, L, ...) -> (B, length, ...)."""
+    missing = length - tensor.shape[1]
+    if missing == 0:
+        return tensor
+    return torch.cat([tensor, tensor.new_zeros((tensor.shape[0], missing, *tensor.shape[2:]))], dim=1)
 
 
 def repeat(cond: Cond, times: int) -> Cond:

@@ -21,11 +21,12 @@ from .guidance import ClassifierFreeGuidance, Denoiser, guided
 from .inversion import METHODS, Inversion, InversionSettings
 from .methods.ddim import ddim_invert
 from .methods.ddpm import ddpm_edit, ddpm_invert
+from .methods.null_text import INNER_STEPS, check_null_text_settings, null_text_invert
 from .methods.diffedit import DRAWS, STRENGTH, THRESHOLD, diffedit_mask, keep_outside
 from .methods.sdedit import sdedit
 from .methods import pcs as pcs_method
 from .methods.sega import Concept, SemanticGuidance, check_concepts, semantic
-from .sampling import Callback, sample
+from .sampling import Callback, CondArg, sample
 from .schedule import Schedule
 from .settings import check_seeds, check_settings
 
@@ -35,6 +36,7 @@ class LatentModel(Protocol):
 
     scheduler_config: Mapping[str, Any]
     device: torch.device  # where latents and noise maps are sampled
+    null_text_keys: tuple[str, ...]  # the tensors of an unconditional row null-text inversion optimises
 
     def encode_prompts(self, prompts: list[str]) -> Cond:
         """One condition row per prompt; "" is the unconditional branch."""
@@ -153,13 +155,14 @@ class LatentEditor:
             "the inversion's x_t and noise maps", "use a lower tstart, fewer seeds or a shorter input",
         )
 
-    def _condition(self, prompts: list[str], negative: str, cfgs: list[float], repeats: int) -> Cond:
+    def _condition(self, prompts: list[str], negative: str, cfgs: list[float], repeats: int, learned: bool = False) -> Cond:
         """Guided condition of len(prompts) * repeats rows (prompt-major), prompts encoded once.
 
         Evaluates the model once per sample instead of twice when guidance is a no-op for every
-        row (scale 1, or the prompt is the unconditional one).
+        row (scale 1, or the prompt is the unconditional one, unless the unconditional branch is
+        ``learned``: a null-text inversion's, which ``_per_step`` puts in).
         """
-        single = all(cfg == 1 or prompt == negative for prompt, cfg in zip(prompts, cfgs))
+        single = all(cfg == 1 or (prompt == negative and not learned) for prompt, cfg in zip(prompts, cfgs))
         encoded = self.model.encode_prompts(prompts if single else [*prompts, negative])
         rows = torch.arange(len(prompts)).repeat_interleave(repeats)
         cond = batching.take(encoded, rows)
@@ -167,6 +170,21 @@ class LatentEditor:
             return guided(cond)
         uncond = batching.take(encoded, torch.full_like(rows, len(prompts)))
         return guided(cond, uncond, torch.tensor(cfgs, dtype=torch.float64)[rows])
+
+    def _per_step(self, inv: Inversion | None, cond: Cond, first: int = 0) -> CondArg:
+        """``cond`` as it is, or, for a null-text inversion, a function of the run's step j giving
+        ``cond`` with the unconditional rows of the inversion's step ``first + j`` (inversion b at the
+        rows i * B + b, in the dtype of the rows they replace)."""
+        if inv is None or inv.uncond is None or "uncond" not in cond:  # type: ignore[operator]
+            return cond
+        stored, replaced = inv.uncond, cond["uncond"]  # type: ignore[index]
+        times = batching.batch_size(replaced) // inv.num_latents
+
+        def at(j: int) -> Cond:
+            rows = {key: value[:, first + j].to(self.model.device, replaced[key].dtype) for key, value in stored.items()}
+            return {**cond, "uncond": batching.tile(rows, times)}  # type: ignore[dict-item]
+
+        return at
 
     @torch.no_grad()
     def invert_latent(
@@ -180,39 +198,59 @@ class LatentEditor:
         seed: int | Sequence[int] = 0,
         meta: Mapping[str, Any] | None = None,
         method: str = "ddpm",
+        inner_steps: int = INNER_STEPS,
     ) -> Inversion:
         """Invert latents; several seeds give several inversions (different noise maps) of one input.
 
         Args:
             x0: (1, ...) one latent, or (B, ...) with one seed per latent.
+            cfg_src: the guidance scale of the source prompt during inversion; for "null-text", the
+                scale its unconditional conditions are optimised for, i.e. the scale edits will use
+                (the paper's 7.5; its pivot is DDIM inversion at scale 1).
             eta: sampler noise of a DDPM inversion (its edits use the same); DDIM's is 0.
-            seed: one seed, or a sequence of seeds (DDIM inversion is deterministic: one).
-            method: "ddpm" (edit-friendly, exact at any guidance) or "ddim" (deterministic baseline).
+            seed: one seed, or a sequence of seeds (DDIM and null-text inversion are deterministic: one).
+            method: "ddpm" (edit-friendly, exact at any guidance), "ddim" (deterministic baseline) or
+                "null-text" (DDIM inversion with an unconditional condition optimised per step, see
+                ``methods.null_text``).
+            inner_steps: null-text: Adam steps per step (the paper's 10).
         Returns:
             An ``Inversion`` of max(B, len(seeds)) latents.
         """
         seeds = self._seeds(seed)
         check_method(method)
         check_settings(num_steps, t_start, eta if method == "ddpm" else 1.0, cfg_src)
-        if method == "ddim" and len(seeds) > 1:
-            raise InputError("DDIM inversion is deterministic, so several seeds give the same result: give one")
+        check_null_text_settings(inner_steps, 1e-2, 0.0)
+        if method != "ddpm" and len(seeds) > 1:
+            raise InputError(f"{method} inversion is deterministic, so several seeds give the same result: give one")
         x0 = x0.to(self.model.device, latent_dtype(self.model.device))
         if x0.shape[0] == 1 and len(seeds) > 1:
             x0 = x0.expand(len(seeds), *x0.shape[1:])
         schedule = Schedule.from_config(self.model.scheduler_config, num_steps)
         self.check_inversion_memory(x0.shape[1:], len(seeds), t_start, method)
-        cond = self._condition([source_prompt], "", [cfg_src], len(seeds))
-        if method == "ddpm":
-            xts, zs, residual = ddpm_invert(
-                self.guided_denoiser, schedule, x0, cond, t_start, eta, seeds, self.inversion_rows(x0), self.progress
+        zs = residual = uncond = None
+        if method == "null-text":
+            encoded = self.model.encode_prompts([source_prompt])
+            start = self.model.encode_prompts([""])
+            rows = torch.zeros(x0.shape[0], dtype=torch.long)
+            result = null_text_invert(
+                self.denoiser, schedule, x0, batching.take(encoded, rows), batching.take(start, rows),  # type: ignore[arg-type]
+                tuple(self.model.null_text_keys), t_start, cfg_src, inner_steps, progress=self.progress,
             )
+            xts, uncond = result.xts, result.uncond
         else:
-            xts, zs, residual, eta = ddim_invert(self.guided_denoiser, schedule, x0, cond, t_start, self.progress), None, None, 0.0
+            cond = self._condition([source_prompt], "", [cfg_src], len(seeds))
+            if method == "ddpm":
+                xts, zs, residual = ddpm_invert(
+                    self.guided_denoiser, schedule, x0, cond, t_start, eta, seeds, self.inversion_rows(x0), self.progress
+                )
+            else:
+                xts = ddim_invert(self.guided_denoiser, schedule, x0, cond, t_start, self.progress)
         settings = InversionSettings(
-            self.fingerprint(), num_steps, t_start, float(eta), float(cfg_src), source_prompt, tuple(seeds), method
-        )
+            self.fingerprint(), num_steps, t_start, float(eta) if method == "ddpm" else 0.0, float(cfg_src),
+            source_prompt, tuple(seeds), method, inner_steps if method == "null-text" else 0,
+        )  # fmt: skip
         timesteps = schedule.timesteps[schedule.last(t_start)]
-        return Inversion(x0.clone(), xts, zs, timesteps, settings, dict(meta or {}), residual)
+        return Inversion(x0.clone(), xts, zs, timesteps, settings, dict(meta or {}), residual, uncond=uncond)
 
     @staticmethod
     def _seeds(seed: int | Sequence[int]) -> list[int]:
@@ -257,11 +295,14 @@ class LatentEditor:
         schedule = Schedule.from_config(self.model.scheduler_config, s.num_steps)
         inv = inv.fit(self.fingerprint(), schedule)
         B, T = inv.num_latents, len(targets)
+        learned = inv.uncond is not None
+        if learned and negative_prompt != "":
+            raise InputError("a null-text inversion brings its own unconditional branch (optimised from \"\"): leave out the negative prompt")
         if any(c.scale > 0 for concept_set in sets for c in concept_set):
-            cond = self._semantic_condition(targets, negative_prompt, cfgs, B, sets)
+            cond: Cond = self._semantic_condition(targets, negative_prompt, cfgs, B, sets)
             denoiser: Denoiser = SemanticGuidance(self.denoiser, channel_axis=1 if inv.x0.dim() > 2 else None)
         else:  # no concept guides: the plain edit (of each set, all equal)
-            cond = batching.tile(self._condition(targets, negative_prompt, cfgs, B), len(sets))
+            cond = batching.tile(self._condition(targets, negative_prompt, cfgs, B, learned), len(sets))
             denoiser = self.guided_denoiser
         if mask is not None:
             callback = _then(callback, keep_outside(self.check_mask(mask, inv.x0), inv.xts, inv.x0))
@@ -271,8 +312,10 @@ class LatentEditor:
     def _regenerate(
         self, inv: Inversion, schedule: Schedule, x_t: torch.Tensor, cond: Cond, denoiser: Denoiser, callback: Callback | None
     ) -> torch.Tensor:
-        """Sample the inversion's steps from ``x_t``: with its noise maps (DDPM), or deterministically (DDIM)."""
+        """Sample the inversion's steps from ``x_t``: with its noise maps (DDPM), or deterministically
+        (DDIM; null-text with its unconditional rows of each step)."""
         s = inv.settings
+        cond = self._per_step(inv, cond)
         if s.method == "ddpm":
             return ddpm_edit(denoiser, schedule, x_t, inv.zs, cond, s.eta, inv.residual, callback, self.progress)
         return sample(denoiser, schedule, x_t, cond, schedule.last(s.t_start), 0.0, None, None, callback, self.progress, "editing")
@@ -335,7 +378,8 @@ class LatentEditor:
             region = self.check_mask(region, inv.x0)
         k = schedule.last(K)[step]
         s = inv.settings
-        cond = self._condition([s.source_prompt], "", [s.cfg_src], 1)
+        cond = self._per_step(inv, self._condition([s.source_prompt], "", [s.cfg_src], 1, inv.uncond is not None), step)
+        cond = cond(0) if callable(cond) else cond
         x_t = inv.xts[:1, step].to(self.model.device)
         with torch.no_grad():
             vectors, values, info = pcs_method.posterior_pcs(
@@ -379,7 +423,7 @@ class LatentEditor:
         B, rows = inv.num_latents, len(pcs_list) * len(amounts)
         shift = pcs_method.shifts(pcs, pcs_list, [float(a) for a in amounts]).repeat_interleave(B, 0)
         callback = pcs_method.drift(shift, steps if steps is not None else range(pcs.step, s.t_start))
-        cond = self._condition([s.source_prompt], "", [s.cfg_src], B * rows)
+        cond = self._condition([s.source_prompt], "", [s.cfg_src], B * rows, inv.uncond is not None)
         x_t = inv.xts[:, 0].to(self.model.device).repeat(rows, *([1] * (inv.x0.dim() - 1)))
         return _finite(self._regenerate(inv, schedule, x_t, cond, self.guided_denoiser, callback), [s.cfg_src])
 

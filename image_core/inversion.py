@@ -15,7 +15,8 @@ from .schedule import Schedule
 FORMAT = "ddpm-inversion/2"
 _FORMAT_1 = "ddpm-inversion/1"  # the residual, if any, stored as the last noise map
 _TENSORS = ("x0", "xts", "zs", "timesteps", "residual")  # zs and residual may be absent
-METHODS = ("ddpm", "ddim")  # edit-friendly DDPM inversion; deterministic DDIM inversion
+METHODS = ("ddpm", "ddim", "null-text")  # edit-friendly DDPM; deterministic DDIM; DDIM + optimised unconditional branch
+_UNCOND = "uncond."  # prefix of the tensors of the per-step unconditional condition in a file
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,11 @@ class InversionSettings:
     num_steps: int  # N, steps of the full chain
     t_start: int  # steps the edit runs (the inversion covers only these)
     eta: float  # noise level of the sampler: in (0, 1] for "ddpm", 0 for "ddim"
-    cfg_src: float  # guidance scale of the source prompt during inversion
+    cfg_src: float  # guidance scale of the source prompt during inversion (null-text: the one optimised for)
     source_prompt: str
     seeds: tuple[int, ...]  # one per inverted latent
     method: str = "ddpm"  # one of METHODS
+    inner_steps: int = 0  # null-text: Adam steps per step (0 for the other methods)
 
 
 @dataclass(frozen=True)
@@ -40,12 +42,14 @@ class Inversion:
         x0: (B, ...) clean latents.
         xts: (B, K, ...) x_t at the K = t_start timesteps the edit runs, xts[:, 0] = x_{t_start}.
         zs: (B, K, ...) noise maps z ~ N(0, I); sampling from xts[:, 0] with them regenerates x0.
-            None for a DDIM inversion (deterministic: xts is its trajectory).
+            None for DDIM and null-text inversions (deterministic: xts is their trajectory).
         timesteps: (K,) int64, descending.
         settings: how it was made.
         meta: JSON-able facts of the input a frontend needs to write outputs (size, sample rate...).
         residual: (B, ...) x0 - μ of the chain's last step where σ is zero there (a scheduler whose
             final alpha is one), added back at that step; None otherwise (SD, AudioLDM).
+        uncond: a null-text inversion's unconditional condition of every step, each tensor
+            (B, K, ...) (row [:, j]: the j-th step's); None for the other methods.
     """
 
     x0: torch.Tensor
@@ -56,6 +60,7 @@ class Inversion:
     meta: dict[str, Any] = field(default_factory=dict)
     residual: torch.Tensor | None = None
     legacy_last_map: bool = False  # read from a format-1 file: a residual may still sit in zs[:, -1]
+    uncond: dict[str, torch.Tensor] | None = None
 
     @property
     def num_latents(self) -> int:
@@ -95,6 +100,7 @@ class Inversion:
         from safetensors.torch import save_file
 
         tensors = {name: getattr(self, name) for name in _TENSORS if getattr(self, name) is not None}
+        tensors.update({_UNCOND + key: value for key, value in (self.uncond or {}).items()})
         metadata = {
             "format": _FORMAT_1 if self.legacy_last_map else FORMAT,
             "settings": json.dumps(asdict(self.settings)),
@@ -114,19 +120,25 @@ class Inversion:
                     raise InputError(f"{path} is not an inversion file (format {metadata.get('format')!r})")
                 tensors = {key: f.get_tensor(key) for key in _TENSORS if key in f.keys()}
                 tensors.setdefault("zs", None)
+                uncond = {key[len(_UNCOND):]: f.get_tensor(key) for key in f.keys() if key.startswith(_UNCOND)}
             settings = json.loads(metadata["settings"])
             settings["seeds"] = tuple(settings["seeds"])
             legacy = metadata["format"] == _FORMAT_1
             meta = json.loads(metadata["meta"])
-            inv = cls(**tensors, settings=InversionSettings(**settings), meta=meta, legacy_last_map=legacy)
+            inv = cls(
+                **tensors, settings=InversionSettings(**settings), meta=meta, legacy_last_map=legacy, uncond=uncond or None
+            )
         except InputError:
             raise
         except Exception as error:  # any decoding problem is the file's
             raise InputError(f"cannot read inversion file {path}: {error}".replace("\n", " ")) from None
         B, K = inv.num_latents, inv.settings.t_start
+        method = inv.settings.method
         consistent = (
-            inv.settings.method in METHODS
-            and (inv.zs is None) == (inv.settings.method == "ddim")
+            method in METHODS
+            and (inv.zs is None) == (method != "ddpm")
+            and (inv.uncond is None) == (method != "null-text")
+            and all(value.shape[:2] == (B, K) for value in (inv.uncond or {}).values())
             and (inv.zs is None or inv.xts.shape == inv.zs.shape)
             and inv.xts.shape[:2] == (B, K)
             and inv.x0.shape == (B, *inv.xts.shape[2:])

@@ -5,7 +5,9 @@ class c, x_t ~ N(sqrt(ᾱ) m_c, ᾱ var + 1 - ᾱ) and
     E[x0 | x_t, c] = m_c + var sqrt(ᾱ) / (ᾱ var + 1 - ᾱ) (x_t - sqrt(ᾱ) m_c),
     ε*(x_t) = (x_t - sqrt(ᾱ) E[x0 | x_t]) / sqrt(1 - ᾱ),
 with the class posterior weighting E[x0 | x_t, c]. A "prompt" picks the prior weights w: "A" and
-"B" are the two classes, "" is the unconditional mixture.
+"B" are the two classes, "" is the unconditional mixture. A condition also carries a "bias" (D,)
+added to ε, zero for every prompt: an embedding with one degree of freedom per coordinate of ε,
+which null-text inversion optimises (as it does a text encoder's states).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class GaussianMixtureModel:
 
     scheduler_config = SCHEDULER_CONFIG
     device = torch.device("cpu")
+    null_text_keys = ("bias",)
 
     def __init__(self, dim: int = 32, seed: int = 0, separation: float = 2.0, region: slice | None = None) -> None:
         """``region``: the coordinates where the classes differ (all by default); elsewhere both
@@ -50,7 +53,8 @@ class GaussianMixtureModel:
         return self.means[cls] + self.var.sqrt() * noise
 
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
-        return {"weights": torch.tensor([PROMPTS[p] for p in prompts], dtype=torch.float64)}
+        weights = torch.tensor([PROMPTS[p] for p in prompts], dtype=torch.float64)
+        return {"weights": weights, "bias": torch.zeros(len(prompts), self.means.shape[1], dtype=torch.float64)}
 
     def predict_eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
         self.calls += 1
@@ -62,7 +66,8 @@ class GaussianMixtureModel:
         w = torch.softmax(cond["weights"].log() + loglik, dim=1)  # (B, 2)
         x0_c = self.means + (self.var * a.sqrt() / v).unsqueeze(1) * diff  # (B, 2, D)
         x0 = (w.unsqueeze(-1) * x0_c).sum(1)
-        return (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+        eps = (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+        return eps if "bias" not in cond else eps + cond["bias"]
 
     def fingerprint(self) -> str:
         return "gaussian-mixture"

@@ -19,6 +19,8 @@ class StableDiffusionModel:
     Latents are (B, 4, H / f, W / f) with f = ``vae_factor`` (8 for the real models).
     """
 
+    null_text_keys = ("text",)  # null-text inversion optimises the CLIP states of "" (77 x D), as its paper
+
     def __init__(
         self, name: str, tokenizer: Any, text_encoder: Any, unet: Any, vae: Any, scheduler_config: dict[str, Any]
     ) -> None:
