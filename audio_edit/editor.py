@@ -22,6 +22,7 @@ from image_core.editing import LatentEditor
 from image_core.errors import InputError
 from image_core.inversion import Inversion
 from image_core.masks import load_mask, save_mask
+from image_core.methods import null_text
 from image_core.methods.pcs import AMOUNT, PosteriorPCs
 from image_core.methods.sega import Concept
 from image_core.settings import check_interval, check_settings
@@ -135,18 +136,22 @@ class AudioEditor(LatentEditor):
         eta: float = 1.0,
         seed: int | Sequence[int] = 0,
         method: str = "ddpm",
+        inner_steps: int = null_text.INNER_STEPS,
+        early_stop: float = null_text.EARLY_STOP,
     ) -> Inversion:
         """Invert a recording (path or ``Audio``); several seeds give several inversions (diverse edits).
 
         The model hears the mono downmix (mean of the channels) at 16 kHz; ``inv.meta`` keeps the
-        input's sample rate, length and loudness for the outputs. ``method``: "ddpm" (edit-friendly)
-        or "ddim" (the deterministic baseline; one seed).
+        input's sample rate, length and loudness for the outputs. ``method``: "ddpm" (edit-friendly),
+        "ddim" (the deterministic baseline; one seed) or "null-text" (DDIM with an unconditional
+        branch optimised per step for guidance ``cfg_src``, the scale edits will use; see
+        ``LatentEditor.invert_latent`` for ``inner_steps`` and ``early_stop``).
         """
         seeds = seed if isinstance(seed, Sequence) else [seed]
         check_settings(num_steps, t_start, eta if method == "ddpm" else 1.0, cfg_src)  # before the VAE runs
         wave, meta = self._read(audio)
         self.check_inversion_memory(self.latent_shape(len(wave)), len(seeds), t_start, method)
-        return self.invert_latent(self.encode(wave), source_prompt, num_steps, t_start, cfg_src, eta, seed, meta, method)
+        return self.invert_latent(self.encode(wave), source_prompt, num_steps, t_start, cfg_src, eta, seed, meta, method, inner_steps, early_stop)
 
     def _read(self, audio: AudioInput) -> tuple[np.ndarray, dict[str, Any]]:
         """(the model's 16 kHz mono input, the facts the outputs need) of a recording."""

@@ -38,10 +38,12 @@ INVERSION_OPTIONS = {
     "num_outputs": "--num-outputs",
     "source": "--source",
     "method": "--method",
+    "inner_steps": "--inner-steps",
+    "early_stop": "--early-stop",
 }
 
-METHODS = ("ddpm", "ddim", "sdedit")
-"""--method: edit-friendly DDPM inversion (default), DDIM inversion, SDEdit (no inversion)."""
+METHODS = ("ddpm", "ddim", "null-text", "sdedit")
+"""--method: edit-friendly DDPM inversion (default), DDIM inversion, null-text inversion, SDEdit (no inversion)."""
 
 _UNSET = object()  # marks an option the command line did not give
 
@@ -88,8 +90,15 @@ def edit_parser(
     p.add_argument(
         "--method", default="ddpm", choices=METHODS,
         help="ddpm: edit-friendly DDPM inversion (exact reconstruction, keeps the structure); ddim: DDIM inversion "
-        "(deterministic baseline, one seed); sdedit: noise to --tstart and sample the target (baseline, nothing inverted)",
+        "(deterministic baseline, one seed); null-text: DDIM inversion whose unconditional branch is optimised at "
+        "every step for the guidance of --cfg-tar (baseline, one seed, about 10x the model calls); "
+        "sdedit: noise to --tstart and sample the target (baseline, nothing inverted)",
     )  # fmt: skip
+    p.add_argument("--inner-steps", type=int, default=10, metavar="N",
+                   help="null-text: Adam steps per diffusion step (the paper's 10)")  # fmt: skip
+    p.add_argument("--early-stop", type=float, default=1e-5, metavar="LOSS",
+                   help="null-text: a step stops once its loss is below LOSS, growing to 101 x LOSS at the last step "
+                   "(the paper's); 0 always runs every inner step")  # fmt: skip
     p.add_argument(
         "--mask", default=None, metavar="auto|PATH|REGION",
         help=f"edit only inside a mask, keeping the rest of the input exactly: auto (DiffEdit: where the target and "
@@ -209,8 +218,20 @@ def _check_method_options(args: argparse.Namespace) -> None:
         clashing = [o for o, v in (("--inversion", args.inversion), ("--save-inversion", args.save_inversion), ("--mask", args.mask)) if v]
         if clashing:
             raise InputError(f"--method sdedit inverts nothing, so {', '.join(clashing)} cannot be given with it")
-    if args.method == "ddim" and args.num_outputs != 1:
-        raise InputError("--method ddim is deterministic, so several outputs would be equal: leave out --num-outputs")
+    if args.method in ("ddim", "null-text") and args.num_outputs != 1:
+        raise InputError(f"--method {args.method} is deterministic, so several outputs would be equal: leave out --num-outputs")
+    tuning = [INVERSION_OPTIONS[dest] for dest in ("inner_steps", "early_stop") if dest in getattr(args, "given", ())]
+    if args.method != "null-text" and tuning and args.inversion is None:
+        raise InputError(f"{' and '.join(tuning)} {'tune' if len(tuning) > 1 else 'tunes'} --method null-text: give it, or leave "
+                         f"{'them' if len(tuning) > 1 else 'it'} out")
+    if args.method == "null-text":
+        if "cfg_src" in getattr(args, "given", ()):
+            raise InputError("--method null-text optimises for the edit's guidance, --cfg-tar, and its pivot runs at scale 1: leave out --cfg-src")
+        if args.negative:
+            raise InputError("--method null-text optimises its own unconditional branch: leave out --negative")
+        from .methods.null_text import LEARNING_RATE, check_null_text_settings
+
+        check_null_text_settings(args.inner_steps, LEARNING_RATE, args.early_stop)
     if (args.add or args.remove) and args.method == "sdedit":
         raise InputError("--add / --remove guide an edit of an inversion: use --method ddpm or ddim")
     if args.mask == "auto" and len(args.target) != 1:
@@ -423,7 +444,10 @@ def edit_with_method(
     if args.method == "sdedit":
         outputs = editor.sdedit(item, args.target, args.steps, args.tstart, args.cfg_tar, args.eta, seeds, args.negative)
         return Edited(outputs, None)
-    inv = loaded or editor.invert(item, args.source, args.steps, args.tstart, args.cfg_src, args.eta, seeds, method=args.method)
+    inv = loaded or editor.invert(
+        item, args.source, args.steps, args.tstart, args.cfg_tar if args.method == "null-text" else args.cfg_src, args.eta,
+        seeds, method=args.method, inner_steps=args.inner_steps, early_stop=args.early_stop,
+    )  # fmt: skip
     if args.pc:
         from .methods.pcs import PosteriorPCs
 
@@ -537,6 +561,8 @@ def run_record(
             "seeds": seeds,
             "inversion_batch": None if args.inversion or args.method == "sdedit" else editor.inversion_batch_size,  # None: no inversion ran
             "method": settings.method,
+            "null_text": {"inner_steps": settings.inner_steps, "early_stop": settings.early_stop}
+            if settings.method == "null-text" else None,
             "mask": args.mask,
             "principal_components": {"pc": args.pc, "amount": args.amount or [2.0], "at_step": args.pc_at,
                                      "iterations": args.pc_iterations, "region": args.region, "loaded_from": args.pcs}

@@ -21,7 +21,7 @@ from .guidance import ClassifierFreeGuidance, Denoiser, guided
 from .inversion import METHODS, Inversion, InversionSettings
 from .methods.ddim import ddim_invert
 from .methods.ddpm import ddpm_edit, ddpm_invert
-from .methods.null_text import INNER_STEPS, check_null_text_settings, null_text_invert
+from .methods.null_text import EARLY_STOP, INNER_STEPS, LEARNING_RATE, check_null_text_settings, null_text_invert
 from .methods.diffedit import DRAWS, STRENGTH, THRESHOLD, diffedit_mask, keep_outside
 from .methods.sdedit import sdedit
 from .methods import pcs as pcs_method
@@ -199,6 +199,7 @@ class LatentEditor:
         meta: Mapping[str, Any] | None = None,
         method: str = "ddpm",
         inner_steps: int = INNER_STEPS,
+        early_stop: float = EARLY_STOP,
     ) -> Inversion:
         """Invert latents; several seeds give several inversions (different noise maps) of one input.
 
@@ -212,14 +213,15 @@ class LatentEditor:
             method: "ddpm" (edit-friendly, exact at any guidance), "ddim" (deterministic baseline) or
                 "null-text" (DDIM inversion with an unconditional condition optimised per step, see
                 ``methods.null_text``).
-            inner_steps: null-text: Adam steps per step (the paper's 10).
+            inner_steps, early_stop: null-text: Adam steps per step (the paper's 10) and the loss below
+                which a step stops early (the paper's 1e-5, growing along the run; 0: never).
         Returns:
             An ``Inversion`` of max(B, len(seeds)) latents.
         """
         seeds = self._seeds(seed)
         check_method(method)
         check_settings(num_steps, t_start, eta if method == "ddpm" else 1.0, cfg_src)
-        check_null_text_settings(inner_steps, 1e-2, 0.0)
+        check_null_text_settings(inner_steps, LEARNING_RATE, early_stop)
         if method != "ddpm" and len(seeds) > 1:
             raise InputError(f"{method} inversion is deterministic, so several seeds give the same result: give one")
         x0 = x0.to(self.model.device, latent_dtype(self.model.device))
@@ -234,7 +236,7 @@ class LatentEditor:
             rows = torch.zeros(x0.shape[0], dtype=torch.long)
             result = null_text_invert(
                 self.denoiser, schedule, x0, batching.take(encoded, rows), batching.take(start, rows),  # type: ignore[arg-type]
-                tuple(self.model.null_text_keys), t_start, cfg_src, inner_steps, progress=self.progress,
+                tuple(self.model.null_text_keys), t_start, cfg_src, inner_steps, early_stop=early_stop, progress=self.progress,
             )
             xts, uncond = result.xts, result.uncond
         else:
@@ -247,7 +249,7 @@ class LatentEditor:
                 xts = ddim_invert(self.guided_denoiser, schedule, x0, cond, t_start, self.progress)
         settings = InversionSettings(
             self.fingerprint(), num_steps, t_start, float(eta) if method == "ddpm" else 0.0, float(cfg_src),
-            source_prompt, tuple(seeds), method, inner_steps if method == "null-text" else 0,
+            source_prompt, tuple(seeds), method, *((inner_steps, early_stop) if method == "null-text" else (0, 0.0)),
         )  # fmt: skip
         timesteps = schedule.timesteps[schedule.last(t_start)]
         return Inversion(x0.clone(), xts, zs, timesteps, settings, dict(meta or {}), residual, uncond=uncond)

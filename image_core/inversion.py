@@ -32,6 +32,7 @@ class InversionSettings:
     seeds: tuple[int, ...]  # one per inverted latent
     method: str = "ddpm"  # one of METHODS
     inner_steps: int = 0  # null-text: Adam steps per step (0 for the other methods)
+    early_stop: float = 0.0  # null-text: the loss below which a step stopped early
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from ..editing import LatentEditor
 from ..errors import InputError
 from ..inversion import Inversion
 from ..masks import load_mask, save_mask
+from ..methods import null_text
 from ..methods.pcs import AMOUNT, PosteriorPCs
 from ..methods.sega import Concept
 from .images import ImageInput, load_image, model_size, to_pil, to_tensor
@@ -57,15 +58,19 @@ class ImageEditor(LatentEditor):
         eta: float = 1.0,
         seed: int | Sequence[int] = 0,
         method: str = "ddpm",
+        inner_steps: int = null_text.INNER_STEPS,
+        early_stop: float = null_text.EARLY_STOP,
     ) -> Inversion:
         """Invert an image (path or PIL); several seeds give several inversions (diverse edits).
 
         The model sees the image at about its native area (512² for SD 1.x), aspect ratio kept, sides
-        multiples of 64; edits come back at the input's size. ``method``: "ddpm" (edit-friendly) or
-        "ddim" (the deterministic baseline; one seed).
+        multiples of 64; edits come back at the input's size. ``method``: "ddpm" (edit-friendly),
+        "ddim" (the deterministic baseline; one seed) or "null-text" (DDIM with an unconditional
+        branch optimised per step for guidance ``cfg_src``, the scale edits will use; see
+        ``LatentEditor.invert_latent`` for ``inner_steps`` and ``early_stop``).
         """
         x0, meta = self._encode(image)
-        return self.invert_latent(x0, source_prompt, num_steps, t_start, cfg_src, eta, seed, meta, method)
+        return self.invert_latent(x0, source_prompt, num_steps, t_start, cfg_src, eta, seed, meta, method, inner_steps, early_stop)
 
     def _encode(self, image: ImageInput) -> tuple[torch.Tensor, dict[str, Any]]:
         picture = load_image(image)
