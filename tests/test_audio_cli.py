@@ -356,3 +356,18 @@ def test_concepts_alone_edit_the_clip(tmp_path: Path, capsys: pytest.CaptureFixt
     assert sf.read(tmp_path / "input_edit.wav")[0].shape == (8000,)
     record = json.loads((tmp_path / "input_edit.json").read_text())
     assert [c["prompt"] for c in record["concepts"]] == ["jazz piano", "drums"] and record["targets"] == []
+
+
+def test_null_text_inversion_edits_a_clip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from image_core.inversion import Inversion
+
+    source = tmp_path / "input.wav"
+    _melody(source)
+    saved = tmp_path / "input.inv"
+    argv = [str(source), "--target", "jazz", "--method", "null-text", "--inner-steps", "2", *FASTEST]
+    code, out, err = run_cli([*argv, "--out", str(tmp_path / "a.wav"), "--save-inversion", str(saved)], capsys)
+    assert code == 0 and "null-text inversion" in err, err
+    assert sf.read(tmp_path / "a.wav")[0].shape == sf.read(source)[0].shape
+    inv = Inversion.load(saved)
+    assert inv.settings.method == "null-text" and inv.uncond.keys() == {"gpt2", "t5", "t5_mask"}
+    assert json.loads((tmp_path / "a.json").read_text())["settings"]["cfg_src"] == 12.0  # optimised for --cfg-tar

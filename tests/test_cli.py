@@ -165,6 +165,13 @@ BAD = {
     "negative warm-up": (["--add", "hat", "--warmup", "-1"], "warm-up"),
     "seventeen concepts": (["--add", "hat"] * 17, "at most 16"),
     "concepts with sdedit": (["--add", "hat", "--method", "sdedit"], "--method ddpm or ddim"),
+    "null-text with cfg-src": (["--method", "null-text", "--cfg-src", "3"], "leave out --cfg-src"),
+    "null-text with a negative prompt": (["--method", "null-text", "--negative", "blurry"], "leave out --negative"),
+    "null-text with several outputs": (["--method", "null-text", "--num-outputs", "2"], "null-text is deterministic"),
+    "inner steps without null-text": (["--inner-steps", "3"], "--inner-steps tunes --method null-text"),
+    "inner steps absurd": (["--method", "null-text", "--inner-steps", "5000"], "inner steps must be a whole number from 0 to 1000"),
+    "early stop negative": (["--method", "null-text", "--early-stop", "-1"], "early-stop loss must be in [0, 1)"),
+    "inner steps with inversion": (["--inversion", "{dir}/ok.inv", "--inner-steps", "3"], "--inner-steps cannot be given with --inversion"),
 }
 
 
@@ -322,6 +329,21 @@ def test_methods_and_masks_end_to_end(photo: Path, capsys: pytest.CaptureFixture
     code, out, err = run_cli([str(photo), "--target", "a dog", *FAST, "--mask", str(folder / "box.png"),
                               "--out", str(folder / "again.png")], capsys)  # fmt: skip
     assert code == 0 and np.array_equal(np.asarray(Image.open(folder / "again.png")), edited.astype(np.uint8)), err
+
+
+def test_null_text_inversion_end_to_end_and_again_from_its_file(photo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = photo.parent
+    argv = [str(photo), "--target", "a dog", *FAST, "--method", "null-text", "--inner-steps", "2", "--cfg-tar", "5"]
+    code, out, err = run_cli([*argv, "--out", str(folder / "nt.png"), "--save-inversion", str(folder / "nt.inv")], capsys)
+    assert code == 0 and "null-text inversion" in err, err
+    settings = json.loads((folder / "nt.json").read_text())["settings"]
+    assert settings["method"] == "null-text" and settings["cfg_src"] == 5.0 and settings["null_text"] == {"inner_steps": 2, "early_stop": 1e-5}
+    inv = Inversion.load(folder / "nt.inv")
+    assert inv.settings.method == "null-text" and inv.uncond["text"].shape[:2] == (1, 2)
+    code, out, err = run_cli([str(photo), "--target", "a dog", "--model", "tiny", "--device", "cpu", "--cfg-tar", "5",
+                              "--inversion", str(folder / "nt.inv"), "--out", str(folder / "again.png")], capsys)  # fmt: skip
+    assert code == 0, err
+    assert np.array_equal(np.asarray(Image.open(folder / "again.png")), np.asarray(Image.open(folder / "nt.png")))
 
 
 def test_concepts_without_a_target(photo: Path, capsys: pytest.CaptureFixture[str]) -> None:
