@@ -233,7 +233,7 @@ def _check_method_options(args: argparse.Namespace) -> None:
 
         check_null_text_settings(args.inner_steps, LEARNING_RATE, args.early_stop)
     if (args.add or args.remove) and args.method == "sdedit":
-        raise InputError("--add / --remove guide an edit of an inversion: use --method ddpm or ddim")
+        raise InputError("--add / --remove guide an edit of an inversion: use --method ddpm, ddim or null-text")
     if args.mask == "auto" and len(args.target) != 1:
         raise InputError("--mask auto compares one target with the source: give one --target")
     if args.mask is not None and not args.mask.strip():

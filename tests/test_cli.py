@@ -164,7 +164,7 @@ BAD = {
     "threshold outside": (["--remove", "hat", "--threshold", "1"], "threshold"),
     "negative warm-up": (["--add", "hat", "--warmup", "-1"], "warm-up"),
     "seventeen concepts": (["--add", "hat"] * 17, "at most 16"),
-    "concepts with sdedit": (["--add", "hat", "--method", "sdedit"], "--method ddpm or ddim"),
+    "concepts with sdedit": (["--add", "hat", "--method", "sdedit"], "--method ddpm, ddim or null-text"),
     "null-text with cfg-src": (["--method", "null-text", "--cfg-src", "3"], "leave out --cfg-src"),
     "null-text with a negative prompt": (["--method", "null-text", "--negative", "blurry"], "leave out --negative"),
     "null-text with several outputs": (["--method", "null-text", "--num-outputs", "2"], "null-text is deterministic"),
