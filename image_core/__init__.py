@@ -4,7 +4,8 @@ Layers, each importing only those above it in this list:
 
 - the core: ``schedule``, ``batching``, ``guidance``, ``sampling`` (the one reverse loop and its noise
   sources), ``inversion`` (the value), ``windows``, ``settings``;
-- ``methods``: one paper per module (``ddpm``: edit-friendly inversion and editing; ``sdedit``);
+- ``methods``: one paper per module (``ddpm``, ``ddim``, ``null_text``, ``sdedit``, ``diffedit``,
+  ``sega``, ``pcs``);
 - ``editing.LatentEditor``: the methods behind one model adapter, shared by both frontends;
 - frontends: ``stable_diffusion`` (images) here, ``audio_edit`` (AudioLDM / AudioLDM2) beside it;
 - the command-line tools and the demo.
@@ -41,6 +42,7 @@ _EXPORTS = {
     "posterior_pcs": ".methods.pcs",
     "SemanticGuidance": ".methods.sega",
     "ddim_invert": ".methods.ddim",
+    "null_text_invert": ".methods.null_text",
     "diffedit_mask": ".methods.diffedit",
     "ImageEditor": ".stable_diffusion.editor",
 }
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
     from .inversion import Inversion, InversionSettings
     from .methods.ddpm import ddpm_edit, ddpm_invert
     from .methods.ddim import ddim_invert
+    from .methods.null_text import null_text_invert
     from .methods.diffedit import diffedit_mask
     from .methods.sdedit import sdedit
     from .methods.pcs import PosteriorPCs, posterior_pcs
