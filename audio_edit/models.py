@@ -308,8 +308,8 @@ class AudioModel:
         """The noise in ``x``: x (B, C, T, F) latents, t (B,) timesteps -> epsilon (B, C, T, F), dtype of x.
 
         v- and sample-predicting checkpoints are converted to epsilon with the scheduler's alphas_cumprod.
-        Differentiable with respect to ``x`` and ``cond`` (the weights are frozen): callers that need no
-        gradients run it under ``torch.no_grad``.
+        Differentiable with respect to ``x`` and ``cond`` (the weights are frozen; conditions are cast to
+        the UNet's dtype): callers that need no gradients run it under ``torch.no_grad``.
         """
         sample = x.to(self.device, self.dtype)
         t = t.to(self.device)
@@ -317,12 +317,12 @@ class AudioModel:
             output = self.unet(
                 sample,
                 t,
-                encoder_hidden_states=cond["gpt2"],
-                encoder_hidden_states_1=cond["t5"],
+                encoder_hidden_states=cond["gpt2"].to(self.dtype),
+                encoder_hidden_states_1=cond["t5"].to(self.dtype),
                 encoder_attention_mask_1=cond["t5_mask"],
             ).sample
         else:
-            output = self.unet(sample, t, encoder_hidden_states=None, class_labels=cond["class_labels"]).sample
+            output = self.unet(sample, t, encoder_hidden_states=None, class_labels=cond["class_labels"].to(self.dtype)).sample
         x_t = x.to(self.device, torch.float32)
         return adapters.eps_from_output(output.float(), x_t, self._alphas_cumprod[t], self.prediction_type).to(x.dtype)
 

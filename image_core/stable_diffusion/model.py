@@ -126,10 +126,11 @@ class StableDiffusionModel:
     def predict_eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
         """ε for (B, 4, h, w) latents at (B,) timesteps; computed in the model's dtype, returned in x_t's.
 
-        Differentiable with respect to ``x_t`` and ``cond`` (the weights are frozen): callers that need
-        no gradients run it under ``torch.no_grad``."""
+        Differentiable with respect to ``x_t`` and ``cond`` (the weights are frozen; a float32 condition,
+        such as an optimised null-text embedding, is cast to the UNet's dtype): callers that need no
+        gradients run it under ``torch.no_grad``."""
         x_t = x_t.to(self.device)
-        out = self.unet(x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=cond["text"]).sample
+        out = self.unet(x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=cond["text"].to(self.dtype)).sample
         return adapters.eps_from_output(out.to(x_t.dtype), x_t, self.alphas_cumprod[t.cpu()], self.prediction_type)
 
     @torch.no_grad()
