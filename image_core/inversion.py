@@ -68,6 +68,20 @@ class Inversion:
         """B, the number of inverted latents (one per seed)."""
         return self.x0.shape[0]
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor it holds, by its name in a file (``uncond.<key>`` for the per-step conditions)."""
+        found = {name: getattr(self, name) for name in _TENSORS if getattr(self, name) is not None}
+        found.update({_UNCOND + key: value for key, value in (self.uncond or {}).items()})
+        return found
+
+    def to(self, device: str | torch.device) -> Inversion:
+        """This inversion with every tensor on ``device`` (itself where all are there already)."""
+        if all(tensor.device == torch.device(device) for tensor in self.tensors().values()):
+            return self
+        moved = {name: getattr(self, name).to(device) for name in _TENSORS if getattr(self, name) is not None}
+        uncond = None if self.uncond is None else {key: value.to(device) for key, value in self.uncond.items()}
+        return replace(self, **moved, uncond=uncond)
+
     def fit(self, model: str, schedule: Schedule) -> Inversion:
         """This inversion, checked to be made with ``model`` and ``schedule`` (else
         ``InversionMismatchError``); a format-1 file's residual is moved out of its last noise map
@@ -100,8 +114,7 @@ class Inversion:
         """Write a safetensors file (tensors) with the settings and meta as JSON metadata."""
         from safetensors.torch import save_file
 
-        tensors = {name: getattr(self, name) for name in _TENSORS if getattr(self, name) is not None}
-        tensors.update({_UNCOND + key: value for key, value in (self.uncond or {}).items()})
+        tensors = self.tensors()
         metadata = {
             "format": _FORMAT_1 if self.legacy_last_map else FORMAT,
             "settings": json.dumps(asdict(self.settings)),

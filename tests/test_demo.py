@@ -30,7 +30,7 @@ from audio_edit import demo as demo_module
 from audio_edit.audio_io import load_audio
 from audio_edit.demo import (
     MAX_VARIATIONS, METHODS, CachedInversion, ComponentsKey, DemoRunner, EditCancelled, InversionCache, InversionKey,
-    build_app, check_clip, inversion_bytes, page_concepts, parse_time_range,
+    build_app, check_clip, inversion_bytes, page_concepts, parse_time_range, tensor_bytes,
 )
 from audio_edit.spectrogram import save_spectrograms, spectrogram_image
 from image_core import adapters
@@ -277,13 +277,14 @@ def test_runner_refuses_method_clashes_with_one_line(recording: Path, tmp_path: 
         ({"method": "ddim", "variations": 2}, "DDIM inversion is deterministic, so several variations"),
         ({"method": "sdedit", "auto_mask": True}, "the automatic mask needs an inversion, and SDEdit makes none"),
         ({"auto_mask": True, "source_prompt": " jazz "}, "so they must differ"),
-        ({"method": "dpm-solver"}, "unknown method 'dpm-solver': choose ddpm, ddim, sdedit"),
+        ({"method": "null-text", "variations": 3}, "Null-text inversion is deterministic, so several variations"),
+        ({"method": "dpm-solver"}, "unknown method 'dpm-solver': choose ddpm, ddim, null-text, sdedit"),
     ]:
         with pytest.raises(InputError, match=words) as caught:
             runner.run(str(recording), "jazz", steps=STEPS, t_start=T_START, **kwargs)
         assert "\n" not in str(caught.value)
     assert runner.editor.calls == []  # refused before anything ran
-    assert set(METHODS) == {"ddpm", "ddim", "sdedit"}
+    assert set(METHODS) == {"ddpm", "ddim", "null-text", "sdedit"}
 
 
 def test_check_clip_reads_only_the_header(recording: Path, tmp_path: Path) -> None:
@@ -810,3 +811,18 @@ def test_files_that_are_not_audio_are_refused_by_the_page(page, served, tmp_path
     page.get_by_text("Invalid file type").first.wait_for()
     body = page.locator("body").inner_text()
     assert "Traceback" not in body
+
+
+def test_null_text_on_the_tiny_model(tiny_editor, recording: Path, tmp_path: Path) -> None:
+    """Optimised for the target guidance: the same scale reuses the inversion, another inverts again."""
+    runner = DemoRunner(tiny_editor, output_dir=tmp_path)
+    settings = {"steps": STEPS, "t_start": T_START, "method": "null-text"}
+    result = runner.run(str(recording), "jazz", cfg_tar=5.0, **settings)
+    assert result.reconstruction is not None and result.status.startswith("Inverted the clip (Null-text inversion, ")
+    ((key, entry),) = runner.cache._entries.items()
+    inv = entry.inversion
+    assert key.cfg_src == inv.settings.cfg_src == 5.0 and inv.settings.method == "null-text" and inv.zs is None
+    assert all(value.device.type == "cpu" for value in inv.uncond.values())
+    assert tensor_bytes(inv) == sum(t.numel() * t.element_size() for t in (inv.x0, inv.xts, inv.timesteps, *inv.uncond.values()))
+    assert runner.run(str(recording), "piano", cfg_tar=5.0, **settings).reused
+    assert not runner.run(str(recording), "piano", cfg_tar=6.0, **settings).reused
