@@ -137,6 +137,11 @@ class Elsewhere(torch.Tensor):
     def cpu(self, *args, **kwargs) -> torch.Tensor:  # type: ignore[override]
         return self.as_subclass(torch.Tensor).clone()
 
+    def to(self, *args, **kwargs) -> torch.Tensor:  # type: ignore[override]
+        if args and str(args[0]) == "cpu" and len(args) == 1 and not kwargs:
+            return self.cpu()
+        return super().to(*args, **kwargs)
+
 
 def test_cache_reuses_the_inversion_when_only_the_target_changes(recording: Path, tmp_path: Path) -> None:
     editor = FakeEditor()

@@ -159,8 +159,9 @@ def tiny_case(name, dtype):
     return AudioEditor.from_pretrained(name, device="cpu", dtype=dtype, progress=False), clip
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("name", ["tiny", "tiny-audioldm", "sd"])
+@pytest.mark.parametrize(
+    ("name", "dtype"), [(name, dtype) for name in ("tiny", "tiny-audioldm", "sd") for dtype in ("float32", "bfloat16")] + [("sd", "float16")]
+)
 def test_tiny_models_end_to_end(name, dtype, tmp_path):
     """Gradients reach every optimised condition through the UNet in its own dtype; the per-step
     conditions edit, save and load; the first step's loss falls."""
