@@ -25,18 +25,22 @@ Columns:
   by wrapping ``image_core.editing.null_text_invert`` for the run;
 - Adam / step: bwd passes per sampler step (10 at most);
 - recon err: ||rec - x0|| / ||x0|| of the guided reconstruction (source prompt at ``--cfg``);
-- vs DDPM: (inversion + edit) time over DDPM inversion's (inversion + edit) on the same model.
+- (inv + edit) / DDPM's: (inversion + edit) time over DDPM inversion's (inversion + edit) on the same model.
 
 Models: "tiny" (the package's random-weight test SD), "mid" (the SD-like random-weight UNet of
 ``bench_image.py``, ``--channels`` / ``--size``), "audio" (the tiny random-weight AudioLDM2 on a
 10 s synthetic clip, as ``bench_audio.py`` makes one) and "audio-mid" (``bench_audio.py``'s wider
 AudioLDM2-like UNet, ``--audio-channels``). On random weights the guided sampler at 7.5 drifts far
 from its input and the per-step losses stay far above the early stop, so both null-text rows run
-nearly every Adam step, and its reconstruction error says little about trained models.
+every Adam step, and the reconstruction errors say little about trained models. Random weights
+also amplify float32 rounding: DDPM inversion's x_t are evaluated in batches of up to
+``--inversion-batch-size`` rows, its edits in batches of 2, and the rounding that differs between
+them grows along 50 guided steps (``--inversion-batch-size 1 --window-batch 1`` makes it exact).
+``--threads 1`` (the default) gives the steadiest timings on a shared machine.
 
-    python benchmarks/bench_null_text.py                              # tiny, mid, audio at 50 / 10 / 7.5
+    python benchmarks/bench_null_text.py                              # tiny, mid, audio at 50 / 10 / 7.5: about 10 minutes on one core
     python benchmarks/bench_null_text.py --models tiny --steps 4      # a smoke test, seconds
-    python benchmarks/bench_null_text.py --models mid,audio-mid --threads 2 --repeats 3
+    python benchmarks/bench_null_text.py --models audio-mid           # about 20 minutes on one core
     python benchmarks/bench_null_text.py --device cuda --models mid --size 64
 """
 
