@@ -19,9 +19,9 @@ Defaults (the paper's; its code stretched to any number of steps where it counts
 ``INNER_STEPS`` = 10 Adam steps per step; learning rate ``LEARNING_RATE`` · (1 - i / (2K)) at the
 i-th of K steps (the paper's 1e-2 · (1 - i / 100) at its K = 50); a step stops early once its loss
 is below ``EARLY_STOP`` · (1 + 100 i / K) (the paper's 1e-5 + 2e-5 · i at K = 50; 0 never stops
-early). The threshold is an absolute mean squared error, set for latents of unit variance (SD's
-and AudioLDM's are scaled so); it lets later steps keep larger errors.
-guidance ``GUIDANCE`` = 7.5; the paper runs 50 steps of the whole chain.
+early); guidance ``GUIDANCE`` = 7.5; the paper runs 50 steps of the whole chain. The early-stop
+threshold is an absolute mean squared error, set for latents of unit variance (SD's and AudioLDM's
+are scaled so); it lets later steps keep larger errors.
 
 Precision: the optimised ∅ and the loss are float32 whatever the model's dtype; ∅ is cast to the
 condition's dtype on its way into the model, so gradients flow through a float16 / bfloat16 UNet
@@ -29,10 +29,12 @@ in its own dtype. Their backward pass carries the gradient of the summed squared
 loss scale of the number of elements that keeps half-precision gradients clear of underflow; it
 is divided out in float32 before Adam, which thus sees the gradient of the mean, as in the paper.
 
-Two changes from the reference code, neither changing what is optimised: the conditional ε of a
-step is evaluated once (it does not depend on ∅), and an embedding is kept together with the model
-call that measured its loss, so that call also gives the next x̄ (the reference code steps Adam
-once more after its last measurement and then evaluates both branches again).
+Cost: the conditional ε of a step is evaluated once (it does not depend on ∅), and an embedding is
+kept together with the model call that measured its loss, so that call also moves x̄. Per step that
+is one conditional call and at most ``inner_steps`` + 1 unconditional ones with ``inner_steps``
+backward passes. The reference code checks the early stop after the Adam step that follows a
+measurement, so it keeps an embedding one step further on than the one that met the threshold, and
+evaluates both branches once more to move x̄.
 """
 
 from __future__ import annotations
