@@ -29,10 +29,10 @@ Columns:
 
 Models: "tiny" (the package's random-weight test SD), "mid" (the SD-like random-weight UNet of
 ``bench_image.py``, ``--channels`` / ``--size``), "audio" (the tiny random-weight AudioLDM2 on a
-10 s synthetic clip, as ``bench_audio.py`` makes one) and "audio-mid" (``bench_audio.py``'s wider
-AudioLDM2-like UNet, ``--audio-channels``). On random weights the guided sampler at 7.5 drifts far
-from its input and the per-step losses stay far above the early stop, so both null-text rows run
-every Adam step, and the reconstruction errors say little about trained models. Random weights
+10 s synthetic clip, as ``bench_audio.py`` makes one), "audio-mid" (``bench_audio.py``'s wider
+AudioLDM2-like UNet, ``--audio-channels``) and "tiny-audioldm" (the tiny AudioLDM, same clip). On
+random weights the guided sampler at 7.5 drifts far from its input and the per-step losses stay
+far above the early stop, so both null-text rows run every Adam step, and the reconstruction errors say little about trained models. Random weights
 also amplify float32 rounding: DDPM inversion's x_t are evaluated in batches of up to
 ``--inversion-batch-size`` rows, its edits in batches of 2, and the rounding that differs between
 them grows along 50 guided steps (``--inversion-batch-size 1 --window-batch 1`` makes it exact).
@@ -40,6 +40,7 @@ them grows along 50 guided steps (``--inversion-batch-size 1 --window-batch 1`` 
 
     python benchmarks/bench_null_text.py                              # tiny, mid, audio at 50 / 10 / 7.5: about 10 minutes on one core
     python benchmarks/bench_null_text.py --models tiny --steps 4      # a smoke test, seconds
+    python benchmarks/bench_null_text.py --models tiny,tiny-audioldm,audio --dtype bfloat16 --methods null-text-every,ddim,ddpm
     python benchmarks/bench_null_text.py --models audio-mid           # about 20 minutes on one core
     python benchmarks/bench_null_text.py --device cuda --models mid --size 64
 """
@@ -62,15 +63,16 @@ except ImportError:  # run as a script: benchmarks/ is on sys.path
     import bench_methods
     from common import count_unet_calls, print_table, relative_error, timed
 
+from audio_edit.models import AudioModel
 from image_core import editing
 from image_core.editing import LatentEditor, latent_dtype
 from image_core.methods.null_text import EARLY_STOP
 
-METHODS = {  # row label: invert_latent keywords (cfg_src is filled in where None)
-    "null-text (early stop)": dict(method="null-text", cfg_src=None, early_stop=EARLY_STOP),
-    "null-text (every step)": dict(method="null-text", cfg_src=None, early_stop=0.0),
-    "DDIM (cfg 1)": dict(method="ddim", cfg_src=1.0),
-    "DDPM": dict(method="ddpm", cfg_src=None, eta=1.0),
+METHODS = {  # --methods name: (row label, invert_latent keywords; cfg_src is filled in where None)
+    "null-text": ("null-text (early stop)", dict(method="null-text", cfg_src=None, early_stop=EARLY_STOP)),
+    "null-text-every": ("null-text (every step)", dict(method="null-text", cfg_src=None, early_stop=0.0)),
+    "ddim": ("DDIM (cfg 1)", dict(method="ddim", cfg_src=1.0)),
+    "ddpm": ("DDPM", dict(method="ddpm", cfg_src=None, eta=1.0)),
 }
 
 
@@ -111,6 +113,12 @@ def reported_backward_passes() -> Iterator[list[int]]:
 
 def load(kind: str, args: argparse.Namespace) -> bench_methods.Subject:
     """A model, its editor and input latent (``bench_methods.load_subject``; "audio-mid" added)."""
+    if kind == "tiny-audioldm":
+        model = AudioModel.from_pretrained("tiny-audioldm", torch.device(args.device), getattr(torch, args.dtype))
+        editor = bench_audio.build_editor(model, args)
+        x0 = editor.encode(bench_audio.synth_clip(bench_audio.COMPARE_SECONDS)).to(model.device, latent_dtype(model.device))
+        label = f"tiny AudioLDM ({'x'.join(str(n) for n in x0.shape[1:])} latent, {sum(p.numel() for p in model.unet.parameters()) / 1e6:.2f}M)"
+        return bench_methods.Subject(label, model, editor, x0, "audio")
     if kind != "audio-mid":
         return bench_methods.load_subject(kind, args)
     model = bench_audio.build_model("mid", argparse.Namespace(**{**vars(args), "channels": args.audio_channels}))
@@ -135,7 +143,7 @@ def run_model(kind: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         inv = editor.invert_latent(x0, source, steps, steps, args.cfg, method="null-text", inner_steps=1, early_stop=0.0)
         editor.edit_latent(inv, target, args.cfg)
     rows = []
-    for label, settings in METHODS.items():
+    for label, settings in (METHODS[name.strip()] for name in args.methods.split(",")):
         settings = {**settings, "cfg_src": args.cfg if settings["cfg_src"] is None else settings["cfg_src"]}
         if settings["method"] == "null-text":
             settings["inner_steps"] = args.inner_steps
@@ -151,7 +159,7 @@ def run_model(kind: str, args: argparse.Namespace) -> list[dict[str, Any]]:
             "edit_calls": f"{edit_fwd.calls // n} / {edit_fwd.rows // n}", "recon": recon, "total_s": inv_s + edit_s,
         })  # fmt: skip
     for row in rows:
-        row["vs_ddpm"] = row["total_s"] / rows[-1]["total_s"]
+        row["vs_ddpm"] = row["total_s"] / rows[-1]["total_s"] if rows[-1]["method"] == "DDPM" else float("nan")
     return rows
 
 
@@ -172,7 +180,8 @@ COLUMNS = [
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--models", default="tiny,mid,audio", help="comma-separated: tiny, mid (SD), audio, audio-mid (AudioLDM2)")
+    p.add_argument("--models", default="tiny,mid,audio", help="comma-separated: tiny, mid (SD), audio, audio-mid (AudioLDM2), tiny-audioldm (AudioLDM)")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated rows, DDPM's last: {', '.join(METHODS)}")
     p.add_argument("--steps", type=int, default=50, help="steps of the chain")
     p.add_argument("--t-start", type=int, default=0, help="steps inverted and edited (0: all --steps)")
     p.add_argument("--inner-steps", type=int, default=10, help="null-text: Adam steps per step")
