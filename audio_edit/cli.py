@@ -41,7 +41,7 @@ def _main(argv: Sequence[str]) -> None:
     ranges = _ranges(args.mask, clip.duration)
     pc_ranges = _pc_ranges(args, clip.duration)
     cli_common.check_mask_file(args, ranges is not None)
-    loaded = cli_common.load_inversion(args.inversion) if args.inversion else None
+    loaded = cli_common.load_inversion(args) if args.inversion else None
     if loaded is not None:
         facts = {"sample_rate": clip.sample_rate, "num_frames": clip.num_frames}
         cli_common.check_inversion_fits(loaded, facts, "sample rate and length", args.inversion)

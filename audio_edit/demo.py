@@ -3,7 +3,9 @@
 Someone uploads or records a clip, describes what it should become, and hears the original, the
 reconstruction from the inversion and up to four edits side by side, with their spectrograms. The
 method is a choice: edit-friendly DDPM inversion (the default), DDIM inversion (the deterministic
-baseline, one variation) or SDEdit (nothing inverted, so no reconstruction). With either inversion an
+baseline, one variation), null-text inversion (DDIM inversion with its unconditional branch optimised
+for the target guidance, one variation) or SDEdit (nothing inverted, so no reconstruction). With any
+inversion an
 automatic DiffEdit mask can limit the edit to where the target and source descriptions disagree; the
 page then shows the mask over the clip's spectrogram. Concepts (LEDITS semantic guidance) add or
 remove up to three things besides, or instead of, the target description.
@@ -347,7 +349,7 @@ class RunResult:
         status: one line for the page.
         sample_rate: Hz of all outputs (the input's).
         num_frames: samples per output (the input's length).
-        method: "ddpm", "ddim" or "sdedit".
+        method: "ddpm", "ddim", "null-text" or "sdedit".
         mask: PNG of the automatic (DiffEdit) mask over the input's spectrogram, None without one;
             ``AudioEditor.load_mask`` reads the exact mask back from it.
     """
@@ -462,8 +464,10 @@ class DemoRunner:
         Args:
             target_prompt: what the clip should become; may be empty when ``concepts`` are given (the
                 edit then keeps the source description and only the concepts guide it).
-            method: "ddpm" (edit-friendly DDPM inversion), "ddim" (DDIM inversion: one variation) or
-                "sdedit" (noise the clip and sample the target: nothing inverted, cached or reconstructed).
+            method: "ddpm" (edit-friendly DDPM inversion), "ddim" (DDIM inversion: one variation),
+                "null-text" (DDIM inversion optimised for ``cfg_tar``, which replaces ``cfg_src`` in
+                its cache key: one variation) or "sdedit" (noise the clip and sample the target:
+                nothing inverted, cached or reconstructed).
             auto_mask: edit only inside the DiffEdit mask of the target against the source description
                 (an inversion method only); its picture is written next to the outputs.
             report: called with (fraction done, what is happening) between the stages.
@@ -589,8 +593,9 @@ class DemoRunner:
         """Find the top ``n`` principal components of the posterior at the edit's first step (or reuse
         them) and move the clip along component ``pc`` by ``-amount`` and ``+amount`` standard deviations.
 
-        The inversion is that of one seed, ``seed`` (shared with :meth:`run` at one variation); the
-        components are cached with it, keyed by ``n``, the time range and ``max_iterations``, so a new
+        The inversion is that of one seed, ``seed`` (shared with :meth:`run` at one variation; a
+        null-text one is optimised for ``cfg_src`` here, the guidance the components and moves run
+        at, and shared with a run whose target guidance equals it); the components are cached with it, keyed by ``n``, the time range and ``max_iterations``, so a new
         ``pc`` or ``amount`` re-runs only the move. Amount 0 gives the reconstruction.
 
         Args:
@@ -618,7 +623,7 @@ class DemoRunner:
         if method not in METHODS:
             raise InputError(f"unknown method {method!r}: choose {', '.join(METHODS)}")
         if method not in INVERSION_METHODS:
-            raise InputError("principal components need an inversion, and SDEdit makes none: choose DDPM or DDIM inversion")
+            raise InputError("principal components need an inversion, and SDEdit makes none: choose another method")
         if not 1 <= n <= MAX_COMPONENTS:
             raise InputError(f"the number of components must be between 1 and {MAX_COMPONENTS}, got {n}")
         if not 1 <= pc <= n:
@@ -823,8 +828,8 @@ def check_method_choice(
     """The method of the page's choice ("ddpm" when none), refusing the combinations no run can make.
 
     Raises:
-        InputError: an unknown method; several variations with DDIM inversion (deterministic: they
-            would be one edit); concepts with SDEdit (semantic guidance edits an inversion); the
+        InputError: an unknown method; several variations with DDIM or null-text inversion
+            (deterministic: they would be one edit); concepts with SDEdit (semantic guidance edits an inversion); the
             automatic mask with SDEdit (nothing inverted to compare the descriptions on), with no
             target, or with a target equal to the source description.
     """
@@ -838,12 +843,12 @@ def check_method_choice(
         )
     if concepts and method not in INVERSION_METHODS:
         raise InputError(
-            "concepts need an inversion, and SDEdit makes none: choose DDPM or DDIM inversion, or clear the concepts"
+            "concepts need an inversion, and SDEdit makes none: choose another method, or clear the concepts"
         )
     if auto_mask and method not in INVERSION_METHODS:
         raise InputError(
             "the automatic mask needs an inversion, and SDEdit makes none: "
-            "choose DDPM or DDIM inversion, or untick Automatic mask"
+            "choose another method, or untick Automatic mask"
         )
     if auto_mask and not target:
         raise InputError(
@@ -1052,7 +1057,8 @@ _HELP = {
     "target": "What the clip should become, e.g. 'jazz piano'.",
     "steps": "Diffusion steps of the full chain. More steps: finer but slower.",
     "t_start": "Steps the edit runs (at most steps). Higher: a stronger edit that keeps less of the original.",
-    "cfg_src": "How strongly the source description guides the inversion (3 in the paper).",
+    "cfg_src": "How strongly the source description guides the inversion (3 in the paper). Null-text "
+    "inversion optimises for the target guidance instead (for principal components: for this one).",
     "cfg_tar": "How strongly the edit follows the target. Higher: more of the target, less of the original.",
     "seed": "Seed of the inversion noise. Another seed gives another take on the same edit.",
     "variations": "Edits with seeds seed, seed+1, ... played side by side; each one adds to the run time.",

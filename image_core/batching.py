@@ -30,6 +30,13 @@ def tree_map(fn: Callable[[torch.Tensor], torch.Tensor], cond: Cond) -> Cond:
     return {key: tree_map(fn, value) for key, value in cond.items()}
 
 
+def leaves(cond: Cond) -> list[torch.Tensor]:
+    """The tensors of ``cond``, in order."""
+    if isinstance(cond, torch.Tensor):
+        return [cond]
+    return [tensor for value in cond.values() for tensor in leaves(value)]
+
+
 def batch_size(cond: Cond) -> int:
     """The common first dimension of the tensors of ``cond``."""
     if isinstance(cond, torch.Tensor):

@@ -97,8 +97,8 @@ def edit_parser(
     p.add_argument("--inner-steps", type=int, default=10, metavar="N",
                    help="null-text: Adam steps per diffusion step (the paper's 10)")  # fmt: skip
     p.add_argument("--early-stop", type=float, default=1e-5, metavar="LOSS",
-                   help="null-text: a step stops once its loss is below LOSS, growing to 101 x LOSS at the last step "
-                   "(the paper's); 0 always runs every inner step")  # fmt: skip
+                   help="null-text: a step stops once its loss is below LOSS, growing to about 100 x LOSS at the last "
+                   "step (the paper's); 0 always runs every inner step")  # fmt: skip
     p.add_argument(
         "--mask", default=None, metavar="auto|PATH|REGION",
         help=f"edit only inside a mask, keeping the rest of the input exactly: auto (DiffEdit: where the target and "
@@ -147,12 +147,14 @@ def edit_parser(
 def parse_arguments(parser: Parser, argv: Sequence[str]) -> argparse.Namespace:
     """Parse ``argv`` and refuse, in one line, any value no edit can run with (before anything loads).
 
-    The namespace gets ``given``: the dests of ``INVERSION_OPTIONS`` the command line set explicitly.
+    The namespace gets ``given``: the dests of ``INVERSION_OPTIONS`` and --cfg-tar the command line
+    set explicitly.
     """
-    unset = argparse.Namespace(**{dest: _UNSET for dest in INVERSION_OPTIONS})
+    tracked = [*INVERSION_OPTIONS, "cfg_tar"]
+    unset = argparse.Namespace(**{dest: _UNSET for dest in tracked})
     args = parser.parse_args(argv, namespace=unset)
-    args.given = {dest for dest in INVERSION_OPTIONS if getattr(args, dest) is not _UNSET}
-    for dest in INVERSION_OPTIONS.keys() - args.given:
+    args.given = {dest for dest in tracked if getattr(args, dest) is not _UNSET}
+    for dest in set(tracked) - args.given:
         setattr(args, dest, parser.get_default(dest))
     check_arguments(args)
     return args
@@ -248,7 +250,7 @@ def _check_inversion_options(args: argparse.Namespace) -> None:
     if clashing:
         raise InputError(
             f"{', '.join(clashing)} cannot be given with --inversion: the file fixes steps, tstart, cfg-src, eta, "
-            "seeds and source prompt; leave them out, or leave out --inversion to invert again"
+            "seeds, source prompt, method and null-text settings; leave them out, or leave out --inversion to invert again"
         )
     if args.save_inversion is not None:
         raise InputError("--save-inversion cannot be given with --inversion: the inversion is saved already")
@@ -363,17 +365,27 @@ def inversion_output(path: str | None, option: str = "--save-inversion") -> Path
 # ---------------------------------------------------------------------------------------- inversion files
 
 
-def load_inversion(path: str) -> Inversion:
-    """Read an inversion file on the CPU; InputError (one line) if it is missing, a folder or not one."""
+def load_inversion(args: argparse.Namespace) -> Inversion:
+    """Read the --inversion file on the CPU; InputError (one line) if it is missing, a folder or not one.
+
+    A null-text inversion was optimised for one guidance scale: without --cfg-tar the edit uses it,
+    and --negative is refused (its optimised branch is the unconditional one).
+    """
     from .inversion import Inversion
 
-    file = Path(path)
+    file = Path(args.inversion)
     check_name_length(file)
     if not file.exists():
         raise InputError(f"inversion file not found: {file}; check the --inversion path")
     if file.is_dir():
         raise InputError(f"--inversion must name a file, {file} is a folder")
-    return Inversion.load(file)
+    inv = Inversion.load(file)
+    if inv.settings.method == "null-text":
+        if args.negative:
+            raise InputError(f"{file} is a null-text inversion, whose optimised branch is the unconditional one: leave out --negative")
+        if "cfg_tar" not in args.given:
+            args.cfg_tar = inv.settings.cfg_src  # the scale its embeddings were optimised for
+    return inv
 
 
 def check_inversion_fits(inv: Inversion, expected: dict[str, Any], what: str, path: str) -> None:

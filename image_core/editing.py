@@ -142,11 +142,14 @@ class LatentEditor:
         return self.model.fingerprint()
 
     def inversion_bytes(self, latent_shape: Sequence[int], num_seeds: int, t_start: int, method: str = "ddpm") -> int:
-        """Bytes the x_t and noise maps of an inversion hold: ``num_seeds`` latents of ``latent_shape``
-        = (C, ...) at ``t_start`` steps, in the latent dtype (DDIM keeps no noise maps)."""
+        """Bytes an inversion holds: the x_t and noise maps of ``num_seeds`` latents of ``latent_shape``
+        = (C, ...) at ``t_start`` steps, in the latent dtype (DDIM and null-text keep no noise maps;
+        null-text keeps a float32 unconditional condition per step instead)."""
         element = torch.finfo(latent_dtype(self.model.device)).bits // 8
-        per_step = 2 if method == "ddpm" else 1
-        return per_step * num_seeds * t_start * math.prod(latent_shape) * element
+        per_step = (2 if method == "ddpm" else 1) * math.prod(latent_shape) * element
+        if method == "null-text":
+            per_step += sum(value[0].numel() * 4 for value in batching.leaves(self.model.encode_prompts([""])))
+        return num_seeds * t_start * per_step
 
     def check_inversion_memory(self, latent_shape: Sequence[int], num_seeds: int, t_start: int, method: str = "ddpm") -> None:
         """Refuse, before any encoding, an inversion that would not fit in free memory (``inversion_bytes``)."""
@@ -222,8 +225,8 @@ class LatentEditor:
         check_method(method)
         check_settings(num_steps, t_start, eta if method == "ddpm" else 1.0, cfg_src)
         check_null_text_settings(inner_steps, LEARNING_RATE, early_stop)
-        if method != "ddpm" and len(seeds) > 1:
-            raise InputError(f"{method} inversion is deterministic, so several seeds give the same result: give one")
+        if method != "ddpm" and (len(seeds) > 1 or x0.shape[0] > 1):
+            raise InputError(f"{method} inversion is deterministic and inverts one latent: give one seed and one latent")
         x0 = x0.to(self.model.device, latent_dtype(self.model.device))
         if x0.shape[0] == 1 and len(seeds) > 1:
             x0 = x0.expand(len(seeds), *x0.shape[1:])

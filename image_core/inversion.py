@@ -76,7 +76,8 @@ class Inversion:
 
     def to(self, device: str | torch.device) -> Inversion:
         """This inversion with every tensor on ``device`` (itself where all are there already)."""
-        if all(tensor.device == torch.device(device) for tensor in self.tensors().values()):
+        target = torch.device(device)
+        if all(t.device.type == target.type and target.index in (None, t.device.index) for t in self.tensors().values()):
             return self
         moved = {name: getattr(self, name).to(device) for name in _TENSORS if getattr(self, name) is not None}
         uncond = None if self.uncond is None else {key: value.to(device) for key, value in self.uncond.items()}
@@ -117,10 +118,18 @@ class Inversion:
         tensors = self.tensors()
         metadata = {
             "format": _FORMAT_1 if self.legacy_last_map else FORMAT,
-            "settings": json.dumps(asdict(self.settings)),
+            "settings": json.dumps(self._settings_record()),
             "meta": json.dumps(self.meta),
         }
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, os.fspath(path), metadata)
+
+    def _settings_record(self) -> dict[str, Any]:
+        """The settings as saved: without the null-text fields for the other methods, so that their
+        files stay readable where those fields are unknown."""
+        record = asdict(self.settings)
+        if self.settings.method != "null-text":
+            del record["inner_steps"], record["early_stop"]
+        return record
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Inversion:

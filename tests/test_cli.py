@@ -340,10 +340,14 @@ def test_null_text_inversion_end_to_end_and_again_from_its_file(photo: Path, cap
     assert settings["method"] == "null-text" and settings["cfg_src"] == 5.0 and settings["null_text"] == {"inner_steps": 2, "early_stop": 1e-5}
     inv = Inversion.load(folder / "nt.inv")
     assert inv.settings.method == "null-text" and inv.uncond["text"].shape[:2] == (1, 2)
-    code, out, err = run_cli([str(photo), "--target", "a dog", "--model", "tiny", "--device", "cpu", "--cfg-tar", "5",
-                              "--inversion", str(folder / "nt.inv"), "--out", str(folder / "again.png")], capsys)  # fmt: skip
+    again = [str(photo), "--target", "a dog", "--model", "tiny", "--device", "cpu", "--inversion", str(folder / "nt.inv")]
+    code, out, err = run_cli([*again, "--out", str(folder / "again.png")], capsys)  # at the guidance it was optimised for
     assert code == 0, err
     assert np.array_equal(np.asarray(Image.open(folder / "again.png")), np.asarray(Image.open(folder / "nt.png")))
+    assert json.loads((folder / "again.json").read_text())["settings"]["cfg_tar"] == 5.0
+    code, out, err = run_cli([*again, "--negative", "blurry", "--out", str(folder / "neg.png")], capsys)
+    assert_refused(code, out, err, "leave out --negative")
+    assert not (folder / "neg.png").exists()
 
 
 def test_concepts_without_a_target(photo: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,6 +1,7 @@
 """Null-text inversion: against the analytic Gaussian-mixture denoiser (whose "bias" condition plays
 the text embedding), then end to end on the tiny AudioLDM2, AudioLDM and SD in float32 and bfloat16."""
 
+import json
 import math
 from dataclasses import replace
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 from analytic import GaussianMixtureModel
 from PIL import Image
+from safetensors import safe_open
 
 from audio_edit import Audio, AudioEditor
 from image_core import ImageEditor
@@ -55,6 +57,7 @@ def test_guided_reconstruction_is_far_closer_than_ddim_inversions(world):
     assert full.settings.method == "null-text" and full.zs is None and full.settings.eta == 0.0
     assert (full.settings.inner_steps, full.settings.early_stop, paper.settings.early_stop) == (10, 0.0, 1e-5)
     assert full.uncond["bias"].shape == (1, STEPS, 48) and full.uncond["bias"].dtype == torch.float32
+    assert ed.inversion_bytes((48,), 1, STEPS, "null-text") == ed.inversion_bytes((48,), 1, STEPS, "ddim") + STEPS * (2 + 48) * 4
     assert torch.equal(full.uncond["weights"], model.encode_prompts([""])["weights"].unsqueeze(1).expand(1, STEPS, 2))
 
 
@@ -66,6 +69,9 @@ def test_the_optimisation_lowers_every_steps_loss(world):
     assert all(len(step) == null_text.INNER_STEPS + 1 for step in result.losses)
     assert (kept < first).all() and (kept / first).median() < 0.2
     assert result.backward_passes == STEPS * null_text.INNER_STEPS
+    unguided = null_text_invert(model.predict_eps, Schedule.from_config(model.scheduler_config, STEPS), x0, model.encode_prompts(["A"]),
+                                model.encode_prompts([""]), ("bias",), STEPS, 1.0, early_stop=0.0, progress=False)  # fmt: skip
+    assert unguided.backward_passes == 0  # at scale 1 the loss does not depend on the embedding
     early = run_core(model, x0, early_stop=null_text.EARLY_STOP)
     assert early.backward_passes < result.backward_passes / 4
     for j, step in enumerate(early.losses):  # a step stops at its first loss below the threshold
@@ -93,6 +99,11 @@ def test_null_text_inversions_round_trip_bitwise(world, tmp_path):
     assert back.settings == inv.settings and back.uncond.keys() == inv.uncond.keys()
     assert all(torch.equal(back.uncond[k], v) and back.uncond[k].dtype == v.dtype for k, v in inv.uncond.items())
     assert torch.equal(ed.edit_latent(back, "B", GUIDANCE), ed.edit_latent(inv, "B", GUIDANCE))
+    ddim = ed.invert_latent(x0, "A", 20, 12, 1.0, method="ddim")
+    ddim.save(tmp_path / "d.inv")
+    with safe_open(tmp_path / "d.inv", framework="pt") as f:  # readable where the null-text fields are unknown
+        assert "inner_steps" not in json.loads(f.metadata()["settings"])
+    assert Inversion.load(tmp_path / "d.inv").settings == ddim.settings
     broken = replace(inv, uncond=None)
     broken.save(tmp_path / "broken.inv")
     with pytest.raises(InputError, match="inconsistent"):
@@ -126,6 +137,8 @@ def test_bad_null_text_settings_are_refused(world):
             ed.invert_latent(x0, "A", 10, 5, method="null-text", early_stop=stop)
     with pytest.raises(InputError, match="deterministic"):
         ed.invert_latent(x0, "A", 10, 5, seed=[0, 1], method="null-text")
+    with pytest.raises(InputError, match="one latent"):
+        ed.invert_latent(x0.expand(2, -1), "A", 10, 5, method="null-text")
     inv = ed.invert_latent(x0, "A", 10, 5, method="null-text", inner_steps=1)
     with pytest.raises(InputError, match="negative prompt"):
         ed.edit_latent(inv, "B", negative_prompt="A")

@@ -120,6 +120,8 @@ def null_text_invert(
     if missing:
         raise ValueError(f"cannot optimise {missing}: not floating-point tensors of the condition")
     xts = ddim_invert(denoiser, schedule, x0, cond, t_start, progress)
+    if scale == 1:  # ε is then ε_c alone: the loss does not depend on ∅, there is nothing to optimise
+        inner_steps = 0
     steps = schedule.last(t_start)
     K = len(steps)
     embedding = {key: uncond[key].detach().float() for key in keys}
@@ -171,6 +173,7 @@ def null_text_invert(
         kept.append(embedding)
         losses.append(tried)
         x = x_s.detach()
+        del x_s, squared, total  # after an early stop they hold a forward pass's activations
         bar.set_postfix(loss=f"{tried[-1]:.2e}")
     per_step = {
         key: torch.stack([step[key] for step in kept], 1) if key in keys else value.unsqueeze(1).repeat_interleave(K, 1)

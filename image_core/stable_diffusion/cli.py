@@ -36,7 +36,7 @@ def _main(argv: Sequence[str]) -> None:
     if args.region is not None and pc_box is None:
         raise InputError(f"--region takes a box x0,y0,x1,y1 in pixels, got {args.region!r}")
     cli_common.check_mask_file(args, box is not None)
-    loaded = cli_common.load_inversion(args.inversion) if args.inversion else None
+    loaded = cli_common.load_inversion(args) if args.inversion else None
     if loaded is not None:
         cli_common.check_inversion_fits(loaded, {"size": list(picture.size)}, "size", args.inversion)
     seeds = list(loaded.settings.seeds) if loaded else list(range(args.seed, args.seed + args.num_outputs))
