@@ -111,21 +111,21 @@ def reported_backward_passes() -> Iterator[list[int]]:
         yield reported
 
 
+AUDIO_KINDS = {"tiny-audioldm": "tiny AudioLDM", "audio-mid": "mid AudioLDM2"}  # kind: label, beyond load_subject's
+
+
 def load(kind: str, args: argparse.Namespace) -> bench_methods.Subject:
-    """A model, its editor and input latent (``bench_methods.load_subject``; "audio-mid" added)."""
+    """A model, its editor and input latent (``bench_methods.load_subject``, plus ``AUDIO_KINDS``)."""
+    if kind not in AUDIO_KINDS:
+        return bench_methods.load_subject(kind, args)
     if kind == "tiny-audioldm":
         model = AudioModel.from_pretrained("tiny-audioldm", torch.device(args.device), getattr(torch, args.dtype))
-        editor = bench_audio.build_editor(model, args)
-        x0 = editor.encode(bench_audio.synth_clip(bench_audio.COMPARE_SECONDS)).to(model.device, latent_dtype(model.device))
-        label = f"tiny AudioLDM ({'x'.join(str(n) for n in x0.shape[1:])} latent, {sum(p.numel() for p in model.unet.parameters()) / 1e6:.2f}M)"
-        return bench_methods.Subject(label, model, editor, x0, "audio")
-    if kind != "audio-mid":
-        return bench_methods.load_subject(kind, args)
-    model = bench_audio.build_model("mid", argparse.Namespace(**{**vars(args), "channels": args.audio_channels}))
+    else:
+        model = bench_audio.build_model("mid", argparse.Namespace(**{**vars(args), "channels": args.audio_channels}))
     editor = bench_audio.build_editor(model, args)
     x0 = editor.encode(bench_audio.synth_clip(bench_audio.COMPARE_SECONDS)).to(model.device, latent_dtype(model.device))
     shape = "x".join(str(n) for n in x0.shape[1:])
-    label = f"mid AudioLDM2 ({shape} latent, {sum(p.numel() for p in model.unet.parameters()) / 1e6:.2f}M)"
+    label = f"{AUDIO_KINDS[kind]} ({shape} latent, {sum(p.numel() for p in model.unet.parameters()) / 1e6:.2f}M)"
     return bench_methods.Subject(label, model, editor, x0, "audio")
 
 

@@ -131,6 +131,7 @@ class LatentEditor:
         self.guided_denoiser = ClassifierFreeGuidance(self.denoiser)
         self.inversion_batch_size = inversion_batch_size
         self.progress = progress
+        self._uncond_bytes: int | None = None  # float32 bytes of one unconditional row (null-text), once known
 
     def inversion_rows(self, x0: torch.Tensor) -> int:
         """(x_t, t) rows per denoiser call of the inversion of latents like ``x0``."""
@@ -148,7 +149,9 @@ class LatentEditor:
         element = torch.finfo(latent_dtype(self.model.device)).bits // 8
         per_step = (2 if method == "ddpm" else 1) * math.prod(latent_shape) * element
         if method == "null-text":
-            per_step += sum(value[0].numel() * 4 for value in batching.leaves(self.model.encode_prompts([""])))
+            if self._uncond_bytes is None:  # the model's condition shapes: encoded once per editor
+                self._uncond_bytes = sum(value[0].numel() * 4 for value in batching.leaves(self.model.encode_prompts([""])))
+            per_step += self._uncond_bytes
         return num_seeds * t_start * per_step
 
     def check_inversion_memory(self, latent_shape: Sequence[int], num_seeds: int, t_start: int, method: str = "ddpm") -> None:
