@@ -386,17 +386,23 @@ class LatentEditor:
             region = self.check_mask(region, inv.x0)
         k = schedule.last(K)[step]
         s = inv.settings
-        cond = self._per_step(inv, self._condition([s.source_prompt], "", [s.cfg_src], 1, inv.uncond is not None), step)
-        cond = cond(0) if callable(cond) else cond
+        per_step = self._per_step(inv, self._condition([s.source_prompt], "", [s.cfg_src], 1, inv.uncond is not None), step)
+        cond = per_step(0) if callable(per_step) else per_step
         x_t = inv.xts[:1, step].to(self.model.device)
         with torch.no_grad():
             vectors, values, info = pcs_method.posterior_pcs(
                 self.guided_denoiser, float(schedule.alphas[k]), int(schedule.timesteps[k]), x_t, cond, n, region,
                 max_iterations, tolerance, seed=seed, progress=self.progress,
             )
+            later = list(schedule.last(K)[step:])  # the variance along each vector at every later step
+            conds = batching.cat([per_step(j) for j in range(len(later))]) if callable(per_step) else batching.repeat(per_step, len(later))
+            variances = pcs_method.variances_along(
+                self.guided_denoiser, schedule.alphas[later], schedule.timesteps[later], inv.xts[0, step:].to(self.model.device),
+                conds, vectors, self.inversion_rows(x_t), self.progress,
+            )  # fmt: skip
         info = {**info, "source_prompt": s.source_prompt, "cfg_src": s.cfg_src, "tolerance": tolerance}
         return pcs_method.PosteriorPCs(vectors.cpu(), values.cpu(), x_t[0].cpu(), step, int(schedule.timesteps[k]),
-                                       None if region is None else region.cpu(), info)  # fmt: skip
+                                       None if region is None else region.cpu(), info, variances)  # fmt: skip
 
     @torch.no_grad()
     def edit_pc_latent(
@@ -407,12 +413,15 @@ class LatentEditor:
         amount: float | Sequence[float] = pcs_method.AMOUNT,
         steps: range | None = None,
     ) -> torch.Tensor:
-        """Move the inverted latents along principal components: at each step of ``steps`` (default:
-        from the components' step to the end) x0_hat moves by amount · sqrt(λ_k) · v_k, the rest of the
-        step as in the reconstruction (source prompt, its guidance, the noise maps).
+        """Move the inverted latents along principal components: at each step of ``steps`` x0_hat
+        moves by amount · σ_t(v_k) · v_k, σ_t(v_k) the posterior standard deviation along v_k at that
+        step (``pcs.variances``), the rest of the step as in the reconstruction (source prompt, its
+        guidance, the noise maps).
 
         Args:
             pc: component(s), counting from 1; amount: amount(s), in standard deviations.
+            steps: the inversion's steps the drift acts at (0 = x_{t_start}); default: from the
+                components' step to the end, all steps ``pcs.variances`` covers.
         Returns:
             (len(pc) * len(amount) * B, ...) latents, row (i * len(amount) + a) * B + j: component
             pc[i], amount[a], inversion j, all in one batch.
@@ -426,11 +435,18 @@ class LatentEditor:
             raise InputError(f"amounts must be finite numbers of standard deviations (at most 1000), got {amounts}")
         pcs.check_fits(inv.xts[0])
         s = inv.settings
+        if pcs.variances is None:
+            raise InputError("these principal components carry no per-step variances: compute them again")
+        covered = range(pcs.step, pcs.step + pcs.variances.shape[1])
+        steps = covered if steps is None else steps
+        if not (len(steps) and steps.step == 1 and steps.start >= covered.start and steps.stop <= covered.stop):
+            raise InputError(f"the drift's steps must lie in {covered.start}..{covered.stop - 1} (where the components were measured), got {steps}")
         schedule = Schedule.from_config(self.model.scheduler_config, s.num_steps)
         inv = inv.fit(self.fingerprint(), schedule)
         B, rows = inv.num_latents, len(pcs_list) * len(amounts)
-        shift = pcs_method.shifts(pcs, pcs_list, [float(a) for a in amounts]).repeat_interleave(B, 0)
-        callback = pcs_method.drift(shift, steps if steps is not None else range(pcs.step, s.t_start))
+        moves, component = pcs_method.directions(pcs, pcs_list, [float(a) for a in amounts])
+        sd = pcs.variances[component][:, steps.start - pcs.step : steps.stop - pcs.step].sqrt()
+        callback = pcs_method.drift(moves.repeat_interleave(B, 0), sd.repeat_interleave(B, 0), steps)
         cond = self._condition([s.source_prompt], "", [s.cfg_src], B * rows, inv.uncond is not None)
         x_t = inv.xts[:, 0].to(self.model.device).repeat(rows, *([1] * (inv.x0.dim() - 1)))
         return _finite(self._regenerate(inv, schedule, x_t, cond, self.guided_denoiser, callback), [s.cfg_src])

@@ -82,11 +82,12 @@ def ed_alpha(ed, inv, step):
     return schedule.alphas[schedule.last(inv.settings.t_start)][step]
 
 
-def test_one_model_call_per_iteration_plus_the_base_point(world):
+def test_one_model_call_per_iteration_plus_the_batched_variances_along_the_trajectory(world):
     model, ed, inv = world
     model.calls = 0
     pcs = ed.principal_components(inv, n=3)
-    assert model.calls == pcs.info["iterations"] + 1  # and the base point once
+    products = 3 * 30  # each component at each of the inversion's 30 steps
+    assert model.calls == pcs.info["iterations"] + -(-products // ed.inversion_batch_size)
 
 
 def test_region_limited_pcs_are_zero_outside_and_move_only_inside(world):

@@ -8,17 +8,29 @@ x0_hat(x_t) = (x_t - sqrt(1 - ᾱ_t) ε(x_t)) / sqrt(ᾱ_t) the (guided) posteri
 eigenvectors are the directions in which the model is most uncertain about the input: moving along
 one changes, say, an instrument's timbre or a face's expression, with no prompt at all.
 
-They are found by subspace iteration: n directions V, W = Cov V by Jacobian-vector products (finite
-differences J v ≈ (x0_hat(x_t + h v) - x0_hat(x_t)) / h with h = ``FD_STEP`` · ||x_t||,
-all directions in ONE batched denoiser call per iteration, the base point once for all;
-``OVERSAMPLE`` more directions than asked for),
-QR re-orthonormalisation, Rayleigh-Ritz so the
-eigenvalues come out sorted, and a stop once the subspace no longer turns (largest principal angle
-between successive iterates below ``TOLERANCE``), with at most ``MAX_ITERATIONS`` (the paper's fixed
-count). A region (a 0/1 mask over the latent) restricts them: the iteration runs on P Cov P, P the mask.
+They are found by subspace iteration: n directions V, W = Cov V by Jacobian-vector products, QR
+re-orthonormalisation, Rayleigh-Ritz so the eigenvalues come out sorted, and a stop once the
+subspace no longer turns (largest principal angle between successive iterates below
+``TOLERANCE``), with at most ``MAX_ITERATIONS`` (the paper's fixed count); ``OVERSAMPLE`` more
+directions than asked for speed up the top n. A region (a 0/1 mask over the latent) restricts
+them: the iteration runs on P Cov P, P the mask.
 
-Applying PC k with an amount a shifts x0_hat by a · sqrt(λ_k) · v_k at each step of a range of the
-edit (ε re-derived from the shifted x0_hat, the step's noise map kept): ``drift``.
+The products J v are exact (forward-mode automatic differentiation through the denoiser, all
+directions in ONE batched call per iteration), so they keep the model's own precision: against a
+float64 evaluation of the same weights, about 1e-3 relative error in float16 and 1e-2 in bfloat16.
+The official code takes a one-sided finite difference instead, moving x_t by const · sqrt(ᾱ_t)
+along a unit vector (const 1e-3): in half precision that step is about one rounding step of each
+latent cell, and the difference is rounding noise (relative errors of 1 to 10).
+
+Applying PC k with an amount a at a step t moves x0_hat by a · σ_t(v_k) · v_k, where σ_t(v)² =
+v^T Cov[x0 | x_t] v is the posterior variance along v at that step (ε re-derived from the moved
+x0_hat and x_t, the step's noise map kept: ``drift``). An amount thus means the same number of
+standard deviations at every step it acts on, as in the paper and the official ``apply_drift``,
+which uses each step's own eigenvalue; where the variance has collapsed (the last steps) the
+shift vanishes with it. ``principal_components`` measures σ_t(v_k)² at every step from the
+components' step to the end of the inversion (one more product per step and component, batched
+like an inversion), along the inverted trajectory the official code extracts its eigenvalues on.
+The default drift acts at all of those steps (the official ``drift_end`` of -1, "to the end").
 """
 
 from __future__ import annotations
@@ -38,12 +50,11 @@ from ..errors import InputError
 from ..guidance import Denoiser
 from ..sampling import Callback, Step, predicted_x0
 
-FD_STEP = 1e-3  # finite-difference step relative to ||x_t|| (the official code's constant)
 MAX_ITERATIONS = 50  # the official code's fixed count, here an upper bound
 OVERSAMPLE = 2  # directions iterated beyond the n asked for (convergence then goes as λ_{n+3} / λ_n)
 TOLERANCE = 1e-4  # radians: the largest principal angle between successive subspaces at the stop
 AMOUNT = 2.0  # standard deviations moved by default (the paper's evaluation)
-FORMAT = "posterior-pcs/1"
+FORMAT = "posterior-pcs/2"  # /1 files lack the per-step variances: compute those again
 
 
 @dataclass(frozen=True)
@@ -57,7 +68,10 @@ class PosteriorPCs:
         step: the index of that step among the inversion's steps (0 = x_{t_start}).
         timestep: its timestep t.
         region: 0/1 mask the PCs are restricted to (broadcastable to a latent), or None.
-        info: how they were made (iterations, final angle, finite-difference step, guidance, prompt).
+        info: how they were made (iterations, final angle, guidance, prompt).
+        variances: (n, K - step) float64 σ_t(v_k)², the posterior variance along each vector at
+            every step from ``step`` to the inversion's last (column 0 ≈ ``values``), the scale
+            of a drift at each step; None where not measured (then no drift can use them).
     """
 
     vectors: torch.Tensor
@@ -67,6 +81,7 @@ class PosteriorPCs:
     timestep: int
     region: torch.Tensor | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    variances: torch.Tensor | None = None
 
     @property
     def count(self) -> int:
@@ -84,8 +99,9 @@ class PosteriorPCs:
         from safetensors.torch import save_file
 
         tensors = {"vectors": self.vectors, "values": self.values, "point": self.point}
-        if self.region is not None:
-            tensors["region"] = self.region
+        for name in ("region", "variances"):
+            if getattr(self, name) is not None:
+                tensors[name] = getattr(self, name)
         metadata = {"format": FORMAT, "step": str(self.step), "timestep": str(self.timestep), "info": json.dumps(self.info)}
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, os.fspath(path), metadata)
 
@@ -97,9 +113,12 @@ class PosteriorPCs:
         try:
             with safe_open(os.fspath(path), framework="pt") as f:
                 metadata = f.metadata() or {}
+                if metadata.get("format", "").startswith("posterior-pcs/") and metadata["format"] != FORMAT:
+                    raise InputError(f"{path} holds principal components of an older format: compute them again")
                 if metadata.get("format") != FORMAT:
                     raise InputError(f"{path} is not a file of principal components (format {metadata.get('format')!r})")
-                tensors = {key: f.get_tensor(key) for key in ("vectors", "values", "point", "region") if key in f.keys()}
+                keys = ("vectors", "values", "point", "region", "variances")
+                tensors = {key: f.get_tensor(key) for key in keys if key in f.keys()}
             pcs = cls(**tensors, step=int(metadata["step"]), timestep=int(metadata["timestep"]), info=json.loads(metadata["info"]))
         except InputError:
             raise
@@ -108,6 +127,34 @@ class PosteriorPCs:
         if pcs.vectors.shape[0] != pcs.values.shape[0] or pcs.vectors.shape[1:] != pcs.point.shape:
             raise InputError(f"principal components file {path} is inconsistent (tensor shapes do not match)")
         return pcs
+
+
+def x0_jvp(
+    denoiser: Denoiser, a_t: torch.Tensor, t: torch.Tensor, x_t: torch.Tensor, cond: Cond, tangents: torch.Tensor
+) -> torch.Tensor:
+    """J v = ∂x0_hat/∂x_t · v per row, by forward-mode automatic differentiation (exact up to the
+    model's rounding, in any dtype).
+
+    Args:
+        a_t: (B,) float64 ᾱ of each row; t: (B,) timesteps; x_t: (B, ...) points; cond: B rows.
+        tangents: (B, ...) directions v (any norm).
+    Returns:
+        (B, ...) J v in ``x_t``'s dtype.
+
+    Each tangent enters the model scaled to an RMS of one per cell (the product is linear in it),
+    clear of half-precision underflow at any latent size. Attention runs on PyTorch's reference
+    ("math") kernel here, the one whose forward derivative PyTorch implements.
+    """
+    import torch.autograd.forward_ad as fwAD
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    rms = tangents.flatten(1).pow(2).mean(1).sqrt()
+    rms = torch.where(rms > 0, rms, torch.ones_like(rms))
+    with sdpa_kernel([SDPBackend.MATH]), fwAD.dual_level():
+        dual = fwAD.make_dual(x_t.contiguous(), tangents / append_dims(rms, tangents))
+        out = predicted_x0(a_t, dual, denoiser(dual, t, cond))
+        product = fwAD.unpack_dual(out).tangent
+    return product * append_dims(rms, product)
 
 
 def posterior_pcs(
@@ -120,7 +167,6 @@ def posterior_pcs(
     region: torch.Tensor | None = None,
     max_iterations: int = MAX_ITERATIONS,
     tolerance: float = TOLERANCE,
-    fd_step: float = FD_STEP,
     oversample: int = OVERSAMPLE,
     seed: int = 0,
     progress: bool = True,
@@ -133,7 +179,7 @@ def posterior_pcs(
         region: 0/1 mask broadcastable to ``x_t``, or None.
     Returns:
         (vectors (n, ...), values (n,), info): orthonormal eigenvectors zero outside the region,
-        eigenvalues by decreasing size, and {"iterations", "angle", "fd_step"}.
+        eigenvalues by decreasing size, and {"iterations", "angle", "oversample"}.
     """
     shape = x_t.shape[1:]
     d = x_t[0].numel()
@@ -143,23 +189,15 @@ def posterior_pcs(
          region.to(x_t.device, x_t.dtype).expand_as(x_t[0]).reshape(d))  # fmt: skip
     if not 1 <= n <= int((P > 0).sum()):
         raise InputError(f"the number of components must be between 1 and the {int((P > 0).sum())} latent cells, got {n}")
-    h = fd_step * float(x_t.norm())
     scale = (1 - a_t) / a_t**0.5
 
-    a = torch.tensor(a_t, dtype=torch.float64)
-
-    def x0_hat(points: torch.Tensor) -> torch.Tensor:
-        rows = points.shape[0]
-        t_rows = torch.full((rows,), t, dtype=torch.long, device=x_t.device)
-        return predicted_x0(a, points, denoiser(points, t_rows, batching.repeat(cond, rows)))
-
-    base = x0_hat(x_t)  # the shared base point: one evaluation for all iterations
-
     def covariance_times(V: torch.Tensor) -> torch.Tensor:
-        """P Cov P V for V (d, m): the m probes in one denoiser call."""
+        """P Cov P V for V (d, m): the m products in one denoiser call."""
         m = V.shape[1]
-        probes = x_t + h * (P[:, None] * V).T.reshape(m, *shape)
-        return scale * P[:, None] * (x0_hat(probes) - base).reshape(m, d).T / h
+        rows = lambda value: torch.full((m,), value, device=x_t.device)  # noqa: E731
+        tangents = (P[:, None] * V).T.reshape(m, *shape)
+        products = x0_jvp(denoiser, rows(a_t).double(), rows(t).long(), x_t.expand(m, *shape), batching.repeat(cond, m), tangents)
+        return scale * P[:, None] * products.reshape(m, d).T
 
     g = torch.Generator().manual_seed(seed)
     m = min(n + oversample, int((P > 0).sum()))  # a few extra directions speed up the top n
@@ -184,26 +222,64 @@ def posterior_pcs(
     ritz = P[:, None] * ritz  # exactly zero outside the region (QR leaves rounding there)
     signs = torch.where(ritz.sum(0) < 0, -1.0, 1.0).to(ritz.dtype)  # a fixed sign per vector
     vectors = (ritz * signs).T.reshape(n, *shape)
-    return vectors, lam[:n], {"iterations": iterations, "angle": angle, "fd_step": fd_step, "oversample": m - n}
+    return vectors, lam[:n], {"iterations": iterations, "angle": angle, "oversample": m - n}
 
 
-def drift(shift: torch.Tensor, steps: range) -> Callback:
-    """A step callback that moves x0_hat by ``shift`` (broadcastable to the latents, e.g. (rows, ...)
-    amount · sqrt(λ_k) · v_k per row) at the run's steps j in ``steps``, ε re-derived from it and the
-    step's noise kept (``Step.x_s_for``)."""
+def variances_along(
+    denoiser: Denoiser,
+    alphas: torch.Tensor,
+    timesteps: torch.Tensor,
+    xts: torch.Tensor,
+    cond: Cond,
+    vectors: torch.Tensor,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> torch.Tensor:
+    """σ_t(v)² = v^T Cov[x0 | x_t] v of each vector at each of K points of a trajectory.
+
+    Args:
+        alphas, timesteps: (K,) ᾱ and t of the points; xts: (K, ...) the points; cond: K rows,
+            the condition at each point.
+        vectors: (n, ...) unit vectors.
+        batch_size: (point, vector) products per denoiser call.
+    Returns:
+        (n, K) float64 variances, clamped at zero (a learned Jacobian is not exactly symmetric).
+    """
+    n, K = vectors.shape[0], xts.shape[0]
+    i, k = torch.arange(n).repeat_interleave(K), torch.arange(K).repeat(n)  # row r: vector i[r] at point k[r]
+    out = torch.empty(n * K, dtype=torch.float64)
+    a = alphas.to(torch.float64)
+    for lo in tqdm(range(0, n * K, batch_size), desc="variance along the components", disable=not progress):
+        ip, kp = i[lo : lo + batch_size], k[lo : lo + batch_size]
+        v = vectors[ip].to(xts.device, xts.dtype)
+        x = xts[kp.to(xts.device)]
+        jv = x0_jvp(denoiser, a[kp].to(x.device), timesteps[kp].to(x.device), x, batching.take(cond, kp), v)
+        scale = ((1 - a[kp]) / a[kp].sqrt()).to(x.device)
+        out[lo : lo + len(kp)] = (scale * (v * jv).flatten(1).sum(1)).double().cpu()
+    return out.view(n, K).clamp(min=0)
+
+
+def drift(directions: torch.Tensor, sd: torch.Tensor, steps: range) -> Callback:
+    """A step callback that moves x0_hat by ``sd[:, j - steps.start] · directions`` at the run's steps
+    j in ``steps``, ε re-derived from it and x_t, the step's noise kept (``Step.x_s_for``).
+
+    Args:
+        directions: (rows, ...) amount · v per row (zero rows keep their steps exactly as they were).
+        sd: (rows, len(steps)) the posterior standard deviation along each row's v at each step.
+    """
 
     def callback(step: Step) -> torch.Tensor:
         if step.j not in steps:
             return step.x_s
-        moved = shift.to(step.x_s.device, step.x_s.dtype)
-        still = (moved.flatten(1) == 0).all(1)  # rows of amount 0 keep the step exactly as it was
+        moved = directions.to(step.x_s.device, step.x_s.dtype) * append_dims(sd[:, step.j - steps.start], step.x_s)
+        still = (moved.flatten(1) == 0).all(1)
         return torch.where(append_dims(still, moved) > 0, step.x_s, step.x_s_for(step.x0_hat + moved))
 
     return callback
 
 
-def shifts(pcs: PosteriorPCs, pc: Sequence[int], amounts: Sequence[float]) -> torch.Tensor:
-    """(len(pc) * len(amounts), ...) shifts amount · sqrt(λ_k) · v_k, PC-major; ``pc`` counts from 1."""
-    rows = [a * float(pcs.values[k - 1].clamp(min=0)) ** 0.5 * pcs.vectors[k - 1] for k in pc for a in amounts]
-    return torch.stack(rows)
-
+def directions(pcs: PosteriorPCs, pc: Sequence[int], amounts: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(len(pc) * len(amounts), ...) amount · v_k, PC-major (``pc`` counts from 1), and the (rows,)
+    component index of each row."""
+    rows = [a * pcs.vectors[k - 1] for k in pc for a in amounts]
+    return torch.stack(rows), torch.tensor([k - 1 for k in pc for _ in amounts])
