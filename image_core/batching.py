@@ -19,8 +19,8 @@ Cond = Union[torch.Tensor, Mapping[str, "Cond"]]
 def append_dims(values: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
     """Per-row coefficients broadcastable against ``like``: a scalar or (B,) -> (B or 1, 1, ..., 1), in
     ``like``'s dtype and on its device."""
-    values = torch.as_tensor(values)
-    return values.to(device=like.device, dtype=like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
+    values = torch.as_tensor(values).to(like.dtype)  # the dtype first: MPS has no float64
+    return values.to(like.device).reshape(-1, *([1] * (like.dim() - 1)))
 
 
 def tree_map(fn: Callable[[torch.Tensor], torch.Tensor], cond: Cond) -> Cond:

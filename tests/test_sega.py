@@ -168,3 +168,53 @@ def test_neither_target_nor_concepts_is_refused(world):
     _, ed, inv = world
     with pytest.raises(InputError, match="target prompt, or concepts"):
         ed.edit_latent(inv, None)
+
+
+def _semantic_terms(steps, warmup=0, cooldown=None, momentum_scale=0.5, beta=0.6):
+    """The semantic term ε - ε_u - s_g (ε_tar - ε_u) that ``SemanticGuidance`` applies at each step
+    for one concept whose ψ is the same constant at every step (threshold 0: every cell guided)."""
+    from image_core.guidance import guided
+    from image_core.methods.sega import SemanticGuidance, semantic
+
+    psi = torch.linspace(-1.0, 2.0, 6, dtype=torch.float64)[None]
+
+    def model(x_t, t, cond):  # ε = the condition's row: ε_u = 0, ε_tar = 0, ε_c = ψ
+        return cond["e"]
+
+    zero = {"e": torch.zeros(1, 6, dtype=torch.float64)}
+    cond = semantic(guided(zero, zero, 3.0), {"e": psi[:, None]}, {
+        "scale": torch.tensor([[2.0]]), "threshold": torch.tensor([[0.0]]), "warmup": torch.tensor([[warmup]]),
+        "cooldown": torch.tensor([[cooldown if cooldown is not None else 2**62]]),
+    })
+    run = SemanticGuidance(model, momentum_scale, beta, channel_axis=None)
+    x, t = torch.zeros(1, 6, dtype=torch.float64), torch.zeros(1, dtype=torch.long)
+    terms = [run(x, t, cond) for _ in range(steps)]
+    gamma = 2.0 * psi
+    return [term / gamma for term in terms]  # in units of γ (every cell the same multiple)
+
+
+def _paper_recursion(steps, warmup=0, cooldown=None, s_m=0.5, beta=0.6):
+    """SEGA (Brack et al. 2023, Sec. 3.3; diffusers' SemanticStableDiffusionPipeline): the guidance
+    term g_t = γ_t + s_m v_t is applied once past the warm-up, and the momentum is updated with it,
+    v_{t+1} = β v_t + (1 - β) g_t, from the first step on; past the cool-down γ_t = 0. In units of γ."""
+    v, applied = 0.0, []
+    for i in range(steps):
+        gamma = 0.0 if cooldown is not None and i >= cooldown else 1.0
+        g = gamma + s_m * v
+        applied.append(g if i >= warmup else 0.0)
+        v = beta * v + (1 - beta) * g
+    return applied
+
+
+@pytest.mark.parametrize("warmup, cooldown", [(0, None), (3, None), (0, 5), (2, 6)])
+def test_momentum_follows_the_sega_recursion(warmup, cooldown):
+    terms = _semantic_terms(80, warmup, cooldown)
+    reference = _paper_recursion(80, warmup, cooldown)
+    for term, expected in zip(terms, reference):
+        assert torch.allclose(term, torch.full_like(term, expected), rtol=1e-12, atol=1e-12)
+    if cooldown is None:  # a constant concept levels off at γ / (1 - s_m) = 2γ with the LEDITS defaults
+        assert abs(float(terms[-1][0, 0]) - 2.0) < 1e-6
+    if warmup == 0 and cooldown is None:
+        assert [round(float(term[0, 0]), 4) for term in terms[:3]] == [1.0, 1.2, 1.36]
+    if cooldown is not None:  # the concept stops feeding the momentum: what is left decays by β + (1 - β) s_m
+        assert abs(float(terms[cooldown + 1][0, 0]) / float(terms[cooldown][0, 0]) - 0.8) < 1e-12

@@ -5,16 +5,22 @@ Besides (or instead of) a target prompt, concepts are added or removed, each whe
 estimate differs most from the unconditional one. At every step, for a sample with target condition
 and concepts c:
 
-    ε    = ε_u + s_g (ε_tar - ε_u) + Σ_c γ_c + s_m v
     ψ_c  = ε_c - ε_u                    (sign flipped for a concept to remove)
     γ_c  = w_c s_c M_c ⊙ ψ_c            (M_c: 1 where |ψ_c| reaches its `threshold` quantile over
-                                         the latent cells of its channel, else 0)
-    v    ← β v + (1 - β) Σ_c γ_c        (momentum, built up from the first step)
+                                         the latent cells of its channel, else 0; zero from the
+                                         concept's cool-down step on)
+    g    = Σ_c γ_c + s_m v              (the semantic guidance term)
+    ε    = ε_u + s_g (ε_tar - ε_u) + g  (once the concepts are past their warm-up)
+    v    ← β v + (1 - β) g              (momentum, built up from the first step, warm-up included)
 
-A concept guides only from its warm-up step on (and before its cool-down step); momentum is added
-once any concept guides. Every row of a step (target, unconditional, each concept, of every sample)
-goes through the model in ONE call; the momentum lives in the ``SemanticGuidance`` of one run, so two
-runs never share it.
+as in the SEGA paper (Brack et al., Sec. 3.3) and diffusers' ``SemanticStableDiffusionPipeline``: the
+momentum is updated with the guidance it was added to, so a concept that pulls the same way at
+every step levels off at γ / (1 - s_m) (2γ with the LEDITS defaults), and a cooled-down concept
+stops feeding it (the momentum it left keeps acting and decays). Concepts with different warm-ups: a step applies the γ_c of the concepts past
+their warm-up, plus s_m v once any concept is (diffusers applies the weight-normalised mean of
+those γ_c without momentum until every concept is past its warm-up). Every row of a step (target,
+unconditional, each concept, of every sample) goes through the model in ONE call; the momentum
+lives in the ``SemanticGuidance`` of one run, so two runs never share it.
 
 Defaults (``Concept``): scale 10, threshold 0.95, warm-up 1 step; momentum scale 0.5, β 0.6: the
 settings of the LEDITS demo (SEGA's own defaults: scale 5, threshold 0.9, warm-up 10, momentum 0.1, β 0.4).
@@ -124,28 +130,28 @@ class SemanticGuidance:
         else:  # the target is the unconditional branch itself
             eps_u = guided = eps_c
         psi = eps[len(branches) * N :].view(N, C, *x_t.shape[1:]) - eps_u.unsqueeze(1)
-        gamma_all, gamma_active, guiding = self._concept_guidance(psi, cond)
-        total = guided + gamma_active
-        if self.momentum is not None:  # for the samples a concept guides at this step
-            total = total + self.momentum_scale * append_dims(guiding, total) * self.momentum
-        previous = torch.zeros_like(gamma_all) if self.momentum is None else self.momentum
-        self.momentum = self.momentum_beta * previous + (1 - self.momentum_beta) * gamma_all
+        gamma_live, gamma_active, guiding = self._concept_guidance(psi, cond)
+        momentum = torch.zeros_like(gamma_live) if self.momentum is None else self.momentum
+        total = guided + gamma_active + self.momentum_scale * append_dims(guiding, guided) * momentum
+        self.momentum = self.momentum_beta * momentum + (1 - self.momentum_beta) * (gamma_live + self.momentum_scale * momentum)
         self.step += 1
         return total
 
     def _concept_guidance(self, psi: torch.Tensor, cond: Cond) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(Σ_c γ_c of every concept, of the concepts guiding at this step), each (N, ...), and (N,)
-        1 where some concept guides at this step."""
+        """(Σ_c γ_c of the concepts before their cool-down, of those guiding at this step), each
+        (N, ...), and (N,) 1 where some concept is past its warm-up (the momentum acts there, after
+        a cool-down too, as in diffusers)."""
         ones = [1] * (psi.dim() - 2)
-        scale = cond["concept_scale"].to(psi.device, psi.dtype)  # type: ignore[index]
+        scale = cond["concept_scale"].to(psi.dtype).to(psi.device)  # type: ignore[index]  # dtype first: MPS has no float64
         gamma = scale.view(*scale.shape, *ones) * psi  # (N, C, ...)
         by_channel = self.channel_axis is not None and psi.dim() > 3
         cells = gamma.abs().flatten(3) if by_channel else gamma.abs().flatten(2).unsqueeze(2)  # (N, C, K, n)
-        cut = _quantile(cells, cond["concept_threshold"].to(psi.device))  # type: ignore[index]
+        cut = _quantile(cells, cond["concept_threshold"].float().to(psi.device))  # type: ignore[index]
         gamma = torch.where((cells >= cut.unsqueeze(-1)).view_as(gamma), gamma, torch.zeros_like(gamma))
         warmup, cooldown = (cond[f"concept_{k}"].to(psi.device) for k in ("warmup", "cooldown"))  # type: ignore[index]
-        active = ((warmup <= self.step) & (self.step < cooldown)).to(psi.dtype)
-        return gamma.sum(1), (gamma * active.view(*scale.shape, *ones)).sum(1), active.amax(1)
+        live, warm = (self.step < cooldown).to(psi.dtype), (warmup <= self.step).to(psi.dtype)
+        active = warm * live
+        return (gamma * live.view(*scale.shape, *ones)).sum(1), (gamma * active.view(*scale.shape, *ones)).sum(1), warm.amax(1)
 
 
 def _quantile(values: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -154,7 +160,7 @@ def _quantile(values: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     all rows and at most 16M values.)"""
     n = values.shape[-1]
     ordered = values.sort(dim=-1).values
-    position = (q.double() * (n - 1)).view(*q.shape, 1, 1).expand(*ordered.shape[:-1], 1)
+    position = (q.float() * (n - 1)).view(*q.shape, 1, 1).expand(*ordered.shape[:-1], 1)  # float32: MPS has no float64
     low = position.floor().long().clamp(max=n - 1)
     frac = (position - low).to(ordered.dtype)
     high = (low + 1).clamp(max=n - 1)
