@@ -1,0 +1,69 @@
+"""A browser demo for listening to text-based edits of recordings (``audio-edit-demo``).
+
+Someone uploads or records a clip, describes what it should become, and hears the original, the
+reconstruction from the inversion and up to four edits side by side, with their spectrograms. The
+method is a choice: edit-friendly DDPM inversion (the default), DDIM inversion (the deterministic
+baseline, one variation), null-text inversion (DDIM inversion with its unconditional branch optimised
+for the target guidance, one variation) or SDEdit (nothing inverted, so no reconstruction). With any
+inversion an
+automatic DiffEdit mask can limit the edit to where the target and source descriptions disagree; the
+page then shows the mask over the clip's spectrogram. Concepts (LEDITS semantic guidance) add or
+remove up to three things besides, or instead of, the target description.
+
+With no prompt at all, the page finds the top principal components of the posterior at the edit's
+first step (optionally within a time range) and plays the clip moved along a chosen one, by minus and
+plus a chosen amount of standard deviations (Manor & Michaeli, ICML 2024). The components are cached
+with the inversion, so changing only the component or the amount re-runs only that move.
+
+An upload is checked at once, outside the queue (readable audio, a supported rate, at most
+``max_seconds`` long), so a bad file is refused without waiting behind the edits of others. The
+inversion is the slow part. :class:`DemoRunner` keeps inversions in host memory (an LRU bounded in
+bytes, keyed by the browser session, the clip's content hash and every setting the inversion depends
+on, the method included), so changing only the target description, its guidance scale or the
+concepts re-runs only the edit (and the automatic mask, which depends on the target); it drops the
+least recently used ones before an inversion that would not fit in the free memory. The Gradio app
+runs one job at a time from a bounded queue; Cancel drops a waiting job and stops a running one after
+its current stage.
+
+Gradio is an optional dependency (``pip install '.[demo]'``); it is imported only when the app is built.
+
+Modules:
+
+- ``options``: the settings the page offers, their bounds and preset values (:data:`DEFAULTS`), and
+  the methods (:data:`METHODS`).
+- ``checks``: checks of an upload (:func:`check_clip`), of the method and its options
+  (:func:`check_method_choice`), of the page's concept rows (:func:`page_concepts`) and time range
+  (:func:`parse_time_range`).
+- ``cache``: the inversion cache (:class:`InversionCache` of :class:`CachedInversion` under an
+  :class:`InversionKey`; principal components under a :class:`ComponentsKey`) and the byte accounting
+  of inversions (:func:`tensor_bytes`, :func:`inversion_bytes`).
+- ``outputs``: what a run gives back (:class:`RunResult`, :class:`ComponentsResult`), the files it
+  writes and its status line.
+- ``runner``: :class:`DemoRunner`, which runs the jobs one at a time and cancels them
+  (:class:`EditCancelled`).
+- ``page``: the Gradio page, :func:`build_app`.
+- ``cli``: the command line, :func:`parse_args` and :func:`main` (``python -m audio_edit.demo`` runs it).
+"""
+
+from .cache import (
+    DEFAULT_CACHE_MB, KEPT_COMPONENT_SETS, MIB, CachedInversion, ComponentsKey, InversionCache, InversionKey,
+    inversion_bytes, tensor_bytes,
+)
+from .checks import check_clip, check_components_choice, check_method_choice, page_concepts, parse_time_range
+from .cli import main, parse_args
+from .options import (
+    DEFAULT_MAX_SECONDS, DEFAULT_STRENGTH, DEFAULTS, INVERSION_METHODS, MAX_AMOUNT, MAX_COMPONENTS, MAX_CONCEPTS,
+    MAX_PC_ITERATIONS, MAX_STRENGTH, MAX_VARIATIONS, METHODS,
+)
+from .outputs import ComponentsResult, RunResult, describe_edit, mask_share
+from .page import GRADIO_MISSING, build_app
+from .runner import DemoRunner, EditCancelled
+
+__all__ = [
+    "CachedInversion", "ComponentsKey", "ComponentsResult", "DEFAULTS", "DEFAULT_CACHE_MB", "DEFAULT_MAX_SECONDS",
+    "DEFAULT_STRENGTH", "DemoRunner", "EditCancelled", "GRADIO_MISSING", "INVERSION_METHODS", "InversionCache",
+    "InversionKey", "KEPT_COMPONENT_SETS", "MAX_AMOUNT", "MAX_COMPONENTS", "MAX_CONCEPTS", "MAX_PC_ITERATIONS",
+    "MAX_STRENGTH", "MAX_VARIATIONS", "METHODS", "MIB", "RunResult", "build_app", "check_clip",
+    "check_components_choice", "check_method_choice", "describe_edit", "inversion_bytes", "main", "mask_share",
+    "page_concepts", "parse_args", "parse_time_range", "tensor_bytes",
+]

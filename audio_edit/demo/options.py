@@ -1,0 +1,67 @@
+"""The settings the page offers: their bounds, their preset values and the methods to choose from."""
+
+from typing import Any
+
+from .. import defaults as paper
+
+MAX_VARIATIONS = 4
+"""Most edits (seeds) one run makes and the page plays side by side."""
+
+MAX_CONCEPTS = 3
+"""Concept rows on the page (each adds one model evaluation per step of the edit)."""
+
+MAX_STRENGTH = 20.0
+"""Largest concept strength the page offers."""
+
+DEFAULT_STRENGTH = 10.0
+"""A concept's preset strength (the LEDITS demo's)."""
+
+MAX_COMPONENTS = 5
+"""Most principal components one run finds."""
+
+MAX_AMOUNT = 5.0
+"""Largest move along a component the page offers, in standard deviations."""
+
+MAX_PC_ITERATIONS = 100
+"""Most subspace iterations the page allows (each is one batched model call)."""
+
+DEFAULT_MAX_SECONDS = 30.0
+"""Longest clip the demo takes, in seconds (``--max-seconds``).
+
+An edit's time grows linearly with the clip's length: the UNet runs on overlapping 10.24 s windows,
+so a 30 s clip is 4 windows, 1600 UNet evaluations at the paper's 200 steps / t_start 100 against
+400 for a 10 s clip. README, "Speed and memory" (one CPU thread): 1.0-1.35 s per second of audio with
+the tiny model, about 9 s with a 26M-parameter UNet; the real AudioLDM 2 UNet is larger still, so a
+CPU serves only short clips. At 30 s a job of the tiny model takes about 40 s on a CPU and a full
+queue of 16 jobs about 11 minutes; on a GPU the real model's time per evaluation sets it, and the
+same 4x bound against a 10 s clip holds. 30 s covers the paper's 10 s clips three times over."""
+
+DEFAULTS: dict[str, Any] = {
+    "steps": paper.NUM_STEPS,
+    "t_start": paper.T_START,
+    "cfg_src": paper.CFG_SRC,
+    "cfg_tar": paper.CFG_TAR,
+    "seed": 0,
+    "variations": 1,
+    "method": "ddpm",
+    "auto_mask": False,
+    "concept_threshold": 0.95,
+    "concept_warmup": 1,
+    "components": 3,
+    "amount": 2.0,
+    "iterations": 50,
+}
+"""Preset values of the controls: the audio paper's settings, one variation, no mask; the LEDITS
+demo's concept threshold and warm-up; three components moved by 2 standard deviations (the audio
+paper's evaluation) after at most 50 subspace iterations (the official code's count)."""
+
+METHODS: dict[str, str] = {
+    "ddpm": "DDPM inversion (default)",
+    "ddim": "DDIM inversion",
+    "null-text": "Null-text inversion",
+    "sdedit": "SDEdit",
+}
+"""The page's methods: value -> the label of its choice."""
+
+INVERSION_METHODS = ("ddpm", "ddim", "null-text")
+"""The methods that invert the clip: the ones with a cache entry, a reconstruction and a mask."""
