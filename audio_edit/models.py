@@ -330,14 +330,15 @@ class AudioModel:
 
     @torch.no_grad()
     def encode_mel(self, mel: torch.Tensor) -> torch.Tensor:
-        """Log-mel (B, 1, frames, 64) -> latent (B, C, frames / vae_factor, 64 / vae_factor) in ``dtype``.
+        """Log-mel (B, 1, frames, 64) -> latent (B, C, frames / vae_factor, 64 / vae_factor), float32.
 
         ``frames`` must be a multiple of ``vae_factor``. The latent is the posterior mode times the VAE's
-        scaling factor, as the models were trained.
+        scaling factor, as the models were trained; it stays float32 whatever the UNet's dtype (only
+        the UNet's input is cast), so a reconstruction is exact to the VAE's own output.
         """
         self._check_mel(mel)
         posterior = self.vae.encode(mel.to(self.device, torch.float32)).latent_dist
-        return (posterior.mode() * self.vae.config.scaling_factor).to(self.dtype)
+        return posterior.mode().float() * self.vae.config.scaling_factor
 
     @torch.no_grad()
     def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:

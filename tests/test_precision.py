@@ -114,3 +114,22 @@ def test_top_eigenvalues_match_float32(world, dtype):
         denoiser = ClassifierFreeGuidance(models[d].predict_eps)
         _, values[d], _ = posterior_pcs(denoiser, a, t, x, condition, n=3, max_iterations=8, tolerance=0, progress=False)
     assert torch.allclose(values[dtype], values[torch.float32], rtol=0.05)
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_audio_latents_stay_float32_with_a_half_precision_unet(dtype):
+    """The VAE runs in float32 and its latent is not rounded to the UNet's dtype: a half-precision
+    editor inverts exactly the latent a float32 one does, and reconstructs it to float rounding."""
+    import numpy as np
+
+    from audio_edit import Audio, AudioEditor
+
+    wave = np.sin(2 * np.pi * 440 * np.arange(16000) / 16000).astype(np.float32) * 0.3
+    clip = Audio(wave[None], 16000)
+    full = AudioEditor.from_pretrained("tiny", device="cpu", dtype=torch.float32, progress=False)
+    half = AudioEditor.from_pretrained("tiny", device="cpu", dtype=dtype, progress=False)
+    x0 = full.invert(clip, num_steps=10, t_start=4).x0
+    inv = half.invert(clip, num_steps=10, t_start=4)
+    assert torch.equal(inv.x0, x0)
+    assert not torch.equal(x0, x0.to(dtype).to(x0.dtype))  # which the UNet's dtype could not hold
+    assert float((half.reconstruct(inv, output_type="latent") - x0).abs().max()) < 1e-6

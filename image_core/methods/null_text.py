@@ -29,12 +29,12 @@ in its own dtype. Their backward pass carries the gradient of the summed squared
 loss scale of the number of elements that keeps half-precision gradients clear of underflow; it
 is divided out in float32 before Adam, which thus sees the gradient of the mean, as in the paper.
 
-Cost: the conditional ε of a step is evaluated once (it does not depend on ∅), and an embedding is
-kept together with the model call that measured its loss, so that call also moves x̄. Per step that
-is one conditional call and at most ``inner_steps`` + 1 unconditional ones with ``inner_steps``
-backward passes. The reference code checks the early stop after the Adam step that follows a
-measurement, so it keeps an embedding one step further on than the one that met the threshold, and
-evaluates both branches once more to move x̄.
+Order, as in the paper's code (``null_optimization``): each inner iteration measures the loss,
+takes the Adam step, and then stops if the loss it measured was below the threshold, so every step
+is optimised at least once and the kept embedding is the one after the last Adam step. Cost: the
+conditional ε of a step is evaluated once (it does not depend on ∅); the kept embedding's
+unconditional call also moves x̄. Per step that is one conditional call and at most
+``inner_steps`` + 1 unconditional ones with ``inner_steps`` backward passes.
 """
 
 from __future__ import annotations
@@ -145,8 +145,9 @@ def null_text_invert(
         optimizer = torch.optim.Adam(list(variables.values()), lr=learning_rate * (1 - j / (2 * K)))
         threshold = early_stop * (1 + 100 * j / K)
         tried: list[float] = []
+        stop = inner_steps  # the inner iteration that only evaluates the kept embedding
         for i in range(inner_steps + 1):
-            last = i == inner_steps
+            last = i == stop
             with torch.set_grad_enabled(not last):
                 x_s = step(variables)
                 squared = (x_s.float() - target.float()) ** 2  # float32 whatever the latents' dtype
@@ -157,7 +158,7 @@ def null_text_invert(
                     f"null-text inversion diverged at step {j + 1} of {K} (the loss is not finite): "
                     "use float32 or bfloat16, or a lower guidance scale"
                 )
-            if last or tried[-1] < threshold:
+            if last:  # the kept embedding's own evaluation, which also moves x̄
                 break
             optimizer.zero_grad()
             total.backward()
@@ -168,7 +169,9 @@ def null_text_invert(
                     f"null-text inversion diverged at step {j + 1} of {K} (the gradient is not finite): "
                     "use float32 or bfloat16 for the model"
                 )
-            optimizer.step()
+            optimizer.step()  # always a step, then the check of the loss it was taken from (the paper's order)
+            if tried[-1] < threshold:
+                stop = i + 1
         embedding = {key: value.detach() for key, value in variables.items()}
         kept.append(embedding)
         losses.append(tried)
