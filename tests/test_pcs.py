@@ -175,3 +175,54 @@ def test_core_function_matches_closed_form_directly():
                                           guided(model.encode_prompts([""])), n=4, progress=False)  # fmt: skip
     exact = torch.linalg.eigvalsh(model.posterior_covariance(a)).sort(descending=True).values[:4]
     assert torch.allclose(values, exact, rtol=0.01)
+
+
+def test_variances_along_the_trajectory_match_the_closed_form(world):
+    model, ed, inv = world
+    pcs = ed.principal_components(inv, n=2, step=5)
+    assert pcs.variances.shape == (2, 30 - 5)
+    for j in range(25):
+        cov = model.posterior_covariance(float(ed_alpha(ed, inv, 5 + j)))
+        exact = torch.stack([v @ cov @ v for v in pcs.vectors])
+        assert torch.allclose(pcs.variances[:, j], exact, rtol=1e-6)
+    assert torch.allclose(pcs.variances[:, 0], pcs.values, rtol=1e-6)
+
+
+def _official_drift(model, ed, inv, v, amount, first):
+    """The edit of the official ``apply_drift`` (AudioEditingCode, pc_drift.py) written from its
+    description, with the closed-form posterior: at every step from ``first`` to the end, x0_hat moves
+    by amount · sqrt(λ_t) · v (λ_t the variance along v at that step; here every Cov_t has the same
+    eigenvectors, so v is each step's own PC), ε' = ε - sqrt(ᾱ_t / (1 - ᾱ_t)) · shift (x_t unchanged),
+    x_s = sqrt(ᾱ_s) x0_hat' + sqrt(1 - ᾱ_s - σ²) ε' + σ z, with the inversion's noise maps z."""
+    from image_core.schedule import Schedule
+
+    s = inv.settings
+    schedule = Schedule.from_config(model.scheduler_config, s.num_steps)
+    x = inv.xts[:, 0].clone()
+    for j, k in enumerate(schedule.last(s.t_start)):
+        a_t, a_s = float(schedule.alphas[k]), float(schedule.alphas_prev[k])
+        sigma = s.eta * ((1 - a_s) / (1 - a_t)) ** 0.5 * (1 - a_t / a_s) ** 0.5
+        eps = model.predict_eps(x, schedule.timesteps[[k]], {})
+        x0_hat = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+        if j >= first:
+            shift = amount * float(v @ model.posterior_covariance(a_t) @ v) ** 0.5 * v
+            x0_hat, eps = x0_hat + shift, eps - (a_t / (1 - a_t)) ** 0.5 * shift
+        x = a_s**0.5 * x0_hat + (1 - a_s - sigma**2) ** 0.5 * eps + sigma * inv.zs[:, j]
+    return x
+
+
+@pytest.mark.parametrize("step, amount", [(0, 2.0), (10, -3.0)])
+def test_a_drift_moves_x0_as_the_official_apply_drift(world, step, amount):
+    model, ed, inv = world
+    pcs = ed.principal_components(inv, n=1, step=step)
+    values, vectors = torch.linalg.eigh(model.posterior_covariance(float(ed_alpha(ed, inv, step))))
+    v = vectors[:, values.argmax()] * torch.sign(vectors[:, values.argmax()] @ pcs.vectors[0])
+    rec = ed.reconstruct_latent(inv)
+    expected = _official_drift(model, ed, inv, v, amount, step) - rec
+    moved = ed.edit_pc_latent(inv, pcs, 1, amount) - rec
+    assert expected.norm() > 0.1
+    assert (moved - expected).norm() / expected.norm() < 1e-3
+    # one eigenvalue at every step (λ of the components' step) would move x0 far more
+    along = float(expected[0] @ v)
+    late = (pcs.variances[0, -1] / pcs.variances[0, 0]).sqrt()
+    assert late < 0.2 and abs(float(moved[0] @ v) - along) < 1e-3 * abs(along)
