@@ -2,11 +2,13 @@
 
 Layers, each importing only those above it in this list:
 
-- the core: ``schedule``, ``batching``, ``guidance``, ``sampling`` (the one reverse loop and its noise
-  sources), ``inversion`` (the value), ``windows``, ``settings``;
+- the core: ``schedule``, ``batching``, ``guidance`` (guidance objects that own their conditions and
+  parameters), ``sampling`` (the one reverse loop and its noise sources), ``inversion`` (the value),
+  ``windows``, ``settings``;
 - ``methods``: one paper per module (``ddpm``, ``ddim``, ``null_text``, ``sdedit``, ``diffedit``,
   ``sega``, ``pcs``);
-- ``editing.LatentEditor``: the methods behind one model adapter, shared by both frontends;
+- ``conditions`` (prompts to guidance over a run's rows), ``run`` (an inversion prepared for editing)
+  and ``editing.LatentEditor``: the methods behind one model adapter, shared by both frontends;
 - frontends: ``stable_diffusion`` (images) here, ``audio_edit`` (AudioLDM / AudioLDM2) beside it;
 - the command-line tools and the demo.
 
@@ -21,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "ClassifierFreeGuidance": ".guidance",
     "Denoiser": ".guidance",
-    "guided": ".guidance",
+    "Guidance": ".guidance",
+    "Prompts": ".conditions",
+    "Run": ".run",
     "EditError": ".errors",
     "InputError": ".errors",
     "InversionMismatchError": ".errors",
@@ -52,7 +56,9 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from .editing import LatentEditor
     from .errors import EditError, InputError, InversionMismatchError, ModelLoadError
-    from .guidance import ClassifierFreeGuidance, Denoiser, guided
+    from .conditions import Prompts
+    from .guidance import ClassifierFreeGuidance, Denoiser, Guidance
+    from .run import Run
     from .inversion import Inversion, InversionSettings
     from .methods.ddpm import ddpm_edit, ddpm_invert
     from .methods.ddim import ddim_invert

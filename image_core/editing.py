@@ -16,19 +16,21 @@ import torch
 
 from . import adapters, batching
 from .batching import Cond
+from .conditions import Prompts
 from .errors import EditError, InputError
-from .guidance import ClassifierFreeGuidance, Denoiser, guided
+from .guidance import ClassifierFreeGuidance, Denoiser, Guidance
 from .inversion import METHODS, Inversion, InversionSettings
-from .methods.ddim import ddim_invert
-from .methods.ddpm import ddpm_edit, ddpm_invert
-from .methods.null_text import EARLY_STOP, INNER_STEPS, LEARNING_RATE, check_null_text_settings, null_text_invert
-from .methods.diffedit import DRAWS, STRENGTH, THRESHOLD, diffedit_mask, keep_outside
-from .methods.sdedit import sdedit
 from .methods import pcs as pcs_method
-from .methods.sega import Concept, SemanticGuidance, check_concepts, semantic
-from .sampling import Callback, CondArg, sample
+from .methods.ddim import ddim_invert
+from .methods.ddpm import ddpm_invert
+from .methods.diffedit import DRAWS, STRENGTH, THRESHOLD, diffedit_mask
+from .methods.null_text import EARLY_STOP, INNER_STEPS, LEARNING_RATE, check_null_text_settings, null_text_invert
+from .methods.sdedit import sdedit
+from .methods.sega import Concept, check_concepts
+from .run import Run
+from .sampling import Callback
 from .schedule import Schedule
-from .settings import check_seeds, check_settings
+from .settings import check_mask, check_mask_settings, check_settings, seed_list, targets_and_scales
 
 
 class LatentModel(Protocol):
@@ -59,30 +61,10 @@ def latent_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if torch.device(device).type == "mps" else torch.float64
 
 
-def _as_list(value: str | Sequence[str], what: str) -> list[str]:
-    values = [value] if isinstance(value, str) else list(value)
-    if not values:
-        raise InputError(f"give at least one {what}")
-    for text in values:
-        if not isinstance(text, str):
-            raise InputError(f"{what} must be text, got {type(text).__name__}")
-    return values
-
-
 def check_method(method: str) -> None:
     """Refuse an inversion method that does not exist."""
     if method not in METHODS:
         raise InputError(f"unknown inversion method {method!r}: use {' or '.join(METHODS)}")
-
-
-def check_mask_settings(strength: float, draws: int, threshold: float) -> None:
-    """Refuse DiffEdit mask settings outside their ranges."""
-    if not (isinstance(strength, (int, float)) and 0 < strength <= 1):
-        raise InputError(f"mask strength must be in (0, 1], got {strength}")
-    if isinstance(draws, bool) or not isinstance(draws, int) or not 1 <= draws <= 100:
-        raise InputError(f"mask draws must be a whole number from 1 to 100, got {draws}")
-    if not (isinstance(threshold, (int, float)) and 0 <= threshold < 1):
-        raise InputError(f"mask threshold must be in [0, 1), got {threshold}")
 
 
 def _concept_sets(concepts: Sequence[Concept] | Sequence[Sequence[Concept]] | None) -> list[list[Concept]]:
@@ -128,7 +110,7 @@ class LatentEditor:
     ) -> None:
         self.model = model
         self.denoiser = denoiser or model.predict_eps
-        self.guided_denoiser = ClassifierFreeGuidance(self.denoiser)
+        self.prompts = Prompts(model, self.denoiser)
         self.inversion_batch_size = inversion_batch_size
         self.progress = progress
         self._uncond_bytes: int | None = None  # float32 bytes of one unconditional row (null-text), once known
@@ -161,36 +143,15 @@ class LatentEditor:
             "the inversion's x_t and noise maps", "use a lower tstart, fewer seeds or a shorter input",
         )
 
-    def _condition(self, prompts: list[str], negative: str, cfgs: list[float], repeats: int, learned: bool = False) -> Cond:
-        """Guided condition of len(prompts) * repeats rows (prompt-major), prompts encoded once.
+    def prepare(self, inv: Inversion) -> Run:
+        """``inv`` checked against this editor's model and moved to its device, with its schedule."""
+        return Run.prepare(inv, self.fingerprint(), self.model.scheduler_config, self.model.device)
 
-        Evaluates the model once per sample instead of twice when guidance is a no-op for every
-        row (scale 1, or the prompt is the unconditional one, unless the unconditional branch is
-        ``learned``: a null-text inversion's, which ``_per_step`` puts in).
-        """
-        single = all(cfg == 1 or (prompt == negative and not learned) for prompt, cfg in zip(prompts, cfgs))
-        encoded = self.model.encode_prompts(prompts if single else [*prompts, negative])
-        rows = torch.arange(len(prompts)).repeat_interleave(repeats)
-        cond = batching.take(encoded, rows)
-        if single:
-            return guided(cond)
-        uncond = batching.take(encoded, torch.full_like(rows, len(prompts)))
-        return guided(cond, uncond, torch.tensor(cfgs, dtype=torch.float64)[rows])
-
-    def _per_step(self, inv: Inversion | None, cond: Cond, first: int = 0) -> CondArg:
-        """``cond`` as it is, or, for a null-text inversion, a function of the run's step j giving
-        ``cond`` with the unconditional rows of the inversion's step ``first + j`` (inversion b at the
-        rows i * B + b, in the dtype of the rows they replace)."""
-        if inv is None or inv.uncond is None or "uncond" not in cond:  # type: ignore[operator]
-            return cond
-        stored, replaced = inv.uncond, cond["uncond"]  # type: ignore[index]
-        times = batching.batch_size(replaced) // inv.num_latents
-
-        def at(j: int) -> Cond:
-            rows = {key: value[:, first + j].to(self.model.device, replaced[key].dtype) for key, value in stored.items()}
-            return {**cond, "uncond": batching.tile(rows, times)}  # type: ignore[dict-item]
-
-        return at
+    def source_guidance(self, run: Run, copies: int, first: int = 0) -> ClassifierFreeGuidance:
+        """The inversion's own guidance (source prompt, its scale; null-text's per-step rows from the
+        inversion's step ``first``) over ``copies`` * B rows: sampling with it reconstructs."""
+        s = run.inversion.settings
+        return self.prompts.guidance([s.source_prompt], "", [s.cfg_src], copies * run.inversion.num_latents, run.uncond_steps, first)
 
     @torch.no_grad()
     def invert_latent(
@@ -224,7 +185,7 @@ class LatentEditor:
         Returns:
             An ``Inversion`` of max(B, len(seeds)) latents.
         """
-        seeds = self._seeds(seed)
+        seeds = seed_list(seed)
         check_method(method)
         check_settings(num_steps, t_start, eta if method == "ddpm" else 1.0, cfg_src)
         check_null_text_settings(inner_steps, LEARNING_RATE, early_stop)
@@ -246,25 +207,17 @@ class LatentEditor:
             )
             xts, uncond = result.xts, result.uncond
         else:
-            cond = self._condition([source_prompt], "", [cfg_src], len(seeds))
+            guidance = self.prompts.guidance([source_prompt], "", [cfg_src], len(seeds))
             if method == "ddpm":
-                xts, zs, residual = ddpm_invert(
-                    self.guided_denoiser, schedule, x0, cond, t_start, eta, seeds, self.inversion_rows(x0), self.progress
-                )
+                xts, zs, residual = ddpm_invert(guidance, schedule, x0, t_start, eta, seeds, self.inversion_rows(x0), self.progress)
             else:
-                xts = ddim_invert(self.guided_denoiser, schedule, x0, cond, t_start, self.progress)
+                xts = ddim_invert(guidance, schedule, x0, t_start, self.progress)
         settings = InversionSettings(
             self.fingerprint(), num_steps, t_start, float(eta) if method == "ddpm" else 0.0, float(cfg_src),
             source_prompt, tuple(seeds), method, *((inner_steps, early_stop) if method == "null-text" else (0, 0.0)),
         )  # fmt: skip
         timesteps = schedule.timesteps[schedule.last(t_start)]
         return Inversion(x0.clone(), xts, zs, timesteps, settings, dict(meta or {}), residual, uncond=uncond)
-
-    @staticmethod
-    def _seeds(seed: int | Sequence[int]) -> list[int]:
-        seeds = list(seed) if isinstance(seed, Sequence) else [seed]
-        check_seeds(seeds)
-        return [int(s) for s in seeds]
 
     @torch.no_grad()
     def edit_latent(
@@ -297,61 +250,23 @@ class LatentEditor:
         sets = _concept_sets(concepts)
         if target_prompt is None and not any(sets):
             raise InputError("give a target prompt, or concepts to add or remove")
-        targets, cfgs = self._targets(inv.settings.source_prompt if target_prompt is None else target_prompt, cfg_tar)
+        targets, cfgs = targets_and_scales(inv.settings.source_prompt if target_prompt is None else target_prompt, cfg_tar)
         s = inv.settings
         check_settings(s.num_steps, s.t_start, s.eta if s.method == "ddpm" else 1.0, *cfgs)
-        schedule = Schedule.from_config(self.model.scheduler_config, s.num_steps)
-        inv = inv.fit(self.fingerprint(), schedule)
+        run = self.prepare(inv)
         B, T = inv.num_latents, len(targets)
-        learned = inv.uncond is not None
-        if learned and negative_prompt != "":
+        if run.uncond_steps is not None and negative_prompt != "":
             raise InputError("a null-text inversion brings its own unconditional branch (optimised from \"\"): leave out the negative prompt")
+        guidance: Guidance
         if any(c.scale > 0 for concept_set in sets for c in concept_set):
-            cond: Cond = self._semantic_condition(targets, negative_prompt, cfgs, B, sets)
-            denoiser: Denoiser = SemanticGuidance(self.denoiser, channel_axis=1 if inv.x0.dim() > 2 else None)
+            channel_axis = 1 if inv.x0.dim() > 2 else None
+            guidance = self.prompts.semantic(targets, negative_prompt, cfgs, B, sets, channel_axis, run.uncond_steps)
         else:  # no concept guides: the plain edit (of each set, all equal)
-            cond = batching.tile(self._condition(targets, negative_prompt, cfgs, B, learned), len(sets))
-            denoiser = self.guided_denoiser
+            plain = self.prompts.guidance(targets, negative_prompt, cfgs, B, run.uncond_steps)
+            guidance = plain.take(torch.arange(T * B).repeat(len(sets)))
         if mask is not None:
-            callback = _then(callback, keep_outside(self.check_mask(mask, inv.x0), inv.xts, inv.x0))
-        x_t = inv.xts[:, 0].to(self.model.device).repeat(len(sets) * T, *([1] * (inv.x0.dim() - 1)))
-        return _finite(self._regenerate(inv, schedule, x_t, cond, denoiser, callback), cfgs)
-
-    def _regenerate(
-        self, inv: Inversion, schedule: Schedule, x_t: torch.Tensor, cond: Cond, denoiser: Denoiser, callback: Callback | None
-    ) -> torch.Tensor:
-        """Sample the inversion's steps from ``x_t``: with its noise maps (DDPM), or deterministically
-        (DDIM; null-text with its unconditional rows of each step)."""
-        s = inv.settings
-        cond = self._per_step(inv, cond)
-        if s.method == "ddpm":
-            return ddpm_edit(denoiser, schedule, x_t, inv.zs, cond, s.eta, inv.residual, callback, self.progress)
-        return sample(denoiser, schedule, x_t, cond, schedule.last(s.t_start), 0.0, None, None, callback, self.progress, "editing")
-
-    def _semantic_condition(
-        self, targets: list[str], negative: str, cfgs: list[float], B: int, sets: list[list[Concept]]
-    ) -> Cond:
-        """The ``SemanticGuidance`` condition of K sets x T targets x B inversions, set-major, every
-        prompt encoded once; sets with fewer concepts are padded with concepts of scale 0."""
-        C = max(len(concept_set) for concept_set in sets)
-        prompts = list(dict.fromkeys([*targets, negative, *(c.prompt for cs in sets for c in cs)]))
-        encoded = self.model.encode_prompts(prompts)
-        index = {prompt: i for i, prompt in enumerate(prompts)}
-        rows = torch.tensor([index[t] for t in targets]).repeat_interleave(B).repeat(len(sets))
-        scale = torch.tensor(cfgs, dtype=torch.float64).repeat_interleave(B).repeat(len(sets))
-        guided_cond = guided(batching.take(encoded, rows), batching.take(encoded, torch.full_like(rows, index[negative])), scale)
-        never = 2**62
-        padded = [[*cs, *[Concept(negative, scale=0.0, warmup=never)] * (C - len(cs))] for cs in sets]
-        per_row = [cs for cs in padded for _ in range(len(targets) * B)]  # (N, C) concepts
-        concept_rows = torch.tensor([[index[c.prompt] for c in cs] for cs in per_row])
-        concepts = batching.tree_map(lambda v: v[concept_rows], encoded)  # (N, C, ...)
-        settings = {
-            "scale": torch.tensor([[c.scale * c.weight * (-1 if c.remove else 1) for c in cs] for cs in per_row], dtype=torch.float64),
-            "threshold": torch.tensor([[c.threshold for c in cs] for cs in per_row], dtype=torch.float64),
-            "warmup": torch.tensor([[c.warmup for c in cs] for cs in per_row]),
-            "cooldown": torch.tensor([[never if c.cooldown is None else c.cooldown for c in cs] for cs in per_row]),
-        }
-        return semantic(guided_cond, concepts, settings)
+            callback = _then(callback, run.keep_outside(self.check_mask(mask, inv.x0)))
+        return _finite(run.regenerate(guidance, len(sets) * T, callback, self.progress), cfgs)
 
     def principal_components(
         self,
@@ -380,28 +295,24 @@ class LatentEditor:
             raise InputError(f"the step of the components must be between 0 and {K - 1} (the inversion covers {K} steps), got {step}")
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 64:
             raise InputError(f"the number of components must be between 1 and 64, got {n}")
-        schedule = Schedule.from_config(self.model.scheduler_config, inv.settings.num_steps)
-        inv = inv.fit(self.fingerprint(), schedule)
+        run = self.prepare(inv).first_latent()
         if region is not None:
             region = self.check_mask(region, inv.x0)
-        k = schedule.last(K)[step]
-        s = inv.settings
-        per_step = self._per_step(inv, self._condition([s.source_prompt], "", [s.cfg_src], 1, inv.uncond is not None), step)
-        cond = per_step(0) if callable(per_step) else per_step
-        x_t = inv.xts[:1, step].to(self.model.device)
+        schedule, s = run.schedule, inv.settings
+        later = list(run.steps[step:])  # the schedule's steps from the components' step to the end
+        guidance = self.source_guidance(run, 1, step)
+        x_t = run.inversion.xts[:, step]
         with torch.no_grad():
             vectors, values, info = pcs_method.posterior_pcs(
-                self.guided_denoiser, float(schedule.alphas[k]), int(schedule.timesteps[k]), x_t, cond, n, region,
+                guidance, float(schedule.alphas[later[0]]), int(schedule.timesteps[later[0]]), x_t, n, region,
                 max_iterations, tolerance, seed=seed, progress=self.progress,
             )
-            later = list(schedule.last(K)[step:])  # the variance along each vector at every later step
-            conds = batching.cat([per_step(j) for j in range(len(later))]) if callable(per_step) else batching.repeat(per_step, len(later))
-            variances = pcs_method.variances_along(
-                self.guided_denoiser, schedule.alphas[later], schedule.timesteps[later], inv.xts[0, step:].to(self.model.device),
-                conds, vectors, self.inversion_rows(x_t), self.progress,
+            variances = pcs_method.variances_along(  # the variance along each vector at every later step
+                guidance.at_steps(torch.arange(len(later))), schedule.alphas[later], schedule.timesteps[later],
+                run.inversion.xts[0, step:], vectors, self.inversion_rows(x_t), self.progress,
             )  # fmt: skip
         info = {**info, "source_prompt": s.source_prompt, "cfg_src": s.cfg_src, "tolerance": tolerance}
-        return pcs_method.PosteriorPCs(vectors.cpu(), values.cpu(), x_t[0].cpu(), step, int(schedule.timesteps[k]),
+        return pcs_method.PosteriorPCs(vectors.cpu(), values.cpu(), x_t[0].cpu(), step, int(schedule.timesteps[later[0]]),
                                        None if region is None else region.cpu(), info, variances)  # fmt: skip
 
     @torch.no_grad()
@@ -441,15 +352,12 @@ class LatentEditor:
         steps = covered if steps is None else steps
         if not (len(steps) and steps.step == 1 and steps.start >= covered.start and steps.stop <= covered.stop):
             raise InputError(f"the drift's steps must lie in {covered.start}..{covered.stop - 1} (where the components were measured), got {steps}")
-        schedule = Schedule.from_config(self.model.scheduler_config, s.num_steps)
-        inv = inv.fit(self.fingerprint(), schedule)
+        run = self.prepare(inv)
         B, rows = inv.num_latents, len(pcs_list) * len(amounts)
         moves, component = pcs_method.directions(pcs, pcs_list, [float(a) for a in amounts])
         sd = pcs.variances[component][:, steps.start - pcs.step : steps.stop - pcs.step].sqrt()
         callback = pcs_method.drift(moves.repeat_interleave(B, 0), sd.repeat_interleave(B, 0), steps)
-        cond = self._condition([s.source_prompt], "", [s.cfg_src], B * rows, inv.uncond is not None)
-        x_t = inv.xts[:, 0].to(self.model.device).repeat(rows, *([1] * (inv.x0.dim() - 1)))
-        return _finite(self._regenerate(inv, schedule, x_t, cond, self.guided_denoiser, callback), [s.cfg_src])
+        return _finite(run.regenerate(self.source_guidance(run, rows), rows, callback, self.progress), [s.cfg_src])
 
     @torch.no_grad()
     def sdedit_latent(
@@ -470,14 +378,14 @@ class LatentEditor:
         Returns:
             (T * S, ...) latents; row i * S + j is target i with seed j.
         """
-        targets, cfgs = self._targets(target_prompt, cfg_tar)
-        seeds = self._seeds(seed)
+        targets, cfgs = targets_and_scales(target_prompt, cfg_tar)
+        seeds = seed_list(seed)
         check_settings(num_steps, t_start, eta, *cfgs)
         schedule = Schedule.from_config(self.model.scheduler_config, num_steps)
         S, T = len(seeds), len(targets)
         x0 = x0.to(self.model.device, latent_dtype(self.model.device)).expand(S * T, *x0.shape[1:])
-        cond = self._condition(targets, negative_prompt, cfgs, S)
-        latents = sdedit(self.guided_denoiser, schedule, x0, cond, t_start, eta, seeds * T, None, self.progress)
+        guidance = self.prompts.guidance(targets, negative_prompt, cfgs, S)
+        latents = sdedit(guidance, schedule, x0, t_start, eta, seeds * T, None, self.progress)
         return _finite(latents, cfgs)
 
     @torch.no_grad()
@@ -500,41 +408,23 @@ class LatentEditor:
             (1, 1, ...) float mask in {0, 1} over the latent grid (channels averaged).
         """
         check_mask_settings(strength, draws, threshold)
-        self._seeds(seed)
+        seed_list(seed)
         source = inv.settings.source_prompt if source_prompt is None else source_prompt
         if not isinstance(target_prompt, str) or target_prompt == source:
             raise InputError("the mask needs a target description that differs from the source")
-        schedule = Schedule.from_config(self.model.scheduler_config, inv.settings.num_steps)
-        inv = inv.fit(self.fingerprint(), schedule)
+        run = self.prepare(inv)
         encoded = self.model.encode_prompts([target_prompt, source])  # conditional rows: guidance would only scale
-        target, source_cond = (guided(batching.take(encoded, slice(i, i + 1))) for i in (0, 1))  # their difference
-        x0 = inv.x0[:1].to(self.model.device)
+        target, source_cond = (batching.take(encoded, slice(i, i + 1)) for i in (0, 1))  # their difference
+        x0 = run.inversion.x0[:1]
         return diffedit_mask(
-            self.guided_denoiser, schedule, x0, target, source_cond, strength, draws, threshold, seed,
+            self.denoiser, run.schedule, x0, target, source_cond, strength, draws, threshold, seed,
             channel_axis=1 if x0.dim() > 2 else None, batch_size=self.inversion_rows(x0),
         )
 
     @staticmethod
     def check_mask(mask: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """``mask`` as a float tensor broadcastable to latents like ``x0`` (B, C, ...), else InputError."""
-        mask = torch.as_tensor(mask)
-        spatial = tuple(x0.shape[2:]) if x0.dim() > 2 else tuple(x0.shape[1:])
-        if mask.dim() != x0.dim() or tuple(mask.shape[-len(spatial):]) != spatial or any(
-            n not in (1, x0.shape[i]) for i, n in enumerate(mask.shape[: x0.dim() - len(spatial)])
-        ):
-            raise InputError(f"a mask of shape {tuple(mask.shape)} does not fit latents of shape {tuple(x0.shape)}")
-        if not torch.isfinite(mask).all() or mask.min() < 0 or mask.max() > 1:
-            raise InputError("mask values must lie in [0, 1]")
-        if not (mask > 0).any():
-            raise InputError("the mask is empty, so the edit would change nothing: mark where to edit")
-        return mask.to(torch.float64)
-
-    def _targets(self, target_prompt: str | Sequence[str], cfg_tar: float | Sequence[float]) -> tuple[list[str], list[float]]:
-        targets = _as_list(target_prompt, "target prompt")
-        cfgs = [float(cfg_tar)] * len(targets) if isinstance(cfg_tar, (int, float)) else [float(c) for c in cfg_tar]
-        if len(cfgs) != len(targets):
-            raise InputError(f"give one cfg_tar per target: {len(targets)} targets, {len(cfgs)} scales")
-        return targets, cfgs
+        return check_mask(mask, x0)
 
     def reconstruct_latent(self, inv: Inversion) -> torch.Tensor:
         """Sample with the inversion's own prompt and scale: (B, ...) equal to ``inv.x0`` up to rounding."""

@@ -1,13 +1,28 @@
-"""The denoiser contract and classifier-free guidance as a wrapper around a denoiser."""
+"""The model contract, and guidance: objects that own their conditions and parameters.
+
+A model adapter is a ``Denoiser``: ε for a batch of latents, timesteps and conditions, where a
+condition holds only what the model reads (text states, masks, class labels). Guidance wraps a
+denoiser for the rows of one run, like k-diffusion's CFG wrapper: it holds every row's condition,
+unconditional branch and scale (and, for null-text inversion, the unconditional rows of every step),
+and the loops call it as ``eps = guidance(x_t, t, j)`` with j the run's step index.
+
+=============  ==========================================================
+``scale``      s, the classifier-free guidance scale of a row
+``cond``       c, the conditional branch (the prompt's condition)
+``uncond``     ∅, the unconditional branch (the negative prompt, "" by default)
+=============  ==========================================================
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
 
 from . import batching
-from .batching import Cond
+from .batching import Cond, append_dims
 
 
 class Denoiser(Protocol):
@@ -24,35 +39,76 @@ class Denoiser(Protocol):
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor: ...
 
 
-def guided(cond: Cond, uncond: Cond | None = None, scale: torch.Tensor | float = 1.0) -> Cond:
-    """The condition of ``ClassifierFreeGuidance``: ε_u + scale (ε_c - ε_u), one scale per row.
+class Guidance(Protocol):
+    """ε of the rows of one run at its step j: ``eps = guidance(x_t, t, j)``, x_t (B, ...), t (B,)."""
 
-    Args:
-        cond: B rows of the conditional branch.
-        uncond: B rows of the unconditional branch, or None for a plain conditional evaluation
-            (one model evaluation per sample instead of two: use it when the scale is 1 or the
-            prompt is the unconditional one).
-        scale: (B,) guidance scales or one float for all rows.
-    """
-    if uncond is None:
-        return {"cond": cond}
-    rows = batching.batch_size(cond)
-    scale = torch.as_tensor(scale, dtype=torch.float64).flatten()
-    if scale.numel() == 1:
-        scale = scale.expand(rows)
-    return {"cond": cond, "uncond": uncond, "scale": scale.contiguous()}
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, j: int = 0) -> torch.Tensor: ...
 
 
+@dataclass(frozen=True)
 class ClassifierFreeGuidance:
-    """Wraps a denoiser; reads conditions made by ``guided`` and runs both halves in ONE call."""
+    """ε = ε(x, ∅) + s (ε(x, c) - ε(x, ∅)) per row, both branches in ONE model call.
 
-    def __init__(self, model: Denoiser) -> None:
-        self.model = model
+    Attributes:
+        model: the denoiser.
+        cond: B rows of the conditional branch.
+        uncond: B rows of the unconditional branch, or None for the conditional branch alone (one
+            evaluation per sample instead of two: scale 1, or the prompt is the unconditional one).
+        scale: (B,) float64 scales, or one float for every row.
+        uncond_steps: a null-text inversion's unconditional rows of every step: tensors (B', K, ...),
+            B a multiple of B' (row i takes row i mod B'), that replace ``uncond``'s tensors of the
+            same name at the run's step j by their column ``first + j``; None otherwise.
+        first: the inversion step the run's step 0 is.
+    """
 
-    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
-        if "uncond" not in cond:  # type: ignore[operator]
-            return self.model(x_t, t, cond["cond"])  # type: ignore[index]
-        both = batching.cat([cond["cond"], cond["uncond"]])  # type: ignore[index]
+    model: Denoiser
+    cond: Cond
+    uncond: Cond | None = None
+    scale: torch.Tensor | float = 1.0
+    uncond_steps: Mapping[str, torch.Tensor] | None = None
+    first: int = 0
+
+    @property
+    def rows(self) -> int:
+        """B, the rows this guidance evaluates."""
+        return batching.batch_size(self.cond)
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, j: int = 0) -> torch.Tensor:
+        if self.uncond is None:
+            return self.model(x_t, t, self.cond)
+        both = batching.cat([self.cond, self.uncond_at(j)])
         eps_c, eps_u = self.model(torch.cat([x_t, x_t]), torch.cat([t, t]), both).chunk(2)
-        scale = batching.append_dims(cond["scale"], eps_c)  # type: ignore[index]
-        return eps_u + scale * (eps_c - eps_u)
+        return eps_u + append_dims(self.scale, eps_c) * (eps_c - eps_u)
+
+    def uncond_at(self, j: int) -> Cond:
+        """The unconditional rows of the run's step j."""
+        if self.uncond_steps is None:
+            return self.uncond  # type: ignore[return-value]
+        uncond: dict[str, torch.Tensor] = dict(self.uncond)  # type: ignore[arg-type]
+        for key, value in self.uncond_steps.items():
+            column = value[:, self.first + j].to(uncond[key].device, uncond[key].dtype)
+            uncond[key] = column.repeat(self.rows // column.shape[0], *([1] * (column.dim() - 1)))
+        return uncond
+
+    def take(self, index: torch.Tensor) -> ClassifierFreeGuidance:
+        """The guidance of rows ``index`` (an int64 tensor; rows may repeat)."""
+        scale = self.scale if not isinstance(self.scale, torch.Tensor) or self.scale.numel() == 1 else self.scale[index]
+        steps = self.uncond_steps
+        if steps is not None:
+            shared = next(iter(steps.values())).shape[0]
+            steps = {key: value[(index % shared).to(value.device)] for key, value in steps.items()}
+        return replace(
+            self, cond=batching.take(self.cond, index), uncond=None if self.uncond is None else batching.take(self.uncond, index),
+            scale=scale, uncond_steps=steps,
+        )  # fmt: skip
+
+    def at_steps(self, steps: torch.Tensor) -> ClassifierFreeGuidance:
+        """One row (this guidance's first) at each of the run's steps ``steps`` (K,): K rows whose
+        unconditional branch is that of their step (for products along a trajectory)."""
+        rows = self.take(torch.zeros(len(steps), dtype=torch.long))
+        if rows.uncond_steps is None:
+            return rows
+        uncond = dict(rows.uncond)  # type: ignore[arg-type]
+        for key, value in rows.uncond_steps.items():
+            uncond[key] = value[0, self.first + steps.to(value.device)].to(uncond[key].device, uncond[key].dtype)
+        return replace(rows, uncond=uncond, uncond_steps=None)

@@ -7,8 +7,8 @@ One reverse step from t to its predecessor s (DDIM form; eta = 1 is DDPM):
     μ      = sqrt(ᾱ_s) x0_hat + sqrt(1 - ᾱ_s - σ²) ε
     x_s    = μ + σ z
 
-Methods differ only in what they hand this loop: the denoiser (guidance is a wrapper around it), the
-condition (or one per step), where z comes from (``RecordedNoise``: an inversion's maps;
+Methods differ only in what they hand this loop: the guidance (a denoiser with the conditions of the
+run's rows, see ``guidance``), where z comes from (``RecordedNoise``: an inversion's maps;
 ``GaussianNoise``: fresh N(0, I) per row; None: deterministic DDIM), and a per-step ``callback`` that
 sees the whole ``Step`` and may replace x_s (masks, drifts of x0_hat).
 """
@@ -17,13 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, Union
+from typing import Protocol
 
 import torch
 from tqdm.auto import tqdm
 
-from .batching import Cond, append_dims
-from .guidance import Denoiser
+from .batching import append_dims
+from .guidance import Guidance
 from .schedule import Schedule
 
 
@@ -154,14 +154,12 @@ class Step:
 
 
 Callback = Callable[[Step], torch.Tensor]
-CondArg = Union[Cond, Callable[[int], Cond]]
 
 
 def sample(
-    denoiser: Denoiser,
+    guidance: Guidance,
     schedule: Schedule,
     x_t: torch.Tensor,
-    cond: CondArg,
     steps: range,
     eta: float = 1.0,
     noise: NoiseSource | None = None,
@@ -173,9 +171,8 @@ def sample(
     """Run the reverse steps ``steps`` of the chain from ``x_t``: x_s = μ(x_t, ε) + σ z at each.
 
     Args:
+        guidance: ε of the B rows, called with the run's step index j (0 = ``steps[0]``).
         x_t: (B, ...) latents at the timestep of ``steps[0]``.
-        cond: B rows of condition, or a function of the run's step index j giving them (per-step
-            conditions, e.g. optimised unconditional embeddings).
         steps: ascending indices into the schedule (descending timesteps), e.g. ``schedule.last(K)``.
         eta: sampler noise; 0 is deterministic DDIM (``noise`` is then never called).
         noise: where z comes from; None for no noise.
@@ -190,7 +187,7 @@ def sample(
     x = x_t
     for j, k in enumerate(tqdm(steps, desc=desc, disable=not progress)):
         t = schedule.timesteps[k]
-        eps = denoiser(x, t.expand(x.shape[0]).to(x.device), cond(j) if callable(cond) else cond)
+        eps = guidance(x, t.expand(x.shape[0]).to(x.device), j)
         a_t, a_s, s = schedule.alphas[k], schedule.alphas_prev[k], sigmas[k]
         x0_hat = predicted_x0(a_t, x, eps)
         term: torch.Tensor | float = 0.0

@@ -9,6 +9,8 @@ import math
 import numbers
 from collections.abc import Sequence
 
+import torch
+
 from .errors import InputError
 
 MAX_GUIDANCE = 100.0  # the papers use at most about 30; far beyond, samples leave the data range
@@ -61,3 +63,55 @@ def check_interval(pair: Sequence[float], lowest: float, highest: float, what: s
     if not (math.isfinite(start) and math.isfinite(end) and lowest <= start < end <= highest):
         raise InputError(f"the {what} {start:g}:{end:g} does not lie inside {allowed}")
     return start, end
+
+
+def texts(value: str | Sequence[str], what: str) -> list[str]:
+    """One text or several as a list, refused in one line if empty or not text."""
+    values = [value] if isinstance(value, str) else list(value)
+    if not values:
+        raise InputError(f"give at least one {what}")
+    for text in values:
+        if not isinstance(text, str):
+            raise InputError(f"{what} must be text, got {type(text).__name__}")
+    return values
+
+
+def targets_and_scales(target_prompt: str | Sequence[str], cfg_tar: float | Sequence[float]) -> tuple[list[str], list[float]]:
+    """T target prompts and one guidance scale per target (one scale for all, or one each)."""
+    targets = texts(target_prompt, "target prompt")
+    cfgs = [float(cfg_tar)] * len(targets) if isinstance(cfg_tar, (int, float)) else [float(c) for c in cfg_tar]
+    if len(cfgs) != len(targets):
+        raise InputError(f"give one cfg_tar per target: {len(targets)} targets, {len(cfgs)} scales")
+    return targets, cfgs
+
+
+def seed_list(seed: int | Sequence[int]) -> list[int]:
+    """One seed or several as a list of ints, checked (``check_seeds``)."""
+    seeds = list(seed) if isinstance(seed, Sequence) else [seed]
+    check_seeds(seeds)
+    return [int(s) for s in seeds]
+
+
+def check_mask_settings(strength: float, draws: int, threshold: float) -> None:
+    """Refuse DiffEdit mask settings outside their ranges."""
+    if not (isinstance(strength, (int, float)) and 0 < strength <= 1):
+        raise InputError(f"mask strength must be in (0, 1], got {strength}")
+    if isinstance(draws, bool) or not isinstance(draws, int) or not 1 <= draws <= 100:
+        raise InputError(f"mask draws must be a whole number from 1 to 100, got {draws}")
+    if not (isinstance(threshold, (int, float)) and 0 <= threshold < 1):
+        raise InputError(f"mask threshold must be in [0, 1), got {threshold}")
+
+
+def check_mask(mask: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """``mask`` as a float64 tensor broadcastable to latents like ``x0`` (B, C, ...), else InputError."""
+    mask = torch.as_tensor(mask)
+    spatial = tuple(x0.shape[2:]) if x0.dim() > 2 else tuple(x0.shape[1:])
+    if mask.dim() != x0.dim() or tuple(mask.shape[-len(spatial):]) != spatial or any(
+        n not in (1, x0.shape[i]) for i, n in enumerate(mask.shape[: x0.dim() - len(spatial)])
+    ):
+        raise InputError(f"a mask of shape {tuple(mask.shape)} does not fit latents of shape {tuple(x0.shape)}")
+    if not torch.isfinite(mask).all() or mask.min() < 0 or mask.max() > 1:
+        raise InputError("mask values must lie in [0, 1]")
+    if not (mask > 0).any():
+        raise InputError("the mask is empty, so the edit would change nothing: mark where to edit")
+    return mask.to(torch.float64)

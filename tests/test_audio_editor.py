@@ -174,7 +174,7 @@ def test_a_clip_slightly_longer_than_the_window_runs_one_window(audioldm2):
     """10.25 s is 260 latent frames: one model call per step (it was two windows 4 frames apart), and
     reconstruction stays exact."""
     editor = AudioEditor(audioldm2.model, progress=False)
-    windowed = editor.guided_denoiser.model
+    windowed = editor.denoiser
     calls = []
     inner = windowed.model
     windowed.model = lambda x, t, cond: calls.append(x.shape) or inner(x, t, cond)

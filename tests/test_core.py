@@ -7,7 +7,7 @@ from diffusers import DDIMScheduler
 
 from image_core.editing import LatentEditor
 from image_core.errors import EditError, InputError, InversionMismatchError
-from image_core.guidance import ClassifierFreeGuidance, guided
+from image_core.guidance import ClassifierFreeGuidance
 from image_core.inversion import Inversion
 from image_core.methods.ddpm import ddpm_edit, ddpm_invert, noised
 from image_core.methods.sdedit import sdedit
@@ -71,29 +71,27 @@ def test_reconstruction_is_exact_when_final_alpha_is_one(model, x0):
     """σ is zero at the last step then: the residual x0 - μ is a term of its own, the last map zero."""
     config = {**model.scheduler_config, "set_alpha_to_one": True}
     schedule = Schedule.from_config(config, 50)
-    cfg = ClassifierFreeGuidance(model.predict_eps)
-    cond = guided(model.encode_prompts(["A"] * len(SEEDS)))
-    xts, zs, residual = ddpm_invert(cfg, schedule, x0, cond, 50, 1.0, SEEDS, progress=False)
+    cfg = ClassifierFreeGuidance(model.predict_eps, model.encode_prompts(["A"] * len(SEEDS)))
+    xts, zs, residual = ddpm_invert(cfg, schedule, x0, 50, 1.0, SEEDS, progress=False)
     assert residual is not None and torch.equal(zs[:, -1], torch.zeros_like(x0))
-    rec = ddpm_edit(cfg, schedule, xts[:, 0], zs, cond, 1.0, residual, progress=False)
+    rec = ddpm_edit(cfg, schedule, xts[:, 0], zs, 1.0, residual, progress=False)
     assert ((rec - x0).norm() / x0.norm()).item() <= 1e-6
-    assert ((ddpm_edit(cfg, schedule, xts[:, 0], zs, cond, 1.0, None, progress=False) - x0).norm() / x0.norm()) > 1e-3
+    assert ((ddpm_edit(cfg, schedule, xts[:, 0], zs, 1.0, None, progress=False) - x0).norm() / x0.norm()) > 1e-3
 
 
 def test_no_residual_where_sigma_is_positive(model, x0):
-    cond = guided(model.encode_prompts(["A"] * 2))
+    cfg = ClassifierFreeGuidance(model.predict_eps, model.encode_prompts(["A"] * 2))
     schedule = Schedule.from_config(model.scheduler_config, 50)  # final alpha = alphas_cumprod[0] < 1
-    assert ddpm_invert(ClassifierFreeGuidance(model.predict_eps), schedule, x0[:2], cond, 20, 1.0, [0, 1], progress=False).residual is None
+    assert ddpm_invert(cfg, schedule, x0[:2], 20, 1.0, [0, 1], progress=False).residual is None
 
 
 def test_fresh_gaussian_noise_adds_nothing_where_sigma_is_zero(model, x0):
     """With a final alpha of one the last step is deterministic: fresh noise must not enter it."""
     schedule = Schedule.from_config({**model.scheduler_config, "set_alpha_to_one": True}, 50)
-    cfg = ClassifierFreeGuidance(model.predict_eps)
-    cond = guided(model.encode_prompts(["A"] * 2))
+    cfg = ClassifierFreeGuidance(model.predict_eps, model.encode_prompts(["A"] * 2))
     last = range(49, 50)
-    noisy = sample(cfg, schedule, x0[:2], cond, last, 1.0, GaussianNoise(generators([0, 1])), progress=False)
-    assert torch.equal(noisy, sample(cfg, schedule, x0[:2], cond, last, 1.0, None, progress=False))
+    noisy = sample(cfg, schedule, x0[:2], last, 1.0, GaussianNoise(generators([0, 1])), progress=False)
+    assert torch.equal(noisy, sample(cfg, schedule, x0[:2], last, 1.0, None, progress=False))
 
 
 def test_inversion_batches_bound_the_calls(model, x0):
@@ -134,14 +132,13 @@ def _keep_error(model, x0, y):
 def test_edit_moves_to_target_and_keeps_structure(model, x0, sign, t_start):
     cfg_src, cfg_tar = 3.5, 15.0
     schedule = Schedule.from_config(model.scheduler_config, 100)
-    denoiser = ClassifierFreeGuidance(model.predict_eps)
     enc = model.encode_prompts(["A", "B", ""])
     rows = torch.zeros(len(SEEDS), dtype=torch.long)
-    source = guided({"weights": enc["weights"][rows]}, {"weights": enc["weights"][rows + 2]}, cfg_src)
-    target = guided({"weights": enc["weights"][rows + 1]}, {"weights": enc["weights"][rows + 2]}, sign * cfg_tar)
-    xts, zs, _ = ddpm_invert(denoiser, schedule, x0, source, t_start, 1.0, SEEDS, progress=False)
-    edited = ddpm_edit(denoiser, schedule, xts[:, 0], zs, target, 1.0, progress=False)
-    baseline = sdedit(denoiser, schedule, x0, target, t_start, 1.0, SEEDS, progress=False)
+    source = ClassifierFreeGuidance(model.predict_eps, {"weights": enc["weights"][rows]}, {"weights": enc["weights"][rows + 2]}, cfg_src)
+    target = ClassifierFreeGuidance(model.predict_eps, {"weights": enc["weights"][rows + 1]}, {"weights": enc["weights"][rows + 2]}, sign * cfg_tar)
+    xts, zs, _ = ddpm_invert(source, schedule, x0, t_start, 1.0, SEEDS, progress=False)
+    edited = ddpm_edit(target, schedule, xts[:, 0], zs, 1.0, progress=False)
+    baseline = sdedit(target, schedule, x0, t_start, 1.0, SEEDS, progress=False)
 
     to_b, to_a = _distances(model, edited)
     assert to_b < to_a and to_b < _distances(model, x0)[0] / 2
@@ -258,19 +255,18 @@ def test_guidance_scales_follow_the_model_output_to_its_device():
     """Conditions (and their scales) are built on the CPU; the model may answer on a GPU. The meta
     device stands in for one: a CPU tensor in the arithmetic would raise."""
     model = lambda x_t, t, cond: torch.empty(x_t.shape, device="meta")  # noqa: E731
-    cond = guided(torch.zeros(2, 3), torch.ones(2, 3), torch.tensor([3.0, 7.5]))
-    assert ClassifierFreeGuidance(model)(torch.zeros(2, 4), torch.tensor([10, 10]), cond).device.type == "meta"
+    cfg = ClassifierFreeGuidance(model, torch.zeros(2, 3), torch.ones(2, 3), torch.tensor([3.0, 7.5]))
+    assert cfg(torch.zeros(2, 4), torch.tensor([10, 10])).device.type == "meta"
 
 
 def test_sdedit_without_noise_is_deterministic_ddim(model, x0):
     """At eta = 0 every σ is zero: SDEdit must add no noise after noising x0, i.e. run plain DDIM."""
     schedule = Schedule.from_config(model.scheduler_config, 50)
-    cfg = ClassifierFreeGuidance(model.predict_eps)
-    cond = guided(model.encode_prompts(["B"] * 2))
-    edited = sdedit(cfg, schedule, x0[:2], cond, 30, 0.0, [0, 1], progress=False)
+    cfg = ClassifierFreeGuidance(model.predict_eps, model.encode_prompts(["B"] * 2))
+    edited = sdedit(cfg, schedule, x0[:2], 30, 0.0, [0, 1], progress=False)
     start = schedule.last(30).start
     x_t = noised(schedule, x0[:2], range(start, start + 1), [0, 1])[:, 0]
-    ddim = sample(cfg, schedule, x_t, cond, schedule.last(30), 0.0, None, progress=False)
+    ddim = sample(cfg, schedule, x_t, schedule.last(30), 0.0, None, progress=False)
     assert torch.allclose(edited, ddim, atol=1e-12)
 
 
@@ -304,7 +300,7 @@ def test_sdedit_rows_with_consecutive_seeds_are_independent():
     model = GaussianMixtureModel(dim=4096)
     x0 = model.sample(0, 3, seed=5)
     schedule = Schedule.from_config(model.scheduler_config, 50)
-    cfg = ClassifierFreeGuidance(model.predict_eps)
+    cfg = ClassifierFreeGuidance(model.predict_eps, model.encode_prompts(["B"] * 3))
     a = float(schedule.alphas[schedule.last(20).start])
     seen = {}
 
@@ -314,12 +310,12 @@ def test_sdedit_rows_with_consecutive_seeds_are_independent():
             seen["z"] = step.noise / step.sigma
         return step.x_s
 
-    together = sdedit(cfg, schedule, x0, guided(model.encode_prompts(["B"] * 3)), 20, 1.0, [0, 1, 2], record, False)
+    together = sdedit(cfg, schedule, x0, 20, 1.0, [0, 1, 2], record, False)
     x_noise, z = seen["x_noise"], seen["z"]
     for r in range(2):
         corr = torch.nn.functional.cosine_similarity(z[r], x_noise[r + 1], dim=0).abs().item()
         assert corr < 0.1
-    alone = sdedit(cfg, schedule, x0[1:2], guided(model.encode_prompts(["B"])), 20, 1.0, [1], progress=False)
+    alone = sdedit(cfg.take(torch.tensor([1])), schedule, x0[1:2], 20, 1.0, [1], progress=False)
     assert torch.allclose(together[1:2], alone, atol=1e-12)
 
 
@@ -345,16 +341,16 @@ def test_step_callback_sees_the_step_and_can_replace_it(model, x0):
 
 
 def test_per_step_conditions(model, x0):
-    """A condition may be a function of the step: the same every step equals the plain condition."""
+    """Guidance sees the run's step: the same guidance every step equals the plain one, and a
+    guidance that switches its condition at a step changes the edit."""
     schedule = Schedule.from_config(model.scheduler_config, 50)
-    cfg = ClassifierFreeGuidance(model.predict_eps)
-    cond = guided(model.encode_prompts(["B"] * 2), model.encode_prompts([""] * 2), 7.5)
-    xts, zs, _ = ddpm_invert(cfg, schedule, x0[:2], cond, 20, 1.0, [0, 1], progress=False)
-    plain = ddpm_edit(cfg, schedule, xts[:, 0], zs, cond, progress=False)
-    per_step = ddpm_edit(cfg, schedule, xts[:, 0], zs, lambda j: cond, progress=False)
+    cfg = ClassifierFreeGuidance(model.predict_eps, model.encode_prompts(["B"] * 2), model.encode_prompts([""] * 2), 7.5)
+    xts, zs, _ = ddpm_invert(cfg, schedule, x0[:2], 20, 1.0, [0, 1], progress=False)
+    plain = ddpm_edit(cfg, schedule, xts[:, 0], zs, progress=False)
+    per_step = ddpm_edit(lambda x, t, j: cfg(x, t, j), schedule, xts[:, 0], zs, progress=False)
     assert torch.equal(plain, per_step)
-    other = guided(model.encode_prompts(["A"] * 2))
-    switched = ddpm_edit(cfg, schedule, xts[:, 0], zs, lambda j: cond if j < 10 else other, progress=False)
+    other = ClassifierFreeGuidance(model.predict_eps, model.encode_prompts(["A"] * 2))
+    switched = ddpm_edit(lambda x, t, j: (cfg if j < 10 else other)(x, t, j), schedule, xts[:, 0], zs, progress=False)
     assert not torch.allclose(switched, plain)
 
 

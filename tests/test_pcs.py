@@ -169,10 +169,10 @@ def test_core_function_matches_closed_form_directly():
     model = GaussianModel()
     a = float(model.alphas_cumprod[600])
     x_t = torch.randn(1, D, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    from image_core.guidance import ClassifierFreeGuidance, guided
+    from image_core.guidance import ClassifierFreeGuidance
 
-    vectors, values, info = posterior_pcs(ClassifierFreeGuidance(model.predict_eps), a, 600, x_t,
-                                          guided(model.encode_prompts([""])), n=4, progress=False)  # fmt: skip
+    vectors, values, info = posterior_pcs(ClassifierFreeGuidance(model.predict_eps, model.encode_prompts([""])), a, 600, x_t,
+                                          n=4, progress=False)  # fmt: skip
     exact = torch.linalg.eigvalsh(model.posterior_covariance(a)).sort(descending=True).values[:4]
     assert torch.allclose(values, exact, rtol=0.01)
 

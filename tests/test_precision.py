@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from image_core import batching
-from image_core.guidance import ClassifierFreeGuidance, guided
+from image_core.guidance import ClassifierFreeGuidance
 from image_core.methods.pcs import posterior_pcs, x0_jvp
 from image_core.schedule import Schedule
 
@@ -84,20 +84,16 @@ def test_jacobian_and_covariance_products_match_float64(world, dtype):
     a, t, x = _point(world)
     v = torch.randn(3, *shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     rows = lambda value: torch.full((3,), value)  # noqa: E731
-    condition = guided(batching.repeat(cond, 3), batching.repeat(uncond, 3), 3.0)
-    products = {}
-    for d in (torch.float64, dtype):
-        denoiser = ClassifierFreeGuidance(models[d].predict_eps)
-        products[d] = x0_jvp(denoiser, rows(a).double(), rows(t).long(), x.expand(3, *shape), condition, v)
+    guidance = {d: ClassifierFreeGuidance(models[d].predict_eps, batching.repeat(cond, 3), batching.repeat(uncond, 3), 3.0)
+                for d in (torch.float64, dtype)}  # fmt: skip
+    products = {d: x0_jvp(guidance[d], rows(a).double(), rows(t).long(), x.expand(3, *shape), v) for d in guidance}
     assert _relative(products[dtype], products[torch.float64]) <= 0.05  # J v
     scale = (1 - a) / a**0.5  # Cov v = (1 - ᾱ) / sqrt(ᾱ) J v: the same relative error, checked on its own
     assert _relative(scale * products[dtype], scale * products[torch.float64]) <= 0.05
     # a float64 central difference agrees with the float64 product (the reference itself is right)
     h = 1e-2
-    reference = ClassifierFreeGuidance(models[torch.float64].predict_eps)
-
     def x0_hat(points):
-        eps = reference(points, rows(t).long(), condition)
+        eps = guidance[torch.float64](points, rows(t).long())
         return (points - (1 - a) ** 0.5 * eps) / a**0.5
 
     difference = (x0_hat(x + h * v) - x0_hat(x - h * v)) / (2 * h)
@@ -108,11 +104,10 @@ def test_jacobian_and_covariance_products_match_float64(world, dtype):
 def test_top_eigenvalues_match_float32(world, dtype):
     models, shape, cond, uncond = world
     a, t, x = _point(world)
-    condition = guided(cond, uncond, 3.0)
     values = {}
     for d in (torch.float32, dtype):
-        denoiser = ClassifierFreeGuidance(models[d].predict_eps)
-        _, values[d], _ = posterior_pcs(denoiser, a, t, x, condition, n=3, max_iterations=8, tolerance=0, progress=False)
+        guidance = ClassifierFreeGuidance(models[d].predict_eps, cond, uncond, 3.0)
+        _, values[d], _ = posterior_pcs(guidance, a, t, x, n=3, max_iterations=8, tolerance=0, progress=False)
     assert torch.allclose(values[dtype], values[torch.float32], rtol=0.05)
 
 

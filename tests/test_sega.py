@@ -110,7 +110,7 @@ def test_warm_up_leaves_the_first_steps_as_the_plain_edit(world):
     assert not torch.allclose(plain[5], warm[5])
 
 
-def test_momentum_lives_in_the_run(world):
+def test_momentum_lives_in_the_run(world, monkeypatch):
     """Momentum adds s_m v from the second guided step; two edits in a row equal each alone."""
     _, ed, inv = world
     concepts = [Concept("B", scale=8.0, threshold=0.5, warmup=0)]
@@ -118,12 +118,8 @@ def test_momentum_lives_in_the_run(world):
     assert torch.equal(ed.edit_latent(inv, None, 3.5, concepts=concepts), first)
     from image_core.methods import sega
 
-    original = sega.MOMENTUM_SCALE
-    try:
-        sega.SemanticGuidance.__init__.__defaults__ = (0.0, sega.MOMENTUM_BETA, 1)
-        without = ed.edit_latent(inv, None, 3.5, concepts=concepts)
-    finally:
-        sega.SemanticGuidance.__init__.__defaults__ = (original, sega.MOMENTUM_BETA, 1)
+    monkeypatch.setattr(sega, "MOMENTUM_SCALE", 0.0)
+    without = ed.edit_latent(inv, None, 3.5, concepts=concepts)
     assert not torch.allclose(first, without)
 
 
@@ -173,8 +169,8 @@ def test_neither_target_nor_concepts_is_refused(world):
 def _semantic_terms(steps, warmup=0, cooldown=None, momentum_scale=0.5, beta=0.6):
     """The semantic term ε - ε_u - s_g (ε_tar - ε_u) that ``SemanticGuidance`` applies at each step
     for one concept whose ψ is the same constant at every step (threshold 0: every cell guided)."""
-    from image_core.guidance import guided
-    from image_core.methods.sega import SemanticGuidance, semantic
+    from image_core.guidance import ClassifierFreeGuidance
+    from image_core.methods.sega import SemanticGuidance
 
     psi = torch.linspace(-1.0, 2.0, 6, dtype=torch.float64)[None]
 
@@ -182,13 +178,14 @@ def _semantic_terms(steps, warmup=0, cooldown=None, momentum_scale=0.5, beta=0.6
         return cond["e"]
 
     zero = {"e": torch.zeros(1, 6, dtype=torch.float64)}
-    cond = semantic(guided(zero, zero, 3.0), {"e": psi[:, None]}, {
-        "scale": torch.tensor([[2.0]]), "threshold": torch.tensor([[0.0]]), "warmup": torch.tensor([[warmup]]),
-        "cooldown": torch.tensor([[cooldown if cooldown is not None else 2**62]]),
-    })
-    run = SemanticGuidance(model, momentum_scale, beta, channel_axis=None)
+    run = SemanticGuidance(
+        ClassifierFreeGuidance(model, zero, zero, 3.0), {"e": psi[:, None]}, scale=torch.tensor([[2.0]]),
+        threshold=torch.tensor([[0.0]]), warmup=torch.tensor([[warmup]]),
+        cooldown=torch.tensor([[cooldown if cooldown is not None else 2**62]]),
+        momentum_scale=momentum_scale, momentum_beta=beta, channel_axis=None,
+    )
     x, t = torch.zeros(1, 6, dtype=torch.float64), torch.zeros(1, dtype=torch.long)
-    terms = [run(x, t, cond) for _ in range(steps)]
+    terms = [run(x, t, j) for j in range(steps)]
     gamma = 2.0 * psi
     return [term / gamma for term in terms]  # in units of γ (every cell the same multiple)
 

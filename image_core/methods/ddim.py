@@ -17,25 +17,24 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from ..batching import Cond
-from ..guidance import Denoiser
+from ..guidance import Guidance
 from ..sampling import predicted_x0
 from ..schedule import Schedule
 
 
 @torch.no_grad()
 def ddim_invert(
-    denoiser: Denoiser,
+    guidance: Guidance,
     schedule: Schedule,
     x0: torch.Tensor,
-    cond: Cond,
     t_start: int,
     progress: bool = True,
 ) -> torch.Tensor:
     """The deterministic trajectory up to the ``t_start``-th last step of the chain.
 
     Args:
-        x0: (B, ...) clean latents; cond: B rows (the source prompt, with or without guidance).
+        guidance: B rows (the source prompt, with or without classifier-free guidance).
+        x0: (B, ...) clean latents.
     Returns:
         xts: (B, t_start, ...) the x_t of the edit's timesteps, descending like the sampler's steps
             (xts[:, 0] = x_{t_start}, xts[:, -1] = x_{t_1}).
@@ -45,7 +44,7 @@ def ddim_invert(
     x = x0
     for j, k in zip(reversed(range(len(steps))), tqdm(reversed(steps), total=len(steps), desc="DDIM inversion", disable=not progress)):
         t = schedule.timesteps[k]
-        eps = denoiser(x, t.expand(x.shape[0]).to(x.device), cond)
+        eps = guidance(x, t.expand(x.shape[0]).to(x.device), j)
         x0_hat = predicted_x0(schedule.alphas_prev[k], x, eps)
         a_t = schedule.alphas[k]
         x = a_t.sqrt() * x0_hat + (1 - a_t).sqrt() * eps

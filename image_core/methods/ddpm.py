@@ -21,9 +21,8 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from .. import batching
-from ..batching import Cond, append_dims
-from ..guidance import Denoiser
+from ..batching import append_dims
+from ..guidance import ClassifierFreeGuidance, Guidance
 from ..sampling import Callback, RecordedNoise, gaussian, generators, posterior_mean, sample, sigma
 from ..schedule import Schedule
 
@@ -54,10 +53,9 @@ def noised(schedule: Schedule, x0: torch.Tensor, steps: range, seeds: Sequence[i
 
 @torch.no_grad()
 def ddpm_invert(
-    denoiser: Denoiser,
+    guidance: ClassifierFreeGuidance,
     schedule: Schedule,
     x0: torch.Tensor,
-    cond: Cond,
     t_start: int,
     eta: float = 1.0,
     seeds: Sequence[int] = (0,),
@@ -67,8 +65,8 @@ def ddpm_invert(
     """Edit-friendly DDPM inversion of the last ``t_start`` steps of the chain.
 
     Args:
+        guidance: B rows, the source prompt's guidance (its rows are taken per batch of steps).
         x0: (B, ...) clean latents.
-        cond: B rows, the condition of the inversion (e.g. from ``guidance.guided``).
         eta: sampler noise in (0, 1]; the edit must use the same.
         seeds: B seeds, one generator per row, so a row does not depend on the rest of the batch.
         batch_size: (x_t, t) rows per denoiser call; bounds memory (1 gives calls shaped like an
@@ -90,7 +88,7 @@ def ddpm_invert(
     for lo in tqdm(range(0, B * K, batch_size), desc="inversion", disable=not progress):
         part = slice(lo, lo + batch_size)
         kp, bp, jp = k[part], b[part], j[part]
-        eps = denoiser(flat[part], schedule.timesteps[kp].to(x0.device), batching.take(cond, bp))
+        eps = guidance.take(bp)(flat[part], schedule.timesteps[kp].to(x0.device))
         last = append_dims((jp == K - 1).double(), flat) > 0  # x_s: the next x_t of the sample, x0 after its last step
         x_s = torch.where(last, x0[bp], xts[bp, (jp + 1).clamp(max=K - 1)])
         step = x_s - posterior_mean(schedule, kp, flat[part], eps, eta)
@@ -104,11 +102,10 @@ def ddpm_invert(
 
 
 def ddpm_edit(
-    denoiser: Denoiser,
+    guidance: Guidance,
     schedule: Schedule,
     x_t: torch.Tensor,
     zs: torch.Tensor,
-    cond: Cond,
     eta: float = 1.0,
     residual: torch.Tensor | None = None,
     callback: Callback | None = None,
@@ -119,7 +116,7 @@ def ddpm_edit(
     Args:
         x_t: (B, ...) latents at the first of those steps (an inversion's ``xts[:, 0]``, tiled).
         zs: (B', K, ...) noise maps; B a multiple of B' (row i takes the maps of row i mod B').
-        cond: B rows of the edit's condition (the inversion's own condition reconstructs).
+        guidance: the edit's, B rows (the inversion's own guidance reconstructs).
         residual: (B', ...) the inversion's residual where σ is zero, else None.
     Returns:
         (B, ...) the edited x_0.
@@ -127,4 +124,4 @@ def ddpm_edit(
     if x_t.shape[0] % zs.shape[0]:
         raise ValueError(f"{x_t.shape[0]} latents cannot share the noise maps of {zs.shape[0]}")
     steps = schedule.last(zs.shape[1])
-    return sample(denoiser, schedule, x_t, cond, steps, eta, RecordedNoise(zs), residual, callback, progress, "editing")
+    return sample(guidance, schedule, x_t, steps, eta, RecordedNoise(zs), residual, callback, progress, "editing")

@@ -49,7 +49,9 @@ def diffedit_mask(
 
     Args:
         x0: (1, ...) the clean latent.
-        target, source: one row each, the conditions (guided or not) of the two descriptions.
+        denoiser: the model (conditional branches only: with a shared scale and unconditional branch,
+            guidance would only scale the difference, which the normalisation removes).
+        target, source: one row each, the conditions of the two descriptions.
         strength: in (0, 1]; the step at this fraction of the chain is the one noised to.
         channel_axis: the latents' channel axis, averaged over (None: no channels).
         batch_size: rows per denoiser call; all draws and both prompts go in as few calls as that allows.
@@ -87,9 +89,9 @@ def keep_outside(mask: torch.Tensor, trajectory: Sequence[torch.Tensor] | torch.
     def callback(step: Step) -> torch.Tensor:
         K = trajectory.shape[1]
         ref = x0 if step.j == K - 1 else trajectory[:, step.j + 1]
-        ref = ref.to(step.x_s.device, step.x_s.dtype)
+        ref = ref.to(step.x_s.dtype).to(step.x_s.device)
         ref = ref.repeat(step.x_s.shape[0] // ref.shape[0], *([1] * (ref.dim() - 1)))
-        m = mask.to(step.x_s.device, step.x_s.dtype)
+        m = mask.to(step.x_s.dtype).to(step.x_s.device)  # the dtype first: MPS has no float64
         return torch.where(m > 0, step.x_s, ref) if ((m == 0) | (m == 1)).all() else m * step.x_s + (1 - m) * ref
 
     return callback

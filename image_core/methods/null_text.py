@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from ..batching import Cond
 from ..errors import EditError, InputError
-from ..guidance import Denoiser
+from ..guidance import ClassifierFreeGuidance, Denoiser
 from ..sampling import mean_from_x0, predicted_x0
 from ..schedule import Schedule
 from .ddim import ddim_invert
@@ -119,7 +119,7 @@ def null_text_invert(
     missing = [key for key in keys if key not in uncond or not uncond[key].is_floating_point()]
     if missing:
         raise ValueError(f"cannot optimise {missing}: not floating-point tensors of the condition")
-    xts = ddim_invert(denoiser, schedule, x0, cond, t_start, progress)
+    xts = ddim_invert(ClassifierFreeGuidance(denoiser, cond), schedule, x0, t_start, progress)
     if scale == 1:  # ε is then ε_c alone: the loss does not depend on ∅, there is nothing to optimise
         inner_steps = 0
     steps = schedule.last(t_start)

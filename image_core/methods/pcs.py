@@ -27,7 +27,9 @@ v^T Cov[x0 | x_t] v is the posterior variance along v at that step (ε re-derive
 x0_hat and x_t, the step's noise map kept: ``drift``). An amount thus means the same number of
 standard deviations at every step it acts on, as in the paper and the official ``apply_drift``,
 which uses each step's own eigenvalue; where the variance has collapsed (the last steps) the
-shift vanishes with it. ``principal_components`` measures σ_t(v_k)² at every step from the
+shift vanishes with it. The vectors are those of one step (the official ``--use_specific_ts_pc``);
+the official default extracts new ones at every step, 50 iterations each, which costs a full
+extraction per step and stops converging at low noise, where the posterior is nearly certain. ``principal_components`` measures σ_t(v_k)² at every step from the
 components' step to the end of the inversion (one more product per step and component, batched
 like an inversion), along the inverted trajectory the official code extracts its eigenvalues on.
 The default drift acts at all of those steps (the official ``drift_end`` of -1, "to the end").
@@ -44,10 +46,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .. import batching
-from ..batching import Cond, append_dims
+from ..batching import append_dims
 from ..errors import InputError
-from ..guidance import Denoiser
+from ..guidance import ClassifierFreeGuidance, Guidance
 from ..sampling import Callback, Step, predicted_x0
 
 MAX_ITERATIONS = 50  # the official code's fixed count, here an upper bound
@@ -130,13 +131,13 @@ class PosteriorPCs:
 
 
 def x0_jvp(
-    denoiser: Denoiser, a_t: torch.Tensor, t: torch.Tensor, x_t: torch.Tensor, cond: Cond, tangents: torch.Tensor
+    guidance: Guidance, a_t: torch.Tensor, t: torch.Tensor, x_t: torch.Tensor, tangents: torch.Tensor
 ) -> torch.Tensor:
     """J v = ∂x0_hat/∂x_t · v per row, by forward-mode automatic differentiation (exact up to the
     model's rounding, in any dtype).
 
     Args:
-        a_t: (B,) float64 ᾱ of each row; t: (B,) timesteps; x_t: (B, ...) points; cond: B rows.
+        guidance: B rows; a_t: (B,) float64 ᾱ of each row; t: (B,) timesteps; x_t: (B, ...) points.
         tangents: (B, ...) directions v (any norm).
     Returns:
         (B, ...) J v in ``x_t``'s dtype.
@@ -152,17 +153,16 @@ def x0_jvp(
     rms = torch.where(rms > 0, rms, torch.ones_like(rms))
     with sdpa_kernel([SDPBackend.MATH]), fwAD.dual_level():
         dual = fwAD.make_dual(x_t.contiguous(), tangents / append_dims(rms, tangents))
-        out = predicted_x0(a_t, dual, denoiser(dual, t, cond))
+        out = predicted_x0(a_t, dual, guidance(dual, t))
         product = fwAD.unpack_dual(out).tangent
     return product * append_dims(rms, product)
 
 
 def posterior_pcs(
-    denoiser: Denoiser,
+    guidance: ClassifierFreeGuidance,
     a_t: float,
     t: int,
     x_t: torch.Tensor,
-    cond: Cond,
     n: int = 3,
     region: torch.Tensor | None = None,
     max_iterations: int = MAX_ITERATIONS,
@@ -175,7 +175,7 @@ def posterior_pcs(
 
     Args:
         a_t: ᾱ at the timestep ``t`` of ``x_t``.
-        x_t: (1, ...) one latent; cond: one row of condition (guided or not).
+        guidance: one row (the source prompt's); x_t: (1, ...) one latent.
         region: 0/1 mask broadcastable to ``x_t``, or None.
     Returns:
         (vectors (n, ...), values (n,), info): orthonormal eigenvectors zero outside the region,
@@ -196,7 +196,8 @@ def posterior_pcs(
         m = V.shape[1]
         rows = lambda value: torch.full((m,), value, device=x_t.device)  # noqa: E731
         tangents = (P[:, None] * V).T.reshape(m, *shape)
-        products = x0_jvp(denoiser, rows(a_t).double(), rows(t).long(), x_t.expand(m, *shape), batching.repeat(cond, m), tangents)
+        repeated = guidance.take(torch.zeros(m, dtype=torch.long))
+        products = x0_jvp(repeated, rows(a_t).double(), rows(t).long(), x_t.expand(m, *shape), tangents)
         return scale * P[:, None] * products.reshape(m, d).T
 
     g = torch.Generator().manual_seed(seed)
@@ -226,11 +227,10 @@ def posterior_pcs(
 
 
 def variances_along(
-    denoiser: Denoiser,
+    guidance: ClassifierFreeGuidance,
     alphas: torch.Tensor,
     timesteps: torch.Tensor,
     xts: torch.Tensor,
-    cond: Cond,
     vectors: torch.Tensor,
     batch_size: int = 16,
     progress: bool = True,
@@ -238,8 +238,8 @@ def variances_along(
     """σ_t(v)² = v^T Cov[x0 | x_t] v of each vector at each of K points of a trajectory.
 
     Args:
-        alphas, timesteps: (K,) ᾱ and t of the points; xts: (K, ...) the points; cond: K rows,
-            the condition at each point.
+        guidance: K rows, the guidance at each point (e.g. ``ClassifierFreeGuidance.at_steps``).
+        alphas, timesteps: (K,) ᾱ and t of the points; xts: (K, ...) the points.
         vectors: (n, ...) unit vectors.
         batch_size: (point, vector) products per denoiser call.
     Returns:
@@ -253,7 +253,7 @@ def variances_along(
         ip, kp = i[lo : lo + batch_size], k[lo : lo + batch_size]
         v = vectors[ip].to(xts.device, xts.dtype)
         x = xts[kp.to(xts.device)]
-        jv = x0_jvp(denoiser, a[kp].to(x.device), timesteps[kp].to(x.device), x, batching.take(cond, kp), v)
+        jv = x0_jvp(guidance.take(kp), a[kp].to(x.device), timesteps[kp].to(x.device), x, v)
         scale = ((1 - a[kp]) / a[kp].sqrt()).to(x.device)
         out[lo : lo + len(kp)] = (scale * (v * jv).flatten(1).sum(1)).double().cpu()
     return out.view(n, K).clamp(min=0)

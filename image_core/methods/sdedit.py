@@ -11,18 +11,16 @@ from collections.abc import Sequence
 
 import torch
 
-from ..batching import Cond
-from ..guidance import Denoiser
+from ..guidance import Guidance
 from ..sampling import Callback, GaussianNoise, gaussian, generators, sample
 from ..schedule import Schedule
 
 
 @torch.no_grad()
 def sdedit(
-    denoiser: Denoiser,
+    guidance: Guidance,
     schedule: Schedule,
     x0: torch.Tensor,
-    cond: Cond,
     t_start: int,
     eta: float = 1.0,
     seeds: Sequence[int] = (0,),
@@ -32,7 +30,7 @@ def sdedit(
     """SDEdit of the last ``t_start`` steps of the chain.
 
     Args:
-        x0: (B, ...) clean latents; cond: B rows; seeds: one per row.
+        guidance: B rows; x0: (B, ...) clean latents; seeds: one per row.
     Returns:
         (B, ...) edited latents.
     """
@@ -42,4 +40,4 @@ def sdedit(
     gens = generators(seeds)
     a = float(schedule.alphas[steps.start])
     x_t = a**0.5 * x0 + (1 - a) ** 0.5 * gaussian(gens, x0.shape[1:]).to(x0.device, x0.dtype)
-    return sample(denoiser, schedule, x_t, cond, steps, eta, GaussianNoise(gens), None, callback, progress, "sdedit")
+    return sample(guidance, schedule, x_t, steps, eta, GaussianNoise(gens), None, callback, progress, "sdedit")

@@ -37,7 +37,7 @@ import torch
 from .. import batching
 from ..batching import Cond, append_dims
 from ..errors import InputError
-from ..guidance import Denoiser
+from ..guidance import ClassifierFreeGuidance
 
 MAX_CONCEPTS = 16  # concepts of one edit: each adds one model evaluation per sample and step
 MOMENTUM_SCALE = 0.5  # s_m (LEDITS demo)
@@ -88,68 +88,66 @@ def check_concepts(concepts: Sequence[Concept]) -> None:
             raise InputError(f"concept cool-down must be a step after its warm-up, got {c.cooldown} for {c.prompt!r}")
 
 
-def semantic(guided_cond: Cond, concepts: Cond, settings: dict[str, torch.Tensor]) -> Cond:
-    """The condition of ``SemanticGuidance`` for N samples with C concepts each.
+class SemanticGuidance:
+    """Semantic guidance of N samples with C concepts each, for ONE run: target, unconditional and
+    concept rows in one model call per step; keeps the momentum v. Make a new one for every run.
 
     Args:
-        guided_cond: N rows made by ``guidance.guided`` (target, unconditional and scale, or target only).
+        guidance: the N rows' classifier-free guidance (target, unconditional branch, scale).
         concepts: the concepts' conditions, tensors shaped (N, C, ...).
-        settings: (N, C) tensors "scale" (signed: negative removes; weights folded in), "threshold",
-            "warmup", "cooldown" (a step, or a huge number for none).
-    """
-    return {**guided_cond, "concepts": concepts, **{f"concept_{k}": v for k, v in settings.items()}}
-
-
-class SemanticGuidance:
-    """Wraps a denoiser for ONE run: target, unconditional and concept rows in one model call.
-
-    Reads conditions made by ``semantic``; counts the steps of its run (one call per step) for the
-    warm-ups and keeps the momentum v. Make a new one for every run.
+        scale: (N, C) s_c w_c, signed (negative removes a concept).
+        threshold: (N, C) quantile levels in [0, 1).
+        warmup, cooldown: (N, C) steps of the run from / before which each concept guides.
+        momentum_scale, momentum_beta: s_m and β (``MOMENTUM_SCALE``, ``MOMENTUM_BETA`` when None).
+        channel_axis: the latents' channel axis (masks are per channel), None for none.
     """
 
     def __init__(
-        self, model: Denoiser, momentum_scale: float = MOMENTUM_SCALE, momentum_beta: float = MOMENTUM_BETA,
-        channel_axis: int | None = 1,
+        self, guidance: ClassifierFreeGuidance, concepts: Cond, scale: torch.Tensor, threshold: torch.Tensor,
+        warmup: torch.Tensor, cooldown: torch.Tensor, momentum_scale: float | None = None,
+        momentum_beta: float | None = None, channel_axis: int | None = 1,
     ) -> None:
-        self.model, self.momentum_scale, self.momentum_beta = model, momentum_scale, momentum_beta
-        self.channel_axis = channel_axis
-        self.step = 0
+        self.guidance, self.concepts, self.channel_axis = guidance, concepts, channel_axis
+        self.scale, self.threshold = scale.float(), threshold.float()  # float32: MPS has no float64
+        self.warmup, self.cooldown = warmup.long(), cooldown.long()
+        self.momentum_scale = MOMENTUM_SCALE if momentum_scale is None else momentum_scale
+        self.momentum_beta = MOMENTUM_BETA if momentum_beta is None else momentum_beta
         self.momentum: torch.Tensor | None = None
 
-    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
-        N, C = cond["concept_scale"].shape  # type: ignore[index]
-        branches = [cond["cond"]] + ([cond["uncond"]] if "uncond" in cond else [])  # type: ignore[index,operator]
-        flat = batching.tree_map(lambda v: v.flatten(0, 1), cond["concepts"])  # type: ignore[index]  # (N C, ...), sample-major
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, j: int = 0) -> torch.Tensor:
+        N, C = self.scale.shape
+        base = self.guidance
+        branches = [base.cond] + ([base.uncond_at(j)] if base.uncond is not None else [])
+        flat = batching.tree_map(lambda v: v.flatten(0, 1), self.concepts)  # (N C, ...), sample-major
         rows = torch.cat([x_t] * len(branches) + [x_t.repeat_interleave(C, 0)])
         ts = torch.cat([t] * len(branches) + [t.repeat_interleave(C, 0)])
-        eps = self.model(rows, ts, batching.cat([*branches, flat]))
+        eps = base.model(rows, ts, batching.cat([*branches, flat]))
         eps_c = eps[:N]
-        if "uncond" in cond:  # type: ignore[operator]
+        if base.uncond is not None:
             eps_u = eps[N : 2 * N]
-            guided = eps_u + append_dims(cond["scale"], eps_c) * (eps_c - eps_u)  # type: ignore[index]
+            guided = eps_u + append_dims(base.scale, eps_c) * (eps_c - eps_u)
         else:  # the target is the unconditional branch itself
             eps_u = guided = eps_c
         psi = eps[len(branches) * N :].view(N, C, *x_t.shape[1:]) - eps_u.unsqueeze(1)
-        gamma_live, gamma_active, guiding = self._concept_guidance(psi, cond)
+        gamma_live, gamma_active, warm = self._concept_guidance(psi, j)
         momentum = torch.zeros_like(gamma_live) if self.momentum is None else self.momentum
-        total = guided + gamma_active + self.momentum_scale * append_dims(guiding, guided) * momentum
+        total = guided + gamma_active + self.momentum_scale * append_dims(warm, guided) * momentum
         self.momentum = self.momentum_beta * momentum + (1 - self.momentum_beta) * (gamma_live + self.momentum_scale * momentum)
-        self.step += 1
         return total
 
-    def _concept_guidance(self, psi: torch.Tensor, cond: Cond) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(Σ_c γ_c of the concepts before their cool-down, of those guiding at this step), each
+    def _concept_guidance(self, psi: torch.Tensor, j: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(Σ_c γ_c of the concepts before their cool-down, of those guiding at step j), each
         (N, ...), and (N,) 1 where some concept is past its warm-up (the momentum acts there, after
         a cool-down too, as in diffusers)."""
         ones = [1] * (psi.dim() - 2)
-        scale = cond["concept_scale"].to(psi.dtype).to(psi.device)  # type: ignore[index]  # dtype first: MPS has no float64
+        scale = self.scale.to(psi.dtype).to(psi.device)  # the dtype first: MPS has no float64
         gamma = scale.view(*scale.shape, *ones) * psi  # (N, C, ...)
         by_channel = self.channel_axis is not None and psi.dim() > 3
         cells = gamma.abs().flatten(3) if by_channel else gamma.abs().flatten(2).unsqueeze(2)  # (N, C, K, n)
-        cut = _quantile(cells, cond["concept_threshold"].float().to(psi.device))  # type: ignore[index]
+        cut = _quantile(cells, self.threshold.to(psi.device))
         gamma = torch.where((cells >= cut.unsqueeze(-1)).view_as(gamma), gamma, torch.zeros_like(gamma))
-        warmup, cooldown = (cond[f"concept_{k}"].to(psi.device) for k in ("warmup", "cooldown"))  # type: ignore[index]
-        live, warm = (self.step < cooldown).to(psi.dtype), (warmup <= self.step).to(psi.dtype)
+        live = (j < self.cooldown).to(psi.dtype).to(psi.device)
+        warm = (self.warmup <= j).to(psi.dtype).to(psi.device)
         active = warm * live
         return (gamma * live.view(*scale.shape, *ones)).sum(1), (gamma * active.view(*scale.shape, *ones)).sum(1), warm.amax(1)
 
