@@ -1,5 +1,8 @@
 """Cost of three editing methods (DiffEdit, LEDITS, posterior PCs): this package's editors against
-loops of the kind their reference pipelines run (``--benchmarks diffedit,ledits,pcs``, default all).
+reference implementations written from each method's paper and official code (``references.py``:
+none of them uses ``image_core.methods`` or ``image_core.sampling``), ``--benchmarks
+diffedit,ledits,pcs`` (default all). Where the numbers of ours and of a reference differ by more than
+float rounding, this package reads the method differently from its official code.
 
 DiffEdit (automatic mask, then a masked edit), against diffusers' ``StableDiffusionDiffEditPipeline``.
 The edit is DiffEdit's default (Couairon et al., ICLR 2023, and the diffusers pipeline): 50 steps,
@@ -7,21 +10,23 @@ edit strength 0.5 (the last 25 steps, t_start 25), target guidance 7.5, the mask
 at strength 0.5, clamped at 3 times its mean and binarised at 0.5. Three stages are counted and timed
 on their own: mask, inversion, masked edit.
 
-- reference: the three calls of the diffusers pipeline, written with the model adapter's
-  ``predict_eps`` and diffusers' schedulers, batched as the pipeline batches:
-  ``generate_mask`` (ONE call of 4 x 10 rows: source and target each with classifier-free
+- reference (``references.DiffEditReference``): the three calls of the diffusers pipeline, written
+  with the model adapter's ``predict_eps`` and diffusers' schedulers, batched as the pipeline
+  batches: ``generate_mask`` (ONE call of 4 x 10 rows: source and target each with classifier-free
   guidance, i.e. negative and conditional branches, 10 noise draws each; 2 x 10 rows without
   guidance), ``invert`` (DDIM inversion with ``DDIMInverseScheduler``, one call per step, batch 1,
   or batch 2 at a source guidance above 1) and ``__call__`` (masked DDIM sampling with
-  ``DDIMScheduler``, unconditional and target branches in one call of batch 2 per step; after every
-  step the result is blended outside the mask with the inverted latent of the timestep it lands on,
-  and with the input latent after the last step). The mask's noise draws are ours (same seed), so
-  the two masks can be compared.
+  ``DDIMScheduler``, unconditional and target branches in one call of batch 2 per step). After every
+  step the result is blended outside the mask with an inverted latent: by default as the paper
+  says (the latent of the timestep the step lands on, the input latent after the last step);
+  ``--diffedit-blend diffusers`` as the pipeline's ``__call__`` codes it (``image_latents[i]``, the
+  latent of the timestep the step starts from: one step behind). The mask's noise draws are drawn
+  as ours draws them (same seed), so the two masks can be compared.
 - ours (DDIM): ``invert_latent(method="ddim")``, ``mask_latent`` (target and source conditional
   only: with a shared guidance scale g and a shared unconditional branch the guided difference is
   g times the conditional one, which the normalisation by its mean removes; all 20 rows batched,
-  ``--inversion-batch-size`` rows per call) and ``edit_latent(mask=...)``. With the same draws it
-  computes the reference's edit (up to float32 against float64 rounding).
+  ``--inversion-batch-size`` rows per call) and ``edit_latent(mask=...)``. With the same draws and
+  the paper's blend it computes the reference's edit (up to float32 against float64 rounding).
 - ours (DDPM): the same with edit-friendly DDPM inversion (``--eta``, x_t drawn independently and
   batched across timesteps) and its noise maps in the masked edit: a different edit, same mask.
 
@@ -36,26 +41,39 @@ random-weight AudioLDM2 on a 10 s synthetic clip, as ``bench_audio.py`` makes on
 timed (every method shares it); prompt encoding is, inside the stage that needs it.
 
 LEDITS (DDPM inversion, then semantic guidance with a target prompt and 2 concepts, one added, one
-removed; 100 steps / t_start 64, guidance 3.5 / 15 for images, 200 / 100 and 3 / 12 for audio). Ours
+removed; 100 steps / t_start 64, guidance 3.5 / 15 for images, 200 / 100 and 3 / 12 for audio;
+concept scale 10, threshold 0.95, warm-up 1, momentum 0.5 / β 0.6: the LEDITS demo's). Ours
 (``edit_latent(concepts=...)``) evaluates the unconditional, target and every concept branch in ONE
-model call per step. ``LeditsReference`` applies the same rule (``methods.sega``: per-channel 0.95
-quantile masks, warm-up, momentum) with one call of batch 1 per branch, and once more with the
-branches batched into one call of 2 + C rows per step (what diffusers' LEDITS++ pipeline does). All
-three edit the same inversion (ours, not timed), so the edits agree up to float rounding.
+model call per step. ``references.LeditsReference`` follows diffusers' SEGA pipeline
+(``SemanticStableDiffusionPipeline.__call__``: per-channel quantile masks, warm-up and cool-down,
+concept weights, and the momentum as it codes it, the guidance sum plus s_m v applied and then fed
+into v) with the LEDITS demo's DDPM step on the inversion's noise maps, with one call of batch 1 per
+branch, and once more with the branches batched into one call of 2 + C rows per step (the SEGA
+pipeline's batch). All three edit the same inversion (ours, not timed): where ours reads SEGA as
+diffusers does, the edits agree up to float rounding.
 
-Posterior PCs (3 components at the inversion's first step, then every component applied at amounts
--2, -1, 1, 2, the drift of x0_hat at every step; 50 steps / t_start 20 for images, 100 / 20 for audio:
-the reference's edits are 12 full sampling loops). ``PCReference``: a fixed 50 power iterations on
-the 3 directions, each finite-difference product through separate unconditional and conditional calls
-of batch 1, then one edit per (component, amount) with separate calls. Ours: ``principal_components``
-(one call per iteration with the base point and 3 + 2 directions) run twice, at the same 50 iterations
-(tolerance 0) and with the convergence stop ``--pc-tolerance``, then ``edit_pc_latent`` (all 12 edits
-in one batch per step). Random-weight models have nearly flat posterior spectra, on which subspace
-iteration hardly converges, so the "gaussian" model (an exact denoiser of a Gaussian prior with a
-decaying spectrum, ``GaussianModel``) is added: its true components are known.
+Posterior PCs (3 components, applied at amounts -2, -1, 1, 2; 50 steps / t_start 20 for images,
+100 / 20 for audio). ``references.PCReference`` follows the official AudioEditingCode
+(``pc_drift.get_eigenvectors`` and ``apply_drift``, as ``main_pc_extract_inv.py`` and
+``main_pc_apply_drift.py`` run them): at EVERY step it drifts (by default the whole edit, the
+official extraction's drift_start / drift_end defaults; ``--pc-drift-steps`` bounds it), 50
+iterations of a deflated power iteration on the 3 directions with one-sided finite differences
+(probes const · sqrt(ᾱ_t) · v, const 1e-3; the unconditional and conditional branches in separate
+calls of batch 3), the eigenvalues as ||Cov v||; then one sampling loop per amount (the 3 components
+in one batch, 2 calls per step) shifting x0_hat by amount · sqrt(λ_k(t)) · v_k(t) with each step's
+own eigenvalue and own vectors (``--pc-reference-vectors first``: the first step's vectors, the
+official ``--use_specific_ts_pc``). Ours: ``principal_components`` at the inversion's first step,
+run twice, at the same 50 iterations (tolerance 0) and with the convergence stop
+``--pc-tolerance``, then ``edit_pc_latent`` with its default drift (all 12 edits in one batch per
+step). The PCs columns compare the components at the edit's first step; the last column compares
+the edits, so it shows how far this package's extraction AND drift are from the official ones.
+Random-weight models have nearly flat posterior spectra, on which subspace iteration hardly
+converges, so the "gaussian" model (an exact denoiser of a Gaussian prior with a decaying spectrum,
+``GaussianModel``) is added: its true components are known (the same vectors at every step).
 
-    python benchmarks/bench_methods.py                          # everything: about 9 CPU minutes (12 wall on a busy 2-core machine)
+    python benchmarks/bench_methods.py                          # everything: about 11 CPU minutes (the PC reference extracts at all 20 steps)
     python benchmarks/bench_methods.py --benchmarks ledits,pcs --models tiny --pc-models tiny,gaussian   # about a minute
+    python benchmarks/bench_methods.py --benchmarks pcs --pc-models gaussian --pc-reference-vectors first
     python benchmarks/bench_methods.py --benchmarks diffedit --models tiny,audio --repeats 3
     python benchmarks/bench_methods.py --benchmarks pcs --pc-models mid,gaussian
     python benchmarks/bench_methods.py --cfg-src 7.5            # DiffEdit inversion with guidance (diffusers' invert() default)
@@ -65,7 +83,6 @@ decaying spectrum, ``GaussianModel``) is added: its true components are known.
 from __future__ import annotations
 
 import argparse
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -73,122 +90,28 @@ import torch
 
 try:
     from . import bench_audio, bench_image
-    from .common import ReferenceLoop, count_unet_calls, edit_parser, print_table, relative_error, timed
+    from .common import count_unet_calls, edit_parser, print_table, relative_error, timed
+    from .references import (
+        DIFFEDIT_BLENDS, LEDITS_MOMENTUM_BETA, LEDITS_MOMENTUM_SCALE, PC_CONST, PC_ITERATIONS,
+        DiffEditReference, LeditsReference, PCReference, SegaConcept,
+    )
 except ImportError:  # run as a script: benchmarks/ is on sys.path
     import bench_audio
     import bench_image
-    from common import ReferenceLoop, count_unet_calls, edit_parser, print_table, relative_error, timed
+    from common import count_unet_calls, edit_parser, print_table, relative_error, timed
+    from references import (
+        DIFFEDIT_BLENDS, LEDITS_MOMENTUM_BETA, LEDITS_MOMENTUM_SCALE, PC_CONST, PC_ITERATIONS,
+        DiffEditReference, LeditsReference, PCReference, SegaConcept,
+    )
 
-from image_core import ImageEditor, batching
+from image_core import ImageEditor
 from image_core.editing import LatentEditor, latent_dtype
 from image_core.inversion import Inversion
 from image_core.methods import pcs as pcs_method
-from image_core.methods.diffedit import CLAMP_RATIO
-from image_core.methods.sega import MOMENTUM_BETA, MOMENTUM_SCALE, Concept
-from image_core.sampling import gaussian, generators
+from image_core.methods import sega as sega_method
+from image_core.methods.sega import Concept
 
 STAGES = ("mask", "inv", "edit")
-
-
-# ------------------------------------------------------------------------------ reference loop
-
-
-class DiffEditReference:
-    """DiffEdit as the diffusers pipeline runs it, on any model adapter (``encode_prompts`` and
-    ``predict_eps``); latents in the model's dtype, as the pipeline keeps them.
-
-    Args:
-        model: the adapter (``StableDiffusionModel`` or ``AudioModel``).
-        steps, t_start: the chain and the steps the edit runs (inpaint_strength = t_start / steps).
-        cfg_src: guidance of the inversion (``invert``'s guidance_scale), cfg_tar: of the mask and
-            the edit (``generate_mask``'s and ``__call__``'s).
-        mask_strength, draws, threshold, seed: of the mask (mask_encode_strength, num_maps_per_mask).
-    """
-
-    def __init__(
-        self, model: Any, steps: int, t_start: int, cfg_src: float, cfg_tar: float,
-        mask_strength: float = 0.5, draws: int = 10, threshold: float = 0.5, seed: int = 0,
-    ) -> None:
-        from diffusers import DDIMInverseScheduler, DDIMScheduler
-
-        config = {**dict(model.scheduler_config), "prediction_type": "epsilon", "clip_sample": False}  # ε from predict_eps
-        self.scheduler = DDIMScheduler.from_config(config)
-        inverse_keys = inspect.signature(DDIMInverseScheduler.__init__).parameters
-        self.inverse_scheduler = DDIMInverseScheduler.from_config({k: v for k, v in config.items() if k in inverse_keys})
-        self.model, self.steps, self.t_start = model, steps, t_start
-        self.cfg_src, self.cfg_tar = cfg_src, cfg_tar
-        self.mask_strength, self.draws, self.threshold, self.seed = mask_strength, draws, threshold, seed
-
-    def eps(self, x: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
-        return self.model.predict_eps(x, t.reshape(1).expand(len(x)).to(torch.int64), cond)
-
-    @torch.no_grad()
-    def generate_mask(self, x0: torch.Tensor, source: str, target: str) -> torch.Tensor:
-        """(1, 1, ...) mask in {0, 1}: one model call of (4 or 2) x draws rows."""
-        guide = self.cfg_tar > 1
-        n = self.draws
-        enc = self.model.encode_prompts([source, target, ""])  # padded together: rows can be concatenated
-        src, tar, neg = (batching.take(enc, slice(i, i + 1)) for i in range(3))
-        branches = [neg, src, neg, tar] if guide else [src, tar]
-        cond = batching.cat([batching.repeat(b, n) for b in branches])
-        self.scheduler.set_timesteps(self.steps)
-        first = self.steps - min(int(self.steps * self.mask_strength), self.steps)  # get_timesteps
-        t = self.scheduler.timesteps[first]
-        noise = gaussian(generators([self.seed]), (n, *x0.shape[1:]))[0]  # ours' draws
-        x0 = x0.to(self.model.dtype).cpu()
-        x_t = self.scheduler.add_noise(x0.expand(n, *x0.shape[1:]), noise.to(x0.dtype), t).to(self.model.device)
-        eps = self.eps(torch.cat([x_t] * len(branches)), t, cond).float()
-        if guide:
-            neg_src, e_src, neg_tar, e_tar = eps.chunk(4)
-            e_src = neg_src + self.cfg_tar * (e_src - neg_src)
-            e_tar = neg_tar + self.cfg_tar * (e_tar - neg_tar)
-        else:
-            e_src, e_tar = eps.chunk(2)
-        guidance_map = (e_tar - e_src).abs().mean(0, keepdim=True)
-        if x0.dim() > 2:
-            guidance_map = guidance_map.mean(1, keepdim=True)  # channels
-        limit = guidance_map.mean() * CLAMP_RATIO
-        return (guidance_map.clamp(0, limit) / limit > self.threshold).float()
-
-    @torch.no_grad()
-    def invert(self, x0: torch.Tensor, source: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x0, (t_start, ...) inverted latents, largest timestep first): one call per step."""
-        guide = self.cfg_src > 1
-        enc = self.model.encode_prompts([source, ""])
-        cond = batching.cat([batching.take(enc, slice(1, 2)), batching.take(enc, slice(0, 1))]) if guide else batching.take(enc, slice(0, 1))
-        self.inverse_scheduler.set_timesteps(self.steps)
-        timesteps = self.inverse_scheduler.timesteps[: self.t_start]  # get_inverse_timesteps
-        x0 = x0.to(self.model.device, self.model.dtype)
-        latents, inverted = x0, []
-        for t in timesteps:
-            eps = self.eps(torch.cat([latents] * 2) if guide else latents, t, cond)
-            if guide:
-                uncond, text = eps.chunk(2)
-                eps = uncond + self.cfg_src * (text - uncond)
-            latents = self.inverse_scheduler.step(eps, t, latents).prev_sample
-            inverted.append(latents)
-        return x0, torch.cat(inverted[::-1])
-
-    @torch.no_grad()
-    def edit(self, state: tuple[torch.Tensor, torch.Tensor], target: str, mask: torch.Tensor) -> torch.Tensor:
-        """Masked DDIM sampling of the last t_start steps with guidance: one call of batch 2 per step."""
-        x0, inverted = state
-        guide = self.cfg_tar > 1
-        enc = self.model.encode_prompts([target, ""])
-        cond = batching.cat([batching.take(enc, slice(1, 2)), batching.take(enc, slice(0, 1))]) if guide else batching.take(enc, slice(0, 1))
-        self.scheduler.set_timesteps(self.steps)
-        timesteps = self.scheduler.timesteps[self.steps - self.t_start :]  # get_timesteps
-        mask = mask.to(x0.device, x0.dtype)
-        keep = [*inverted[1:].split(1), x0]  # where each step lands
-        latents = inverted[:1].clone()
-        for i, t in enumerate(timesteps):
-            eps = self.eps(torch.cat([latents] * 2) if guide else latents, t, cond)
-            if guide:
-                uncond, text = eps.chunk(2)
-                eps = uncond + self.cfg_tar * (text - uncond)
-            latents = self.scheduler.step(eps, t, latents, eta=0.0).prev_sample
-            latents = latents * mask + keep[i] * (1 - mask)
-        return latents
 
 
 # ---------------------------------------------------------------------------------- measuring
@@ -198,7 +121,8 @@ Stage = Callable[..., Any]
 
 def reference_stages(model: Any, x0: torch.Tensor, args: argparse.Namespace, steps: int, t_start: int) -> tuple[Stage, Stage, Stage]:
     ref = DiffEditReference(
-        model, steps, t_start, args.cfg_src, args.cfg_tar, args.mask_strength, args.draws, args.threshold, args.seed
+        model, steps, t_start, args.cfg_src, args.cfg_tar, args.mask_strength, args.draws, args.threshold, args.seed,
+        blend=args.diffedit_blend,
     )
     src, tar = args.source_prompt, args.target_prompt
     return (
@@ -252,8 +176,9 @@ def iou(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def compare(label: str, model: Any, editor: LatentEditor, x0: torch.Tensor, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Table rows of the reference, ours (DDIM) and ours (DDPM) on one latent ``x0`` (1, ...)."""
+    ref_name = f"reference (diffusers, {args.diffedit_blend} blend)"
     methods: dict[str, Callable[[int, int], tuple[Stage, Stage, Stage]]] = {
-        "reference (diffusers-style)": lambda s, t: reference_stages(model, x0, args, s, t),
+        ref_name: lambda s, t: reference_stages(model, x0, args, s, t),
         "ours, DDIM inversion": lambda s, t: our_stages(editor, x0, args, s, t, "ddim"),
         "ours, DDPM inversion": lambda s, t: our_stages(editor, x0, args, s, t, "ddpm"),
     }
@@ -265,7 +190,7 @@ def compare(label: str, model: Any, editor: LatentEditor, x0: torch.Tensor, args
             state = invert()
             edit(state, mask(state))
     results = {name: measure(model.unet, make(args.steps, args.t_start), args.repeats) for name, make in methods.items()}
-    reference = results["reference (diffusers-style)"]
+    reference = results[ref_name]
     x0_cpu = x0.double().cpu()
     rows = []
     for name, r in results.items():
@@ -304,7 +229,8 @@ DIFFEDIT_NOTES = (
     "\nmask IoU: |ours ∩ ref| / |ours ∪ ref| of the binary masks (same noise draws; ours without guidance, the"
     " reference with it). mask cover: share of the latent grid marked for editing."
     "\nmax |Δ| outside mask: largest |edit - input latent| where the mask is 0 (0: kept exactly)."
-    "\nedit rel. diff: ||edit - edit_ref|| / ||edit_ref||; DDIM: the same edit (float32 vs float64 rounding),"
+    "\nedit rel. diff: ||edit - edit_ref|| / ||edit_ref||; DDIM: with the paper's blend the same edit (float32 vs"
+    " float64 rounding; with --diffedit-blend diffusers the reference blends one step behind the paper, so it differs),"
     " DDPM: a different inversion, so a different edit."
 )
 
@@ -312,106 +238,50 @@ DIFFEDIT_NOTES = (
 # ------------------------------------------------------------------------------------------ LEDITS
 
 
-class LeditsReference:
-    """A LEDITS edit (DDPM-inverted input, then semantic guidance) written as a per-branch loop: the
-    unconditional, target and every concept branch each in a call of batch 1 through the adapter's
-    ``predict_eps`` (``batched``: all of them in ONE call of 2 + C rows per step), timesteps and ᾱ
-    from a diffusers ``DDIMScheduler`` (``common.ReferenceLoop``). The rule at step i:
-
-        ε    = ε_u + s_g (ε_tar - ε_u) + Σ_{c active} γ_c + s_m v      (v once any concept guides)
-        γ_c  = ±s_c w_c (ε_c - ε_u), zero where |γ_c| is below its ``threshold`` quantile over the
-               cells of each channel (``torch.quantile``)
-        v    ← β v + (1 - β) Σ_c γ_c                                   (v = 0 before the first step)
-
-    a concept being active from its warm-up step on and before its cool-down step.
-    """
-
-    def __init__(
-        self, model: Any, num_steps: int, batched: bool = False,
-        momentum_scale: float = MOMENTUM_SCALE, momentum_beta: float = MOMENTUM_BETA,
-    ) -> None:
-        self.model, self.batched = model, batched
-        self.loop = ReferenceLoop(model.scheduler_config, num_steps, self.eps)
-        self.momentum_scale, self.momentum_beta = momentum_scale, momentum_beta
-        self._conds: dict[str, Any] = {}
-
-    def cond(self, prompt: str) -> Any:
-        if prompt not in self._conds:  # each prompt encoded once, as the reference code does
-            self._conds[prompt] = self.model.encode_prompts([prompt])
-        return self._conds[prompt]
-
-    def eps(self, x: torch.Tensor, t: torch.Tensor, prompt: str) -> torch.Tensor:
-        return self.model.predict_eps(x, t.reshape(1).to(torch.int64), self.cond(prompt)).double()
-
-    def branches(self, x: torch.Tensor, t: torch.Tensor, prompts: list[str]) -> list[torch.Tensor]:
-        if not self.batched:
-            return [self.eps(x, t, p) for p in prompts]
-        n = len(prompts)
-        key = "\n".join(prompts)
-        if key not in self._conds:  # encoded together: padded alike, so their rows can share a batch
-            self._conds[key] = self.model.encode_prompts(prompts)
-        cond = self._conds[key]
-        eps = self.model.predict_eps(x.expand(n, *x.shape[1:]), t.reshape(1).expand(n).to(torch.int64), cond)
-        return list(eps.double().split(1))
-
-    @torch.no_grad()
-    def edit(self, inv: Inversion, target: str, cfg_tar: float, concepts: list[Concept]) -> torch.Tensor:
-        s = inv.settings
-        timesteps = self.loop.scheduler.timesteps[s.num_steps - s.t_start :].to(inv.xts.device)
-        x, zs = inv.xts[:1, 0], inv.zs[:1]
-        per_channel = x.dim() > 2
-        momentum: torch.Tensor | None = None
-        for i, t in enumerate(timesteps):
-            eps_u, eps_tar, *eps_c = self.branches(x, t, ["", target, *(c.prompt for c in concepts)])
-            eps = eps_u + cfg_tar * (eps_tar - eps_u)
-            every, active, guiding = torch.zeros_like(eps), torch.zeros_like(eps), False
-            for concept, e in zip(concepts, eps_c):
-                gamma = (e - eps_u) * (concept.scale * concept.weight * (-1 if concept.remove else 1))
-                cells = gamma.abs().flatten(2) if per_channel else gamma.abs().flatten(1)
-                cut = torch.quantile(cells, concept.threshold, dim=-1, keepdim=True)
-                gamma = torch.where((cells >= cut).view_as(gamma), gamma, torch.zeros_like(gamma))
-                every += gamma
-                if concept.warmup <= i and (concept.cooldown is None or i < concept.cooldown):
-                    active += gamma
-                    guiding = True
-            eps = eps + active
-            if momentum is not None and guiding:
-                eps = eps + self.momentum_scale * momentum
-            momentum = self.momentum_beta * (0 if momentum is None else momentum) + (1 - self.momentum_beta) * every
-            mu, sigma = self.loop.step_terms(x, int(t), eps, s.eta)
-            x = mu + sigma * zs[:, i] if sigma > 0 else mu + (inv.residual if inv.residual is not None else 0)
-        return x
+LEDITS_THRESHOLD = 0.95  # edit_threshold of the LEDITS demo (SEGA's default: 0.9)
+LEDITS_WARMUP = 1  # edit_warmup_steps of the LEDITS demo (SEGA's default: 10)
 
 
 def ledits_settings(domain: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Steps, guidance, prompts and concepts of the LEDITS edit of an image or audio latent."""
+    """Steps, guidance, prompts and concepts of the LEDITS edit of an image or audio latent:
+    ``concepts`` for ours, the same as ``sega_concepts`` for the reference (every setting given
+    explicitly, so that neither side's defaults decide)."""
     if domain == "audio":
         add, remove = args.audio_concepts.split(",")
-        return dict(
+        cfg = dict(
             steps=args.audio_ledits_steps, t_start=args.audio_ledits_t_start, cfg_src=3.0, cfg_tar=12.0,
             source=args.audio_source_prompt, target=args.audio_target_prompt,
-            concepts=[Concept(add, scale=args.concept_scale), Concept(remove, scale=args.concept_scale, remove=True)],
         )
-    add, remove = args.image_concepts.split(",")
-    return dict(
-        steps=args.ledits_steps, t_start=args.ledits_t_start, cfg_src=3.5, cfg_tar=15.0,
-        source=args.image_source_prompt, target=args.image_target_prompt,
-        concepts=[Concept(add, scale=args.concept_scale), Concept(remove, scale=args.concept_scale, remove=True)],
-    )
+    else:
+        add, remove = args.image_concepts.split(",")
+        cfg = dict(
+            steps=args.ledits_steps, t_start=args.ledits_t_start, cfg_src=3.5, cfg_tar=15.0,
+            source=args.image_source_prompt, target=args.image_target_prompt,
+        )
+    pairs = [(add.strip(), False), (remove.strip(), True)]
+    cfg["concepts"] = [
+        Concept(p, scale=args.concept_scale, remove=r, threshold=LEDITS_THRESHOLD, warmup=LEDITS_WARMUP, cooldown=None, weight=1.0)
+        for p, r in pairs
+    ]
+    cfg["sega_concepts"] = [
+        SegaConcept(p, scale=args.concept_scale, reverse=r, threshold=LEDITS_THRESHOLD, warmup=LEDITS_WARMUP, cooldown=None, weight=1.0)
+        for p, r in pairs
+    ]
+    return cfg
 
 
 def run_ledits(subject: Subject, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Table rows of the LEDITS edit of one model: the inversion (ours) is shared and not timed here."""
     cfg = ledits_settings(subject.domain, args)
     model, editor, x0 = subject.model, subject.editor, subject.x0
-    target, cfg_tar, concepts = cfg["target"], cfg["cfg_tar"], cfg["concepts"]
+    target, cfg_tar, concepts, sega = cfg["target"], cfg["cfg_tar"], cfg["concepts"], cfg["sega_concepts"]
 
     def invert(steps: int, t_start: int) -> Inversion:
         return editor.invert_latent(x0, cfg["source"], steps, t_start, cfg["cfg_src"], args.eta, args.seed)
 
     methods: dict[str, Callable[[Inversion], torch.Tensor]] = {
-        "reference, one call per branch": lambda inv: LeditsReference(model, inv.settings.num_steps).edit(inv, target, cfg_tar, concepts),
-        "reference, branches batched": lambda inv: LeditsReference(model, inv.settings.num_steps, batched=True).edit(inv, target, cfg_tar, concepts),
+        "reference, one call per branch": lambda inv: LeditsReference(model, inv.settings.num_steps).edit(inv, target, cfg_tar, sega),
+        "reference, branches batched": lambda inv: LeditsReference(model, inv.settings.num_steps, batched=True).edit(inv, target, cfg_tar, sega),
         "ours (one call per step)": lambda inv: editor.edit_latent(inv, target, cfg_tar, concepts=concepts),
     }
     if args.warmup_steps > 0:
@@ -456,96 +326,18 @@ LEDITS_COLUMNS = [
 
 LEDITS_NOTES = (
     "The edit only (target prompt + 2 concepts, one added, one removed); all three edit the same inversion."
+    "\nreference: SEGA as diffusers' SemanticStableDiffusionPipeline.__call__ computes it (momentum: the concepts'"
+    " sum plus s_m v guides, then v <- beta v + (1 - beta) that sum) with the LEDITS demo's DDPM step; see references.py."
     "\nsample-evals: UNet rows evaluated (a batch of B rows counts B). speedup: per-branch reference wall s / this one's."
-    "\nedit rel. diff: ||edit - edit_ref|| / ||edit_ref|| against the per-branch reference (same rule, same maps:"
-    " float rounding; the float32 UNet rounds a batch of 1 and one of 2 + C rows differently, which guidance 15 and"
-    " concept scale 10 amplify, and a few cells may then cross the 0.95 quantile). vs batched ref: the same against"
-    " the reference that batches the branches as ours does. ||edit - x0|| / ||x0||: how far the edit moved the input (that the edit did something)."
+    "\nedit rel. diff: ||edit - edit_ref|| / ||edit_ref|| against the per-branch reference: float rounding where ours"
+    " computes the reference's rule (the float32 UNet rounds a batch of 1 and one of 2 + C rows differently, which"
+    " guidance 15 and concept scale 10 amplify, and a few cells may then cross the 0.95 quantile), more where the rule"
+    " differs. vs batched ref: the same against the reference that batches the branches as ours does (between the two"
+    " references: rounding alone). ||edit - x0|| / ||x0||: how far the edit moved the input (that the edit did something)."
 )
 
 
 # ---------------------------------------------------------------------------- posterior PCs
-
-
-class PCReference:
-    """Posterior PCs as a reference-style loop: plain subspace (power) iteration for a FIXED number of
-    iterations on exactly the n directions asked for, each Jacobian-vector product by finite differences
-    through its own model calls (unconditional and conditional branches in separate calls of batch 1,
-    so 2 calls per direction and iteration, the base point once), QR after every iteration, eigenvalues
-    as Rayleigh quotients; then one edit per (component, amount), each a full DDPM sampling loop with
-    the drift of x0_hat applied at every step (2 calls per step). Same finite-difference step, sign
-    convention and drift as ``methods.pcs``."""
-
-    def __init__(self, model: Any, num_steps: int, iterations: int = pcs_method.MAX_ITERATIONS, seed: int = 0) -> None:
-        self.model, self.iterations, self.seed = model, iterations, seed
-        self.loop = ReferenceLoop(model.scheduler_config, num_steps, self.eps)
-        self._conds: dict[str, Any] = {}
-        self.turn = float("nan")
-
-    def eps(self, x: torch.Tensor, t: torch.Tensor, prompt: str) -> torch.Tensor:
-        if prompt not in self._conds:
-            self._conds[prompt] = self.model.encode_prompts([prompt])
-        return self.model.predict_eps(x, t.reshape(1).to(torch.int64), self._conds[prompt]).double()
-
-    def timesteps(self, inv: Inversion) -> torch.Tensor:
-        s = inv.settings
-        return self.loop.scheduler.timesteps[s.num_steps - s.t_start :].to(inv.xts.device)
-
-    @torch.no_grad()
-    def components(self, inv: Inversion, n: int, step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """((n, ...) orthonormal vectors, (n,) eigenvalues) of Cov[x0 | x_t] at the inversion's ``step``."""
-        s = inv.settings
-        t = self.timesteps(inv)[step]
-        a = self.loop.alpha_bar(int(t))
-        x_t = inv.xts[:1, step]
-        h = pcs_method.FD_STEP * float(x_t.norm())
-        scale = (1 - a) / a**0.5
-
-        def x0_hat(x: torch.Tensor) -> torch.Tensor:
-            return (x - (1 - a) ** 0.5 * self.loop.noise_pred(x, t, s.source_prompt, s.cfg_src)) / a**0.5
-
-        base = x0_hat(x_t)
-        d = x_t.numel()
-        g = torch.Generator().manual_seed(self.seed)
-        V, _ = torch.linalg.qr(torch.randn(d, n, generator=g, dtype=torch.float64).to(x_t.device, x_t.dtype))
-        values = torch.zeros(n, dtype=torch.float64)
-        for _ in range(self.iterations):
-            W = torch.stack([scale * (x0_hat(x_t + h * v.view_as(x_t)) - base).flatten() / h for v in V.T], 1)
-            values = (V * W).sum(0)  # Rayleigh quotients
-            Q, _ = torch.linalg.qr(W)
-            self.turn = float(torch.arccos(torch.linalg.svdvals(V.T @ Q).clamp(max=1).min()))
-            V = Q
-        order = values.argsort(descending=True)
-        V, values = V[:, order], values[order]
-        V = V * torch.where(V.sum(0) < 0, -1.0, 1.0).to(V.dtype)  # the sign convention of ours
-        return V.T.reshape(n, *x_t.shape[1:]), values.cpu()
-
-    @torch.no_grad()
-    def edit(self, inv: Inversion, vectors: torch.Tensor, values: torch.Tensor, pcs: list[int], amounts: list[float], step: int = 0) -> torch.Tensor:
-        """One sampling loop per (pc, amount), rows PC-major as ``edit_pc_latent``."""
-        s = inv.settings
-        gap = self.loop.scheduler.config.num_train_timesteps // s.num_steps
-        outputs = []
-        for k in pcs:
-            for amount in amounts:
-                shift = amount * float(values[k - 1].clamp(min=0)) ** 0.5 * vectors[k - 1].to(inv.xts.device, inv.xts.dtype)
-                x = inv.xts[:1, 0]
-                for i, t in enumerate(self.timesteps(inv)):
-                    a_t, a_prev = self.loop.alpha_bar(int(t)), self.loop.alpha_bar(int(t) - gap)
-                    eps = self.loop.noise_pred(x, t, s.source_prompt, s.cfg_src)
-                    x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
-                    if i >= step:  # the drift: x0_hat moved, ε re-derived from it
-                        x0 = x0 + shift
-                        eps = (x - a_t**0.5 * x0) / (1 - a_t) ** 0.5
-                    variance = (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
-                    sigma = s.eta * variance**0.5
-                    x = a_prev**0.5 * x0 + max(0.0, 1 - a_prev - sigma**2) ** 0.5 * eps
-                    if sigma > 0:
-                        x = x + sigma * inv.zs[:1, i]
-                    elif inv.residual is not None:
-                        x = x + inv.residual[:1]
-                outputs.append(x)
-        return torch.cat(outputs)
 
 
 class GaussianDenoiser(torch.nn.Module):
@@ -616,9 +408,16 @@ def principal_angles(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def pc_settings(domain: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Chain, edit steps, source guidance and prompt, and the reference's drift range (its first
+    ``drift_steps`` steps) of the PC edit of an image or audio latent."""
+    def bounded(drift: int, t_start: int) -> int:
+        return t_start if drift <= 0 else min(drift, t_start)
+
     if domain == "audio":
-        return dict(steps=args.audio_pc_steps, t_start=args.audio_pc_t_start, cfg_src=3.0, source=args.audio_source_prompt)
-    return dict(steps=args.pc_steps, t_start=args.pc_t_start, cfg_src=3.5, source=args.image_source_prompt)
+        return dict(steps=args.audio_pc_steps, t_start=args.audio_pc_t_start, cfg_src=3.0, source=args.audio_source_prompt,
+                    drift_steps=bounded(args.audio_pc_drift_steps, args.audio_pc_t_start))  # fmt: skip
+    return dict(steps=args.pc_steps, t_start=args.pc_t_start, cfg_src=3.5, source=args.image_source_prompt,
+                drift_steps=bounded(args.pc_drift_steps, args.pc_t_start))  # fmt: skip
 
 
 def run_pcs(subject: Subject, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -641,17 +440,18 @@ def run_pcs(subject: Subject, args: argparse.Namespace) -> list[dict[str, Any]]:
     def reference(its: int) -> tuple[Callable[[Inversion], Any], Callable[[Inversion, Any], torch.Tensor]]:
         def extract(inv: Inversion) -> Any:
             ref = PCReference(model, inv.settings.num_steps, its, args.seed)  # prompts encoded inside the timed run
-            vectors, values = ref.components(inv, n)
-            return {"vectors": vectors, "values": values, "iterations": its, "turn": ref.turn}
+            found = ref.components(inv, n, range(min(cfg["drift_steps"], inv.settings.t_start)))  # the warm-up's is shorter
+            vectors, values = found[0]  # the edit's first step: the one ours' are computed at
+            return {"vectors": vectors, "values": values, "iterations": its, "turn": ref.turn, "found": found}
 
         def edit(inv: Inversion, pcs: Any) -> torch.Tensor:
             ref = PCReference(model, inv.settings.num_steps, its, args.seed)
-            return ref.edit(inv, pcs["vectors"], pcs["values"], pc_list, amounts)
+            return ref.edit(inv, pcs["found"], pc_list, amounts, specific=0 if args.pc_reference_vectors == "first" else None)
 
         return extract, edit
 
     methods = {
-        f"reference ({iterations} it., per-direction calls)": lambda its: reference(its),
+        f"reference (official: {iterations} it. at each of {cfg['drift_steps']} steps, {args.pc_reference_vectors} PCs)": lambda its: reference(its),
         f"ours at {iterations} it. (tolerance 0)": lambda its: ours(0.0, its),
         f"ours, stop at {args.pc_tolerance:g} rad": lambda its: ours(args.pc_tolerance, its),
     }
@@ -729,14 +529,19 @@ PC_COLUMNS = [
 ]
 
 PC_NOTES = (
-    "PCs: the top components of Cov[x0 | x_t] at the inversion's first step (subspace iteration by finite-difference"
-    " Jacobian-vector products); edits: every (component, amount) pair, the drift of x0_hat applied at every step."
-    "\nlast turn: largest principal angle between the last two iterates of the top-n subspace (what the stop tests)."
+    "PCs: the top components of Cov[x0 | x_t] (ours: exact Jacobian-vector products by forward-mode AD; the reference: one-sided finite differences, as the official code). Reference (AudioEditingCode"
+    " get_eigenvectors + apply_drift): deflated power iteration, c = 1e-3, a fixed count, at EACH step of its drift range"
+    " (the whole edit, or its first --pc-drift-steps steps), each step drifted with its own eigenvalues and its own"
+    " vectors (--pc-reference-vectors first: the first step's, use_specific_ts_pc), the other steps plain"
+    " reconstruction. Ours: at the inversion's first step, edited with this package's default drift."
+    "\nPCs columns (iterations, turn, λ, angles) compare the components at the edit's first step."
+    "\nlast turn: largest principal angle between the last two iterates of the top-n subspace (what ours' stop tests)."
     "\nref calls / calls, speedup: the reference's UNet calls and wall s over this method's (PCs + edits)."
     "\nprincipal angles vs ref: between the 3-dim subspaces of this method's and the reference's PCs (0 for the"
-    " reference itself). max λ rel. diff: max_k |λ_k - λ_k,ref| / |λ_k,ref|."
+    " reference itself). max λ rel. diff: max_k |λ_k - λ_k,ref| / |λ_k,ref| (λ_ref: the official ||Cov v||)."
     "\nvs true: against the exact eigenpairs of the Gaussian model's posterior covariance."
-    "\nedits rel. diff: ||edits - edits_ref|| / ||edits_ref|| (each with its own PCs: zero only if the PCs agree)."
+    "\nedits rel. diff: ||edits - edits_ref|| / ||edits_ref|| over all (component, amount) rows: how far this"
+    " method's edits are from the official extraction and drift (PCs, the steps drifted and the λ used all count)."
 )
 
 
@@ -797,6 +602,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mask-strength", type=float, default=0.5, help="noise level of the mask's draws")
     p.add_argument("--draws", type=int, default=10, help="noise draws of the mask")
     p.add_argument("--threshold", type=float, default=0.5, help="binarisation of the rescaled difference")
+    p.add_argument(
+        "--diffedit-blend", default="paper", choices=DIFFEDIT_BLENDS,
+        help="the reference's blend outside the mask: with the inverted latent the step lands on (paper), or with the "
+        "one of the step's own timestep (diffusers' __call__, one step behind)",
+    )
     p.add_argument("--size", type=int, default=24, help="latent side of the mid model")
     p.add_argument("--channels", default="64,128,256", help="block_out_channels of the mid model")
     p.add_argument("--cross-dim", type=int, default=64, help="cross-attention / text width of the mid model")
@@ -820,9 +630,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--audio-pc-t-start", type=int, default=20)
     g.add_argument("--pc-count", type=int, default=3, help="components extracted (all applied)")
     g.add_argument("--pc-amounts", default="-2,-1,1,2", help="amounts applied, in standard deviations")
-    g.add_argument("--pc-iterations", type=int, default=pcs_method.MAX_ITERATIONS, help="the reference's (and ours' bound)")
+    g.add_argument("--pc-iterations", type=int, default=PC_ITERATIONS, help="the reference's (official: 50) and ours' bound")
+    g.add_argument("--pc-drift-steps", type=int, default=0,
+                   help="the reference's drift range for images, each step with its own PCs: the edit's first this many steps "
+                   "(official drift_start / drift_end; 0: to the end, the official extraction's default drift_end -1)")
+    g.add_argument("--audio-pc-drift-steps", type=int, default=0, help="the same for audio")
+    g.add_argument("--pc-reference-vectors", default="own", choices=("own", "first"),
+                   help="the vectors the reference drifts each step with: the step's own PCs (official default) or those of "
+                   "the edit's first step (official --use_specific_ts_pc); the eigenvalues are each step's own either way")
     g.add_argument("--pc-tolerance", type=float, default=1e-2, help="ours' convergence stop (radians)")
     return p.parse_args(argv)
+
+
+def drift_range(steps: int) -> str:
+    return "every step of the edit" if steps <= 0 else f"the edit's first {steps} steps"
+
+
+def momentum_note() -> str:
+    """'' where ours' SEGA momentum settings are the reference's (the LEDITS demo's), else what ours uses."""
+    ours = (getattr(sega_method, "MOMENTUM_SCALE", None), getattr(sega_method, "MOMENTUM_BETA", None))
+    if ours == (LEDITS_MOMENTUM_SCALE, LEDITS_MOMENTUM_BETA):
+        return ""
+    return f" (ours: {ours[0]} / β {ours[1]})"
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
@@ -845,7 +674,8 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
             print(
                 f"\n## DiffEdit: steps {args.steps}, t_start {args.t_start} (strength {args.t_start / args.steps:g}), "
                 f"cfg_src {args.cfg_src} (inversion), cfg_tar {args.cfg_tar} (mask and edit), "
-                f"mask: {args.draws} draws at strength {args.mask_strength}, threshold {args.threshold}\n",
+                f"mask: {args.draws} draws at strength {args.mask_strength}, threshold {args.threshold}; "
+                f"reference's blend: {args.diffedit_blend}\n",
                 flush=True,
             )
         elif name == "ledits":
@@ -853,14 +683,18 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
                 f"\n## LEDITS: images {args.ledits_steps} steps / t_start {args.ledits_t_start}, cfg 3.5 / 15, concepts "
                 f"+{args.image_concepts.replace(',', ', -')}; audio {args.audio_ledits_steps} / {args.audio_ledits_t_start}, "
                 f"cfg 3 / 12, concepts +{args.audio_concepts.replace(',', ', -')}; concept scale {args.concept_scale:g}, "
-                f"threshold 0.95, warm-up 1, momentum {MOMENTUM_SCALE} / β {MOMENTUM_BETA}\n",
+                f"threshold {LEDITS_THRESHOLD}, warm-up {LEDITS_WARMUP}, momentum {LEDITS_MOMENTUM_SCALE} / β {LEDITS_MOMENTUM_BETA}"
+                f"{momentum_note()}\n",
                 flush=True,
             )
         else:
             print(
                 f"\n## Posterior PCs: {args.pc_count} PCs at step 0 of images {args.pc_steps} steps / t_start {args.pc_t_start} "
                 f"(cfg_src 3.5), audio {args.audio_pc_steps} / {args.audio_pc_t_start} (cfg_src 3); applied at amounts "
-                f"{args.pc_amounts}; reference {args.pc_iterations} iterations, ours oversample {pcs_method.OVERSAMPLE}\n",
+                f"{args.pc_amounts}; reference {args.pc_iterations} iterations (c {PC_CONST:g}) at each step it drifts "
+                f"({drift_range(args.pc_drift_steps)} for images, {drift_range(args.audio_pc_drift_steps)} for audio), "
+                f"{args.pc_reference_vectors} PCs; "
+                f"ours oversample {getattr(pcs_method, 'OVERSAMPLE', '?')}\n",
                 flush=True,
             )
         kinds = args.pc_models if name == "pcs" else args.models
