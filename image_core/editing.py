@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any, Protocol
 
 import torch
@@ -19,16 +18,16 @@ from .batching import Cond
 from .conditions import Prompts
 from .errors import EditError, InputError
 from .guidance import ClassifierFreeGuidance, Denoiser, Guidance
-from .inversion import METHODS, Inversion, InversionSettings
+from .inversion import Inversion, InversionSettings, check_inversion_method
 from .methods import pcs as pcs_method
 from .methods.ddim import ddim_invert
 from .methods.ddpm import ddpm_invert
 from .methods.diffedit import DRAWS, STRENGTH, THRESHOLD, diffedit_mask
 from .methods.null_text import EARLY_STOP, INNER_STEPS, LEARNING_RATE, check_null_text_settings, null_text_invert
 from .methods.sdedit import sdedit
-from .methods.sega import Concept, check_concepts
+from .methods.sega import Concept, concept_sets
 from .run import Run
-from .sampling import Callback
+from .sampling import Callback, then
 from .schedule import Schedule
 from .settings import check_mask, check_mask_settings, check_settings, seed_list, targets_and_scales
 
@@ -59,29 +58,6 @@ def latent_dtype(device: torch.device) -> torch.dtype:
     float16 UNet sees the very same inputs when reconstructing; float32 latents put one float32 ulp
     between them, enough to flip float16 roundings (4e-2 reconstruction error with the tiny audio model)."""
     return torch.float32 if torch.device(device).type == "mps" else torch.float64
-
-
-def check_method(method: str) -> None:
-    """Refuse an inversion method that does not exist."""
-    if method not in METHODS:
-        raise InputError(f"unknown inversion method {method!r}: use {' or '.join(METHODS)}")
-
-
-def _concept_sets(concepts: Sequence[Concept] | Sequence[Sequence[Concept]] | None) -> list[list[Concept]]:
-    """K sets of concepts (one empty set without concepts), each checked."""
-    if not concepts:
-        return [[]]
-    sets = [list(concepts)] if isinstance(concepts[0], Concept) else [list(cs) for cs in concepts]
-    for concept_set in sets:
-        check_concepts(concept_set)
-    return sets
-
-
-def _then(first: Callback | None, second: Callback) -> Callback:
-    """A callback running ``first`` (if any), then ``second`` on its result."""
-    if first is None:
-        return second
-    return lambda step: second(replace(step, x_s=first(step)))
 
 
 def _finite(latents: torch.Tensor, cfgs: Sequence[float]) -> torch.Tensor:
@@ -186,7 +162,7 @@ class LatentEditor:
             An ``Inversion`` of max(B, len(seeds)) latents.
         """
         seeds = seed_list(seed)
-        check_method(method)
+        check_inversion_method(method)
         check_settings(num_steps, t_start, eta if method == "ddpm" else 1.0, cfg_src)
         check_null_text_settings(inner_steps, LEARNING_RATE, early_stop)
         if method != "ddpm" and (len(seeds) > 1 or x0.shape[0] > 1):
@@ -247,7 +223,7 @@ class LatentEditor:
             (K * T * B, ...) latents; row k * T * B + i * B + j is concept set k (K = 1 without
             concepts), target i, inversion j.
         """
-        sets = _concept_sets(concepts)
+        sets = concept_sets(concepts)
         if target_prompt is None and not any(sets):
             raise InputError("give a target prompt, or concepts to add or remove")
         targets, cfgs = targets_and_scales(inv.settings.source_prompt if target_prompt is None else target_prompt, cfg_tar)
@@ -265,7 +241,7 @@ class LatentEditor:
             plain = self.prompts.guidance(targets, negative_prompt, cfgs, B, run.uncond_steps)
             guidance = plain.take(torch.arange(T * B).repeat(len(sets)))
         if mask is not None:
-            callback = _then(callback, run.keep_outside(self.check_mask(mask, inv.x0)))
+            callback = then(callback, run.keep_outside(self.check_mask(mask, inv.x0)))
         return _finite(run.regenerate(guidance, len(sets) * T, callback, self.progress), cfgs)
 
     def principal_components(

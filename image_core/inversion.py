@@ -19,6 +19,12 @@ METHODS = ("ddpm", "ddim", "null-text")  # edit-friendly DDPM; deterministic DDI
 _UNCOND = "uncond."  # prefix of the tensors of the per-step unconditional condition in a file
 
 
+def check_inversion_method(method: str) -> None:
+    """Refuse an inversion method that does not exist."""
+    if method not in METHODS:
+        raise InputError(f"unknown inversion method {method!r}: use {' or '.join(METHODS)}")
+
+
 @dataclass(frozen=True)
 class InversionSettings:
     """How an inversion was made; an edit must use the same model and schedule."""

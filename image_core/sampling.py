@@ -16,7 +16,7 @@ sees the whole ``Step`` and may replace x_s (masks, drifts of x0_hat).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -154,6 +154,13 @@ class Step:
 
 
 Callback = Callable[[Step], torch.Tensor]
+
+
+def then(first: Callback | None, second: Callback) -> Callback:
+    """A callback running ``first`` (if any), then ``second`` on its result."""
+    if first is None:
+        return second
+    return lambda step: second(replace(step, x_s=first(step)))
 
 
 def sample(

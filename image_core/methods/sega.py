@@ -68,6 +68,16 @@ class Concept:
     weight: float = 1.0
 
 
+def concept_sets(concepts: Sequence[Concept] | Sequence[Sequence[Concept]] | None) -> list[list[Concept]]:
+    """K sets of concepts (one empty set without concepts), each checked."""
+    if not concepts:
+        return [[]]
+    sets = [list(concepts)] if isinstance(concepts[0], Concept) else [list(cs) for cs in concepts]
+    for concept_set in sets:
+        check_concepts(concept_set)
+    return sets
+
+
 def check_concepts(concepts: Sequence[Concept]) -> None:
     """Refuse concepts no edit can run with, in one line each."""
     if len(concepts) > MAX_CONCEPTS:
