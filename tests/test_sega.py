@@ -215,3 +215,42 @@ def test_momentum_follows_the_sega_recursion(warmup, cooldown):
         assert [round(float(term[0, 0]), 4) for term in terms[:3]] == [1.0, 1.2, 1.36]
     if cooldown is not None:  # the concept stops feeding the momentum: what is left decays by β + (1 - β) s_m
         assert abs(float(terms[cooldown + 1][0, 0]) / float(terms[cooldown][0, 0]) - 0.8) < 1e-12
+
+
+def test_no_float64_arithmetic_with_float32_latents():
+    """MPS has no float64: with float32 latents and model, a LEDITS step (guidance, concept masks,
+    their quantiles, momentum) and a masked step compute nothing in float64."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from image_core.conditions import Prompts
+    from image_core.methods.diffedit import keep_outside
+    from image_core.sampling import Step
+
+    class Float32Model:
+        def encode_prompts(self, prompts):
+            return {"e": torch.stack([torch.full((4, 6), float(len(p))) for p in prompts])}
+
+        def predict_eps(self, x_t, t, cond):
+            return x_t * 0.5 + cond["e"]
+
+    class Dtypes(TorchDispatchMode):
+        seen: set = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for value in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(value, torch.Tensor):
+                    self.seen.add((str(func), value.dtype))
+            return out
+
+    model = Float32Model()
+    guidance = Prompts(model, model.predict_eps).semantic(["a b"], "", [7.5], 2, [[Concept("c", threshold=0.9, warmup=0)]], 1)
+    x, t = torch.randn(2, 4, 6), torch.tensor([10, 10])
+    trajectory, x0 = torch.randn(2, 3, 4, 6), torch.randn(2, 4, 6)
+    callback = keep_outside(torch.tensor([[[[1.0] * 6] * 2 + [[0.0] * 6] * 2]], dtype=torch.float64)[0], trajectory, x0)
+    with Dtypes() as mode:
+        for j in range(3):
+            eps = guidance(x, t, j)
+        callback(Step(0, 0, 10, x, eps, x, 0.5, 0.6, 0.1, 0.0, x))
+    assert eps.dtype == torch.float32
+    assert not [op for op, dtype in mode.seen if dtype == torch.float64]
