@@ -13,6 +13,7 @@ import numpy as np
 
 from image_core import cli_common
 from image_core.errors import InputError
+from image_core.runner import run_request
 from image_core.settings import check_interval
 
 from . import defaults
@@ -60,9 +61,8 @@ def _main(argv: Sequence[str]) -> None:
     from .editor import AudioEditor
 
     editor = AudioEditor.from_pretrained(args.model, device=args.device, dtype=args.dtype, **cli_common.editor_options(args))
-    region = None if ranges is None else (lambda inv: editor.region_mask(inv, **ranges))
-    pc_region = None if pc_ranges is None else (lambda inv: editor.region_mask(inv, **pc_ranges))
-    edited = cli_common.edit_with_method(editor, args, clip, seeds, loaded, region, pc_region)
+    request = cli_common.request_from_args(args, ranges, pc_ranges, parsed=True)
+    edited = run_request(editor, request, clip, loaded)
     inv, clips = edited.inversion, edited.outputs
     extra = {"spectrogram": picture} if picture else {}
     if mask_file:

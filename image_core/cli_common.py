@@ -5,45 +5,27 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import platform
 import sys
 import unicodedata
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import EditError, InputError
 from .files import check_name_length, final_path, replacing
-from .settings import check_settings, consecutive_seeds
+from .request import FIXED_BY_INVERSION, METHODS, EditRequest, MaskChoice, PCOptions, Region, check_request
 
 if TYPE_CHECKING:
     from .inversion import Inversion, InversionSettings
+    from .runner import Edited
 
 MAX_THREADS = 1024
 """Largest --threads accepted (far above any machine's cores; guards against typos)."""
 
 SLUG_BYTES = 40
 """Longest prompt part of an output name, in UTF-8 bytes (keeps names far below the usual 255-byte limit)."""
-
-# dest -> option of the settings an inversion file fixes (refused together with --inversion)
-INVERSION_OPTIONS = {
-    "steps": "--steps",
-    "tstart": "--tstart",
-    "cfg_src": "--cfg-src",
-    "eta": "--eta",
-    "seed": "--seed",
-    "num_outputs": "--num-outputs",
-    "source": "--source",
-    "method": "--method",
-    "inner_steps": "--inner-steps",
-    "early_stop": "--early-stop",
-}
-
-METHODS = ("ddpm", "ddim", "null-text", "sdedit")
-"""--method: edit-friendly DDPM inversion (default), DDIM inversion, null-text inversion, SDEdit (no inversion)."""
 
 _UNSET = object()  # marks an option the command line did not give
 
@@ -145,66 +127,61 @@ def edit_parser(
 
 
 def parse_arguments(parser: Parser, argv: Sequence[str]) -> argparse.Namespace:
-    """Parse ``argv`` and refuse, in one line, any value no edit can run with (before anything loads).
+    """Parse ``argv`` and refuse, in one line, any value no edit can run with (before anything loads):
+    ``check_request`` of the request the arguments make, then what only the command line has.
 
-    The namespace gets ``given``: the dests of ``INVERSION_OPTIONS`` and --cfg-tar the command line
-    set explicitly.
+    The namespace gets ``given``: the dests of ``FIXED_BY_INVERSION`` and --cfg-tar the command line
+    set explicitly; ``target`` is a list (empty without --target).
     """
-    tracked = [*INVERSION_OPTIONS, "cfg_tar"]
+    tracked = [*FIXED_BY_INVERSION, "cfg_tar"]
     unset = argparse.Namespace(**{dest: _UNSET for dest in tracked})
     args = parser.parse_args(argv, namespace=unset)
     args.given = {dest for dest in tracked if getattr(args, dest) is not _UNSET}
     for dest in set(tracked) - args.given:
         setattr(args, dest, parser.get_default(dest))
-    check_arguments(args)
+    args.target = args.target or []
+    check_request(request_from_args(args))
+    _check_command_line(args)
     return args
 
 
-def check_arguments(args: argparse.Namespace) -> None:
-    """Refuse settings, prompts and option combinations no edit can run with, before anything is loaded."""
-    if args.inversion is not None:
-        _check_inversion_options(args)
-    check_settings(args.steps, args.tstart, args.eta, args.cfg_src, args.cfg_tar)
-    args.target = args.target or []
-    prompted = bool(args.target or args.add or args.remove)
-    if prompted == bool(args.pc):
-        raise InputError(
-            "give either --target / --add / --remove (a text edit) or --pc (a prompt-free edit along principal components), "
-            + ("not both" if prompted else 'e.g. --target "jazz piano" or --pc 1')
-        )
-    _check_pc_options(args)
-    if any(not target.strip() for target in args.target):
-        raise InputError("--target must not be empty: describe the edit, e.g. --target \"jazz piano\"")
-    concepts(args)  # checked before anything loads
-    if not 1 <= args.num_outputs <= 64:
-        raise InputError(f"--num-outputs must be between 1 and 64, got {args.num_outputs}")
-    consecutive_seeds(args.seed, args.num_outputs, "--seed")
-    if args.inversion_batch is not None and args.inversion_batch < 1:
-        raise InputError(f"--inversion-batch must be a positive integer, got {args.inversion_batch}")
-    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
-        raise InputError(f"--threads must be between 1 and {MAX_THREADS}, got {args.threads}")
-    _check_method_options(args)
+def request_from_args(
+    args: argparse.Namespace, mask_region: Region | None = None, pc_region: Region | None = None, *, parsed: bool = False
+) -> EditRequest:
+    """The ``EditRequest`` of the command line's arguments.
+
+    Before the input is read (``parsed`` False) a --mask other than auto stands as a file name and
+    --region / --band as their text: all ``check_request`` needs. Once the input is read the command
+    passes ``parsed`` True with the regions it parsed (``mask_region`` None: --mask is auto, a file or
+    not given; ``pc_region`` None: no --region / --band).
+    """
+    save_mask = args.save_mask is not None
+    if args.mask is None:
+        mask = MaskChoice(save=save_mask)
+    elif args.mask == "auto":
+        mask = MaskChoice(auto=True, save=save_mask)
+    elif mask_region is not None:
+        mask = MaskChoice(region=mask_region, save=save_mask)
+    else:
+        mask = MaskChoice(file=args.mask, save=save_mask)
+    typed = [text for text in (args.region, getattr(args, "band", None)) if text is not None]
+    pcs = PCOptions(
+        components=tuple(args.pc), amounts=tuple(args.amount), at_step=args.pc_at, iterations=args.pc_iterations,
+        region=pc_region if parsed else (typed[0] if typed else None), file=args.pcs, save=args.save_pcs is not None,
+    )  # fmt: skip
+    return EditRequest(
+        method=args.method, source=args.source, targets=tuple(args.target), negative=args.negative,
+        steps=args.steps, tstart=args.tstart, cfg_src=args.cfg_src, cfg_tar=args.cfg_tar, eta=args.eta,
+        seed=args.seed, num_outputs=args.num_outputs, concepts=tuple(_concepts(args)), mask=mask, pcs=pcs,
+        inner_steps=args.inner_steps, early_stop=args.early_stop, inversion_loaded=args.inversion is not None,
+        save_inversion=args.save_inversion is not None, given=frozenset(getattr(args, "given", ())),
+    )  # fmt: skip
 
 
-def _check_pc_options(args: argparse.Namespace) -> None:
-    """Refuse principal-component options that cannot run."""
-    if not args.pc:
-        if args.amount or args.save_pcs or args.pcs or args.region is not None or getattr(args, "band", None) is not None:
-            raise InputError("--amount, --region, --save-pcs and --pcs go with --pc")
-        return
-    if args.method == "sdedit" or args.mask is not None:
-        raise InputError("--pc moves an inversion along its own components: leave out --method sdedit and --mask")
-    if any(not 1 <= k <= 64 for k in args.pc):
-        raise InputError(f"--pc counts components from 1 to 64, got {args.pc}")
-    if any(not (math.isfinite(a) and abs(a) <= 1000) for a in args.amount):
-        raise InputError(f"--amount takes finite numbers of standard deviations, got {args.amount}")
-    if not 1 <= args.pc_iterations <= 1000:
-        raise InputError(f"--pc-iterations must be between 1 and 1000, got {args.pc_iterations}")
-    if args.pc_at < 0 or (args.inversion is None and args.pc_at >= args.tstart):
-        raise InputError(f"--pc-at must be a step of the edit, 0 to tstart - 1 ({args.tstart - 1}), got {args.pc_at}")
-    if args.pcs is not None and (args.save_pcs is not None or args.region is not None):
-        raise InputError("--pcs uses saved components: leave out --save-pcs and --region")
-    if args.pcs is not None:
+def _check_command_line(args: argparse.Namespace) -> None:
+    """Refuse what only the command line has: a --pcs file that is missing or saves too few
+    components, and --inversion-batch / --threads out of range."""
+    if args.pc and args.pcs is not None:
         if not Path(args.pcs).is_file():
             raise InputError(f"principal components file not found: {args.pcs}")
         from .methods.pcs import PosteriorPCs
@@ -212,48 +189,10 @@ def _check_pc_options(args: argparse.Namespace) -> None:
         count = PosteriorPCs.load(args.pcs).count
         if max(args.pc) > count:
             raise InputError(f"--pc must be between 1 and {count}, the components saved in {args.pcs}, got {max(args.pc)}")
-
-
-def _check_method_options(args: argparse.Namespace) -> None:
-    """Refuse option combinations a method cannot run with."""
-    if args.method == "sdedit":
-        clashing = [o for o, v in (("--inversion", args.inversion), ("--save-inversion", args.save_inversion), ("--mask", args.mask)) if v]
-        if clashing:
-            raise InputError(f"--method sdedit inverts nothing, so {', '.join(clashing)} cannot be given with it")
-    if args.method in ("ddim", "null-text") and args.num_outputs != 1:
-        raise InputError(f"--method {args.method} is deterministic, so several outputs would be equal: leave out --num-outputs")
-    tuning = [INVERSION_OPTIONS[dest] for dest in ("inner_steps", "early_stop") if dest in getattr(args, "given", ())]
-    if args.method != "null-text" and tuning and args.inversion is None:
-        raise InputError(f"{' and '.join(tuning)} {'tune' if len(tuning) > 1 else 'tunes'} --method null-text: give it, or leave "
-                         f"{'them' if len(tuning) > 1 else 'it'} out")
-    if args.method == "null-text":
-        if "cfg_src" in getattr(args, "given", ()):
-            raise InputError("--method null-text optimises for the edit's guidance, --cfg-tar, and its pivot runs at scale 1: leave out --cfg-src")
-        if args.negative:
-            raise InputError("--method null-text optimises its own unconditional branch: leave out --negative")
-        from .methods.null_text import LEARNING_RATE, check_null_text_settings
-
-        check_null_text_settings(args.inner_steps, LEARNING_RATE, args.early_stop)
-    if (args.add or args.remove) and args.method == "sdedit":
-        raise InputError("--add / --remove guide an edit of an inversion: use --method ddpm, ddim or null-text")
-    if args.mask == "auto" and len(args.target) != 1:
-        raise InputError("--mask auto compares one target with the source: give one --target")
-    if args.mask is not None and not args.mask.strip():
-        raise InputError("--mask is empty: give auto, a PNG file or a region")
-    if args.save_mask is not None and args.mask is None:
-        raise InputError("--save-mask needs a --mask to save")
-
-
-def _check_inversion_options(args: argparse.Namespace) -> None:
-    """Refuse options that an inversion file already fixes."""
-    clashing = [option for dest, option in INVERSION_OPTIONS.items() if dest in getattr(args, "given", ())]
-    if clashing:
-        raise InputError(
-            f"{', '.join(clashing)} cannot be given with --inversion: the file fixes steps, tstart, cfg-src, eta, "
-            "seeds, source prompt, method and null-text settings; leave them out, or leave out --inversion to invert again"
-        )
-    if args.save_inversion is not None:
-        raise InputError("--save-inversion cannot be given with --inversion: the inversion is saved already")
+    if args.inversion_batch is not None and args.inversion_batch < 1:
+        raise InputError(f"--inversion-batch must be a positive integer, got {args.inversion_batch}")
+    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+        raise InputError(f"--threads must be between 1 and {MAX_THREADS}, got {args.threads}")
 
 
 def editor_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -405,30 +344,18 @@ def check_inversion_fits(inv: Inversion, expected: dict[str, Any], what: str, pa
         )
 
 
-# ------------------------------------------------------------------------------------------ the methods
+# ------------------------------------------------------------------------------------ the edit and its files
 
 
-@dataclass
-class Edited:
-    """What ``edit_with_method`` made: the outputs, the inversion (None for SDEdit) and the mask used."""
+def _concepts(args: argparse.Namespace) -> list[Any]:
+    """The ``Concept`` values of --add / --remove (``check_request`` checks them)."""
+    from .methods.sega import Concept
 
-    outputs: Any
-    inversion: Inversion | None
-    mask: Any = None
-    pcs: Any = None  # the principal components of a prompt-free edit
-
-
-def concepts(args: argparse.Namespace) -> list[Any]:
-    """The ``Concept`` values of --add / --remove (checked: one line for a bad one)."""
-    from .methods.sega import Concept, check_concepts
-
-    found = [
+    return [
         Concept(text, args.concept_scale, remove, args.threshold, args.warmup)
         for texts, remove in ((args.add, False), (args.remove, True))
         for text in texts
     ]
-    check_concepts(found)
-    return found
 
 
 def name_targets(args: argparse.Namespace) -> list[str]:
@@ -439,45 +366,6 @@ def name_targets(args: argparse.Namespace) -> list[str]:
     if args.target:
         return list(args.target)
     return [" ".join([*(f"add {a}" for a in args.add), *(f"remove {r}" for r in args.remove)])]
-
-
-def edit_with_method(
-    editor: Any, args: argparse.Namespace, item: Any, seeds: Sequence[int], loaded: Inversion | None,
-    region: Callable[[Inversion], Any] | None, pc_region: Callable[[Inversion], Any] | None = None,
-) -> Edited:
-    """Run the edit the command line asks for: --method, --mask, a loaded --inversion.
-
-    Args:
-        editor: an ``ImageEditor`` or ``AudioEditor``; ``item`` the input it reads (a picture, a clip).
-        region: the (1, 1, ...) mask of a --mask region for an inversion, None when --mask is no
-            region (then it is auto or names a PNG file).
-        pc_region: likewise for the --region (and --band) the principal components are limited to.
-    """
-    if args.method == "sdedit":
-        outputs = editor.sdedit(item, args.target, args.steps, args.tstart, args.cfg_tar, args.eta, seeds, args.negative)
-        return Edited(outputs, None)
-    inv = loaded or editor.invert(
-        item, args.source, args.steps, args.tstart, args.cfg_tar if args.method == "null-text" else args.cfg_src, args.eta,
-        seeds, method=args.method, inner_steps=args.inner_steps, early_stop=args.early_stop,
-    )  # fmt: skip
-    if args.pc:
-        from .methods.pcs import PosteriorPCs
-
-        if args.pcs:
-            pcs = PosteriorPCs.load(args.pcs)
-        else:
-            limit = None if pc_region is None else pc_region(inv)
-            pcs = editor.principal_components(inv, max(args.pc), args.pc_at, limit, args.pc_iterations)
-        return Edited(editor.edit_pc(inv, pcs, args.pc, args.amount or [2.0]), inv, pcs=pcs)
-    mask = None
-    if args.mask == "auto":
-        mask = editor.mask(inv, args.target[0])
-    elif region is not None:
-        mask = region(inv)
-    elif args.mask is not None:
-        mask = editor.load_mask(args.mask, inv)
-    target = args.target or None  # None: the source prompt, guided by the concepts alone
-    return Edited(editor.edit(inv, target, args.cfg_tar, args.negative, mask=mask, concepts=concepts(args)), inv, mask)
 
 
 def side_jobs(editor: Any, edited: Edited, inversion_file: Path | None, mask_file: Path | None,
@@ -581,7 +469,7 @@ def run_record(
             if args.pc else None,
         },
         "targets": list(args.target),
-        "concepts": [dataclasses.asdict(c) for c in concepts(args)],
+        "concepts": [dataclasses.asdict(c) for c in _concepts(args)],
         "outputs": edits,
         "files": {role: path.name for role, path in extra_files.items()},
         "inversion_loaded_from": str(Path(args.inversion).resolve()) if args.inversion else None,

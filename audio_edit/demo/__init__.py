@@ -31,9 +31,10 @@ Modules:
 
 - ``options``: the settings the page offers, their bounds and preset values (:data:`DEFAULTS`), and
   the methods (:data:`METHODS`).
-- ``checks``: checks of an upload (:func:`check_clip`), of the method and its options
-  (:func:`check_method_choice`), of the page's concept rows (:func:`page_concepts`) and time range
-  (:func:`parse_time_range`).
+- ``checks``: checks of an upload (:func:`check_clip`), of the page's concept rows
+  (:func:`page_concepts`) and time range (:func:`parse_time_range`); the ``EditRequest`` of the page's
+  values (:func:`edit_request`, :func:`components_request`), which ``check_request`` checks in the
+  page's words (:data:`PAGE`) and ``run_request`` runs.
 - ``cache``: the inversion cache (:class:`InversionCache` of :class:`CachedInversion` under an
   :class:`InversionKey`; principal components under a :class:`ComponentsKey`) and the byte accounting
   of inversions (:func:`tensor_bytes`, :func:`inversion_bytes`).
@@ -49,7 +50,7 @@ from .cache import (
     DEFAULT_CACHE_MB, KEPT_COMPONENT_SETS, MIB, CachedInversion, ComponentsKey, InversionCache, InversionKey,
     inversion_bytes, tensor_bytes,
 )
-from .checks import check_clip, check_components_choice, check_method_choice, page_concepts, parse_time_range
+from .checks import PAGE, check_clip, components_request, edit_request, page_concepts, parse_time_range
 from .cli import main, parse_args
 from .options import (
     DEFAULT_MAX_SECONDS, DEFAULT_STRENGTH, DEFAULTS, INVERSION_METHODS, MAX_AMOUNT, MAX_COMPONENTS, MAX_CONCEPTS,
@@ -63,7 +64,7 @@ __all__ = [
     "CachedInversion", "ComponentsKey", "ComponentsResult", "DEFAULTS", "DEFAULT_CACHE_MB", "DEFAULT_MAX_SECONDS",
     "DEFAULT_STRENGTH", "DemoRunner", "EditCancelled", "GRADIO_MISSING", "INVERSION_METHODS", "InversionCache",
     "InversionKey", "KEPT_COMPONENT_SETS", "MAX_AMOUNT", "MAX_COMPONENTS", "MAX_CONCEPTS", "MAX_PC_ITERATIONS",
-    "MAX_STRENGTH", "MAX_VARIATIONS", "METHODS", "MIB", "RunResult", "build_app", "check_clip",
-    "check_components_choice", "check_method_choice", "describe_edit", "inversion_bytes", "main", "mask_share",
+    "MAX_STRENGTH", "MAX_VARIATIONS", "METHODS", "MIB", "PAGE", "RunResult", "build_app", "check_clip",
+    "components_request", "describe_edit", "edit_request", "inversion_bytes", "main", "mask_share",
     "page_concepts", "parse_args", "parse_time_range", "tensor_bytes",
 ]

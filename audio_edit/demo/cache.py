@@ -14,6 +14,7 @@ import torch
 
 from image_core.inversion import Inversion
 from image_core.methods.pcs import PosteriorPCs
+from image_core.request import EditRequest
 
 from ..audio_io import Audio
 
@@ -43,6 +44,13 @@ class InversionKey:
     seed: int
     variations: int
     method: str = "ddpm"  # one of INVERSION_METHODS: each inverts differently
+
+    @classmethod
+    def of(cls, session: str, digest: str, request: EditRequest) -> "InversionKey":
+        """The key of the inversion ``request`` makes of the upload with SHA-256 ``digest`` (its guidance
+        is the request's ``inversion_cfg``: a null-text one is optimised for the target's)."""
+        r = request
+        return cls(session, digest, r.source, r.steps, r.tstart, r.inversion_cfg, r.seed, r.num_outputs, r.method)
 
 
 @dataclass(frozen=True)

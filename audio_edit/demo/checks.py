@@ -1,5 +1,6 @@
 """Checks of what a run is given: the uploaded clip (from its header, fast enough to run on upload),
-the method and its options, the page's concept rows and time range; the upload's digest."""
+the page's concept rows and time range; the requests the page's values make and how the page words
+what ``check_request`` refuses (:data:`PAGE`); the upload's digest."""
 
 import hashlib
 import math
@@ -11,11 +12,12 @@ import soundfile as sf
 
 from image_core.errors import InputError
 from image_core.methods.sega import Concept
+from image_core.request import EditRequest, Frontend, MaskChoice, PCOptions
 
 from ..audio_io import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from .options import (
-    DEFAULT_MAX_SECONDS, DEFAULT_STRENGTH, DEFAULTS, INVERSION_METHODS, MAX_AMOUNT, MAX_COMPONENTS, MAX_PC_ITERATIONS,
-    MAX_STRENGTH, METHODS,
+    DEFAULT_MAX_SECONDS, DEFAULT_STRENGTH, DEFAULTS, MAX_AMOUNT, MAX_COMPONENTS, MAX_PC_ITERATIONS, MAX_STRENGTH,
+    MAX_VARIATIONS, METHODS,
 )
 
 # ------------------------------------------------------------------------------------------ the upload
@@ -87,70 +89,96 @@ def _hide_folder(message: str, path: Path) -> str:
 # ------------------------------------------------------------------------------------------ the options
 
 
-def check_method_choice(
-    method: str | None, auto_mask: bool, variations: int, target: str, source: str, concepts: int = 0
-) -> str:
-    """The method of the page's choice ("ddpm" when none), refusing the combinations no run can make.
+PAGE = Frontend(
+    max_outputs=MAX_VARIATIONS,
+    max_components=MAX_COMPONENTS,
+    max_amount=MAX_AMOUNT,
+    max_iterations=MAX_PC_ITERATIONS,
+    seed="seed",
+    methods=METHODS,
+    no_edit='type a target description of the edit, e.g. "jazz piano", or add a concept',
+    pc_needs_inversion="principal components need an inversion, and SDEdit makes none: choose another method",
+    component_count="the number of components must be between 1 and {limit}, got {count}",
+    component_range="the component to move must be between 1 and {count} (the components found), got {component}",
+    amount="the amount must be between 0 and {limit:g} standard deviations, got {amount:g}",
+    pc_iterations="iterations must be between 1 and {limit}, got {iterations}",
+    late_warmup=(
+        "the concepts' warm-up ({warmup} steps) must be below t_start ({tstart}), or they never guide the edit: "
+        "lower the warm-up"
+    ),
+    outputs_range="variations must be between 1 and {limit}, got {count}",
+    sdedit_clash=(
+        "the automatic mask needs an inversion, and SDEdit makes none: choose another method, or untick Automatic mask"
+    ),
+    deterministic=(
+        "{method} is deterministic, so several variations would be the same edit: "
+        "set Variations to 1, or choose DDPM inversion or SDEdit for variations"
+    ),
+    concepts_sdedit="concepts need an inversion, and SDEdit makes none: choose another method, or clear the concepts",
+    auto_mask_targets=(
+        "the automatic mask compares the target with the source description: "
+        "type a target description, or untick Automatic mask"
+    ),
+    same_prompts=(
+        "the automatic mask compares the target with the source description, so they must differ: "
+        "change one, or untick Automatic mask"
+    ),
+)
+"""How the page words what ``check_request`` refuses (its controls, not command-line options), and its
+bounds: :data:`MAX_VARIATIONS` seeds, :data:`MAX_COMPONENTS` components, :data:`MAX_AMOUNT` standard
+deviations, :data:`MAX_PC_ITERATIONS` iterations. Unlike the command line it refuses concepts whose
+warm-up reaches t_start (they would never guide the edit)."""
+
+
+def page_method(method: str | None) -> str:
+    """The method of the page's choice, "ddpm" when none (``check_request`` refuses an unknown one)."""
+    return (method or "ddpm").strip().lower()
+
+
+def edit_request(
+    target_prompt: str | None, source_prompt: str | None, steps: Any, t_start: Any, cfg_src: float, cfg_tar: float,
+    seed: Any, variations: Any, method: str | None, auto_mask: bool, concepts: Sequence[Concept],
+) -> EditRequest:
+    """The request of the page's Edit: the target (none when empty: the concepts alone guide), one
+    edit per variation (seeds ``seed ..``), the automatic mask drawn with the first seed; eta 1.
 
     Raises:
-        InputError: an unknown method; several variations with DDIM or null-text inversion
-            (deterministic: they would be one edit); concepts with SDEdit (semantic guidance edits an inversion); the
-            automatic mask with SDEdit (nothing inverted to compare the descriptions on), with no
-            target, or with a target equal to the source description.
+        InputError: a setting that is not a whole number (sliders and number boxes may send floats).
     """
-    method = (method or "ddpm").strip().lower()
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}: choose {', '.join(METHODS)}")
-    if method in ("ddim", "null-text") and variations > 1:
-        raise InputError(
-            f"{METHODS[method]} is deterministic, so several variations would be the same edit: "
-            "set Variations to 1, or choose DDPM inversion or SDEdit for variations"
-        )
-    if concepts and method not in INVERSION_METHODS:
-        raise InputError(
-            "concepts need an inversion, and SDEdit makes none: choose another method, or clear the concepts"
-        )
-    if auto_mask and method not in INVERSION_METHODS:
-        raise InputError(
-            "the automatic mask needs an inversion, and SDEdit makes none: "
-            "choose another method, or untick Automatic mask"
-        )
-    if auto_mask and not target:
-        raise InputError(
-            "the automatic mask compares the target with the source description: "
-            "type a target description, or untick Automatic mask"
-        )
-    if auto_mask and target == source:
-        raise InputError(
-            "the automatic mask compares the target with the source description, so they must differ: "
-            "change one, or untick Automatic mask"
-        )
-    return method
+    target = (target_prompt or "").strip()
+    steps, t_start, seed, variations = (_integer(v, name) for v, name in
+                                        ((steps, "steps"), (t_start, "t_start"), (seed, "seed"), (variations, "variations")))  # fmt: skip
+    return EditRequest(
+        method=page_method(method), source=(source_prompt or "").strip(), targets=(target,) if target else (),
+        steps=steps, tstart=t_start, cfg_src=float(cfg_src), cfg_tar=float(cfg_tar), seed=seed, num_outputs=variations,
+        concepts=tuple(concepts), mask=MaskChoice(auto=bool(auto_mask), seed=seed),
+    )  # fmt: skip
 
 
-def check_components_choice(method: str | None, n: int, pc: int, amount: float, max_iterations: int) -> str:
-    """The method of the page's choice for principal components ("ddpm" when none), refusing settings
-    out of range.
+def components_request(
+    source_prompt: str | None, steps: Any, t_start: Any, cfg_src: float, seed: Any, method: str | None, n: Any,
+    pc: Any, amount: float, seconds: tuple[float, float] | None, max_iterations: Any,
+) -> EditRequest:
+    """The request of the page's Find components: the top ``n`` components at the edit's first step
+    (within ``seconds``, if given) of one inversion, the clip moved along component ``pc`` by
+    ``-amount`` and ``+amount`` standard deviations. Everything runs at the source guidance (a
+    null-text inversion is optimised for it).
 
     Raises:
-        InputError: an unknown method; SDEdit (it makes no inversion); a number of components outside
-            1..:data:`MAX_COMPONENTS`, a component outside 1..``n``, an amount outside 0..:data:`MAX_AMOUNT`
-            standard deviations or iterations outside 1..:data:`MAX_PC_ITERATIONS`.
+        InputError: a setting that is not a whole number, or a negative amount.
     """
-    method = (method or "ddpm").strip().lower()
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}: choose {', '.join(METHODS)}")
-    if method not in INVERSION_METHODS:
-        raise InputError("principal components need an inversion, and SDEdit makes none: choose another method")
-    if not 1 <= n <= MAX_COMPONENTS:
-        raise InputError(f"the number of components must be between 1 and {MAX_COMPONENTS}, got {n}")
-    if not 1 <= pc <= n:
-        raise InputError(f"the component to move must be between 1 and {n} (the components found), got {pc}")
-    if not (math.isfinite(amount) and 0 <= amount <= MAX_AMOUNT):
-        raise InputError(f"the amount must be between 0 and {MAX_AMOUNT:g} standard deviations, got {amount:g}")
-    if not 1 <= max_iterations <= MAX_PC_ITERATIONS:
-        raise InputError(f"iterations must be between 1 and {MAX_PC_ITERATIONS}, got {max_iterations}")
-    return method
+    steps, t_start, seed, n, pc, max_iterations = (_integer(v, name) for v, name in (
+        (steps, "steps"), (t_start, "t_start"), (seed, "seed"), (n, "the number of components"),
+        (pc, "the component"), (max_iterations, "iterations")))  # fmt: skip
+    cfg_src, amount = float(cfg_src), float(amount)
+    if amount < 0:
+        raise InputError(PAGE.amount.format(limit=MAX_AMOUNT, amount=amount))
+    pcs = PCOptions(components=(pc,), amounts=(-amount, amount), count=n, iterations=max_iterations,
+                    region=None if seconds is None else {"seconds": seconds})  # fmt: skip
+    return EditRequest(
+        method=page_method(method), source=(source_prompt or "").strip(), steps=steps, tstart=t_start,
+        cfg_src=cfg_src, cfg_tar=cfg_src, seed=seed, pcs=pcs,
+    )
 
 
 def page_concepts(

@@ -2,6 +2,8 @@
 
 from typing import Any
 
+from image_core import request
+
 from .. import defaults as paper
 
 MAX_VARIATIONS = 4
@@ -63,5 +65,5 @@ METHODS: dict[str, str] = {
 }
 """The page's methods: value -> the label of its choice."""
 
-INVERSION_METHODS = ("ddpm", "ddim", "null-text")
+INVERSION_METHODS = request.INVERSION_METHODS
 """The methods that invert the clip: the ones with a cache entry, a reconstruction and a mask."""

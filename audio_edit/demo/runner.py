@@ -9,15 +9,18 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from image_core import adapters
 from image_core.errors import EditError, InputError
-from image_core.methods.sega import Concept, check_concepts
-from image_core.settings import check_interval, check_settings, consecutive_seeds
+from image_core.methods.sega import Concept
+from image_core.request import EditRequest, check_request
+from image_core.runner import Stages, run_request
+from image_core.settings import check_interval
 
 from ..audio_io import Audio, load_audio
 from .cache import (
@@ -25,15 +28,18 @@ from .cache import (
     _release_device_cache, inversion_bytes,
 )
 from .checks import (
-    _check_length, _clip_seconds, _digest, _hide_folder, _integer, check_clip, check_components_choice,
-    check_method_choice, parse_time_range,
+    PAGE, _check_length, _clip_seconds, _digest, _hide_folder, check_clip, components_request, edit_request,
+    parse_time_range,
 )
-from .options import DEFAULT_MAX_SECONDS, DEFAULTS, MAX_VARIATIONS
+from .options import DEFAULT_MAX_SECONDS, DEFAULTS
 from .outputs import (
     ComponentsResult, RunResult, _Made, components_status, edit_status, mask_share, write_edits, write_moves,
 )
 
 if TYPE_CHECKING:
+    from image_core.inversion import Inversion
+    from image_core.methods.pcs import PosteriorPCs
+
     from ..editor import AudioEditor
 
 _KEPT_RUNS = 8  # output folders of older runs are deleted (gradio serves its own copies)
@@ -123,25 +129,10 @@ class DemoRunner:
         if not audio_path:
             raise InputError("upload or record a clip first")
         concepts = list(concepts)
-        target = (target_prompt or "").strip()
-        if not target and not concepts:
-            raise InputError('type a target description of the edit, e.g. "jazz piano", or add a concept')
-        source = (source_prompt or "").strip()
-        steps, t_start, seed, variations = (_integer(v, name) for v, name in
-                                            ((steps, "steps"), (t_start, "t_start"), (seed, "seed"), (variations, "variations")))
-        cfg_src, cfg_tar = float(cfg_src), float(cfg_tar)
-        check_settings(steps, t_start, 1.0, cfg_src, cfg_tar)
-        if not 1 <= variations <= MAX_VARIATIONS:
-            raise InputError(f"variations must be between 1 and {MAX_VARIATIONS}, got {variations}")
-        consecutive_seeds(seed, variations)
-        method = check_method_choice(method, bool(auto_mask), variations, target, source, len(concepts))
-        check_concepts(concepts)
-        late = [c for c in concepts if c.scale > 0 and c.warmup >= t_start]
-        if late:
-            raise InputError(
-                f"the concepts' warm-up ({late[0].warmup} steps) must be below t_start ({t_start}), "
-                "or they never guide the edit: lower the warm-up"
-            )
+        request = edit_request(target_prompt, source_prompt, steps, t_start, cfg_src, cfg_tar, seed, variations,
+                               method, auto_mask, concepts)  # fmt: skip
+        check_request(request, PAGE)
+        target, method = request.targets[0] if request.targets else "", request.method
 
         started = time.perf_counter()
         path = Path(audio_path)
@@ -150,13 +141,12 @@ class DemoRunner:
             if method == "sdedit":
                 with self._compute:
                     _stop_if(cancelled)
-                    made = self._sdedit(path, target, steps, t_start, cfg_tar, seed, variations, notify, cancelled)
+                    made = self._sdedit(path, request, notify, cancelled)
             else:
-                guidance = cfg_tar if method == "null-text" else cfg_src  # null-text: optimised for the edit's scale
-                key = InversionKey(session, _digest(path), source, steps, t_start, guidance, seed, variations, method)
+                key = InversionKey.of(session, _digest(path), request)
                 with self._compute:
                     _stop_if(cancelled)
-                    made = self._edit(path, key, target, cfg_tar, bool(auto_mask), notify, cancelled, concepts)
+                    made = self._edit(path, key, request, notify, cancelled)
         except EditError as error:
             raise type(error)(_hide_folder(str(error), path)) from None
         finally:
@@ -165,10 +155,10 @@ class DemoRunner:
         notify(0.95, "Writing the outputs")
         folder = made.folder or self._new_run_folder()
         rate = made.sample_rate
-        reconstruction_file, edits, spectrogram_file = write_edits(folder, made, target, concepts, seed, variations)
-
+        reconstruction_file, edits, spectrogram_file = write_edits(folder, made, target, concepts, request.seed,
+                                                                   request.num_outputs)  # fmt: skip
         seconds = time.perf_counter() - started
-        status = edit_status(method, steps, t_start, made, target, concepts, seconds)
+        status = edit_status(method, request.steps, request.tstart, made, target, concepts, seconds)
         mask_file = folder / "mask.png" if made.mask_share is not None else None
         return RunResult(reconstruction_file, edits, spectrogram_file, made.reused, status, rate,
                          int(made.original.size), method, mask_file)
@@ -213,18 +203,16 @@ class DemoRunner:
         notify = report or (lambda fraction, text: None)
         if not audio_path:
             raise InputError("upload or record a clip first")
-        source = (source_prompt or "").strip()
-        steps, t_start, seed, n, pc, max_iterations = (_integer(v, name) for v, name in (
-            (steps, "steps"), (t_start, "t_start"), (seed, "seed"), (n, "the number of components"),
-            (pc, "the component"), (max_iterations, "iterations")))
-        cfg_src, amount = float(cfg_src), float(amount)
-        check_settings(steps, t_start, 1.0, cfg_src)
-        consecutive_seeds(seed, 1)
-        method = check_components_choice(method, n, pc, amount, max_iterations)
         seconds = parse_time_range(time_range)
+        request = components_request(source_prompt, steps, t_start, cfg_src, seed, method, n, pc, amount, seconds,
+                                     max_iterations)  # fmt: skip
+        check_request(request, PAGE)
+        steps, t_start, method, n, max_iterations = (request.steps, request.tstart, request.method, request.pcs.found,
+                                                     request.pcs.iterations)  # fmt: skip
+        pc, amount = request.pcs.components[0], request.pcs.amounts[1]
 
         path = Path(audio_path)
-        key = InversionKey(session, _digest(path), source, steps, t_start, cfg_src, seed, 1, method)
+        key = InversionKey.of(session, _digest(path), request)
         wanted = ComponentsKey(n, seconds, max_iterations)
         if only_cached:
             entry = self.cache.get(key)
@@ -239,24 +227,21 @@ class DemoRunner:
             with self._compute:
                 _stop_if(cancelled)
                 entry = self.cache.get(key)
-                reused = "inversion" if entry is not None else ""
-                if entry is None:
-                    entry = self._invert(path, key, notify, cancelled)
+                cached = None if entry is None else entry.components.get(wanted)
+                reused = "components" if cached is not None else "inversion" if entry is not None else ""
+                job = _Job(self, key, notify, cancelled, entry, {
+                    "invert": (0.05, "Inverting the clip"),
+                    "components": (0.5 if not reused else 0.0, "Finding the principal components"),
+                    "edit": (0.8 if reused != "components" else 0.0, f"Moving the clip along component {pc}")})  # fmt: skip
+
+                def found(pcs: "PosteriorPCs") -> None:
+                    job.keep(job.entry.with_components(wanted, pcs))  # type: ignore[union-attr]
                     _stop_if(cancelled)
-                pcs = entry.components.get(wanted)
-                if pcs is not None:
-                    reused = "components"
-                else:
-                    notify(0.5 if not reused else 0.0, "Finding the principal components")
-                    region = None if seconds is None else self.editor.region_mask(entry.inversion, seconds=seconds)
-                    pcs = self.editor.principal_components(
-                        entry.inversion, n=n, step=0, region=region, max_iterations=max_iterations)
-                    entry = entry.with_components(wanted, pcs)
-                    if not self.cache.put(key, entry):
-                        log.info("an inversion of %.0f MiB is larger than the whole cache; not kept", entry.nbytes / MIB)
-                    _stop_if(cancelled)
-                notify(0.8 if reused != "components" else 0.0, f"Moving the clip along component {pc}")
-                clips = self.editor.edit_pc(_first_latent(entry.inversion), pcs, pc=pc, amount=[-amount, amount])
+
+                audio = self._prepare(path, key, notify, cancelled) if entry is None else None
+                edited = run_request(self.editor, request, audio, entry and entry.inversion, loaded_pcs=cached,
+                                     stages=Stages(job.starting, job.inverted(audio), found))  # fmt: skip
+                entry, pcs, clips = job.entry, edited.pcs, edited.outputs
         except EditError as error:
             raise type(error)(_hide_folder(str(error), path)) from None
         finally:
@@ -304,71 +289,55 @@ class DemoRunner:
         return audio
 
     def _sdedit(
-        self, path: Path, target: str, steps: int, t_start: int, cfg_tar: float, seed: int, variations: int,
-        notify: Callable[[float, str], None], cancelled: threading.Event,
+        self, path: Path, request: EditRequest, notify: Callable[[float, str], None], cancelled: threading.Event,
     ) -> _Made:
         """SDEdit the clip: one edit per seed, nothing inverted or cached."""
         notify(0.0, "Reading the clip")
         audio = self._read(path)
-        _stop_if(cancelled)
-        notify(0.05, "Running SDEdit")
-        clips = self.editor.sdedit(
-            audio, target_prompt=[target], num_steps=steps, t_start=t_start, cfg_tar=cfg_tar, eta=1.0,
-            seed=list(range(seed, seed + variations)),
-        )
+        job = _Job(self, None, notify, cancelled, None, {"sdedit": (0.05, "Running SDEdit")})
+        clips = run_request(self.editor, request, audio, stages=Stages(job.starting)).outputs
         return _Made(list(clips), _mono(audio), None, audio.sample_rate)
 
     def _edit(
-        self, path: Path, key: InversionKey, target: str, cfg_tar: float, auto_mask: bool,
-        notify: Callable[[float, str], None], cancelled: threading.Event, concepts: Sequence[Concept] = (),
+        self, path: Path, key: InversionKey, request: EditRequest, notify: Callable[[float, str], None],
+        cancelled: threading.Event,
     ) -> _Made:
         """Edit from the clip's inversion (cached, or made now), inside its automatic mask if asked;
-        with concepts, by semantic guidance too (an empty target keeps the source description)."""
+        with concepts, by semantic guidance too (no target keeps the source description)."""
         entry = self.cache.get(key)
         reused = entry is not None
-        if entry is None:
-            entry = self._invert(path, key, notify, cancelled)
-        _stop_if(cancelled)
-        mask, share, folder = None, None, None
-        if auto_mask:
-            notify(0.5 if not reused else 0.0, "Computing the mask")
-            mask = self.editor.mask(entry.inversion, target, source_prompt=key.source_prompt, seed=key.seed)
+        job = _Job(self, key, notify, cancelled, entry, {
+            "invert": (0.05, "Inverting the clip"), "mask": (0.5 if not reused else 0.0, "Computing the mask"),
+            "edit": (0.6 if not reused else 0.3 if request.mask.auto else 0.0, "Editing")})  # fmt: skip
+        drawn: dict[str, Any] = {}  # the automatic mask's share of the clip and the folder of its picture
+
+        def masked(mask: Any, inversion: "Inversion") -> None:
             if not bool((mask > 0).any()):
                 raise InputError(
                     "the automatic mask found nowhere the target and source descriptions disagree: "
                     "describe the source more closely, or untick Automatic mask"
                 )
-            folder = self._new_run_folder()
-            self.editor.save_mask(mask, folder / "mask.png", entry.inversion)
-            share = mask_share(self.editor, mask, entry.inversion)
+            drawn["folder"] = folder = self._new_run_folder()
+            self.editor.save_mask(mask, folder / "mask.png", inversion)
+            drawn["share"] = mask_share(self.editor, mask, inversion)
             _stop_if(cancelled)
-        notify(0.6 if not reused else 0.3 if auto_mask else 0.0, "Editing")
-        guidance = {"concepts": list(concepts)} if concepts else {}
-        targets = [target] if target else None
-        clips = self.editor.edit(entry.inversion, target_prompt=targets, cfg_tar=cfg_tar, mask=mask, **guidance)
-        return _Made(list(clips), entry.original, entry.reconstruction, entry.sample_rate, reused, share, folder)
 
-    def _invert(
+        audio = None if reused else self._prepare(path, key, notify, cancelled)
+        edited = run_request(self.editor, request, audio, entry and entry.inversion,
+                             stages=Stages(job.starting, job.inverted(audio), masked=masked))  # fmt: skip
+        entry = job.entry
+        return _Made(list(edited.outputs), entry.original, entry.reconstruction, entry.sample_rate, reused,
+                     drawn.get("share"), drawn.get("folder"))
+
+    def _prepare(
         self, path: Path, key: InversionKey, notify: Callable[[float, str], None], cancelled: threading.Event
-    ) -> CachedInversion:
-        """Invert and reconstruct the clip; cache the result (tensors in host memory)."""
+    ) -> Audio:
+        """Read the clip about to be inverted and make room for its inversion in host memory."""
         notify(0.0, "Reading the clip")
         audio = self._read(path)
         self._make_room(inversion_bytes(self.editor, audio, key.t_start, key.variations, key.method))
         _stop_if(cancelled)
-        notify(0.05, "Inverting the clip")
-        inversion = self.editor.invert(
-            audio, source_prompt=key.source_prompt, num_steps=key.steps, t_start=key.t_start,
-            cfg_src=key.cfg_src, eta=1.0, seed=list(range(key.seed, key.seed + key.variations)), method=key.method,
-        ).to("cpu")  # kept in host memory: the sampler moves each step's maps to the model's device itself
-        _release_device_cache(self.editor)
-        _stop_if(cancelled)
-        notify(0.4, "Reconstructing the clip")
-        reconstruction = self.editor.reconstruct(_first_latent(inversion))[0]
-        entry = CachedInversion(inversion, _mono(audio), np.asarray(reconstruction, np.float32), audio.sample_rate)
-        if not self.cache.put(key, entry):
-            log.info("an inversion of %.0f MiB is larger than the whole cache; not kept", entry.nbytes / MIB)
-        return entry
+        return audio
 
     def _make_room(self, needed: int | None) -> None:
         """Drop least recently used cached inversions until ``needed`` more bytes fit in the free host
@@ -391,6 +360,47 @@ class DemoRunner:
         for old in stale:
             shutil.rmtree(old, ignore_errors=True)
         return folder
+
+
+@dataclass
+class _Job:
+    """One run of a :class:`DemoRunner` between the stages of ``run_request``: it stops once cancelled,
+    reports each stage from ``stages`` (stage -> (fraction done, what is happening)) and keeps the
+    cache entry it ends with (the one it found, or the one it makes)."""
+
+    runner: DemoRunner
+    key: InversionKey | None
+    notify: Callable[[float, str], None]
+    cancelled: threading.Event
+    entry: CachedInversion | None
+    stages: dict[str, tuple[float, str]]
+
+    def starting(self, stage: str) -> None:
+        _stop_if(self.cancelled)
+        if stage in self.stages:
+            self.notify(*self.stages[stage])
+
+    def inverted(self, audio: Audio | None) -> Callable[["Inversion"], "Inversion"]:
+        """What to do with the inversion of ``audio`` just made: move it to host memory, reconstruct
+        the clip, cache both and go on with the host copy."""
+
+        def keep(inversion: "Inversion") -> "Inversion":
+            inversion = inversion.to("cpu")  # the sampler moves each step's maps to the model's device itself
+            _release_device_cache(self.runner.editor)
+            _stop_if(self.cancelled)
+            self.notify(0.4, "Reconstructing the clip")
+            reconstruction = np.asarray(self.runner.editor.reconstruct(_first_latent(inversion))[0], np.float32)
+            assert audio is not None  # an inversion is made only of a clip read now
+            self.keep(CachedInversion(inversion, _mono(audio), reconstruction, audio.sample_rate))
+            return inversion
+
+        return keep
+
+    def keep(self, entry: CachedInversion) -> None:
+        """Make ``entry`` the run's and cache it (unless it is larger than the whole cache)."""
+        self.entry = entry
+        if not self.runner.cache.put(self.key, entry):  # type: ignore[arg-type]
+            log.info("an inversion of %.0f MiB is larger than the whole cache; not kept", entry.nbytes / MIB)
 
 
 def _stop_if(cancelled: threading.Event) -> None:

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from .. import cli_common
 from ..errors import InputError
+from ..runner import run_request
 from ..settings import check_interval
+from .codec import DEFAULTS
 from .model import DEFAULT_MODEL
 
 
@@ -19,10 +21,10 @@ def _main(argv: Sequence[str]) -> None:
         "image-edit",
         "Edit an image with text by edit-friendly DDPM inversion (Stable Diffusion).",
         model=DEFAULT_MODEL,
-        steps=100,
-        t_start=64,
-        cfg_src=3.5,
-        cfg_tar=15.0,
+        steps=DEFAULTS.num_steps,
+        t_start=DEFAULTS.t_start,
+        cfg_src=DEFAULTS.cfg_src,
+        cfg_tar=DEFAULTS.cfg_tar,
         region="a box x0,y0,x1,y1 in the input's pixels",
     )
     parser.add_argument("--region", default=None, metavar="X0,Y0,X1,Y1", help="limit the --pc components to this box in pixels")
@@ -52,9 +54,8 @@ def _main(argv: Sequence[str]) -> None:
     from .editor import ImageEditor
 
     editor = ImageEditor.from_pretrained(args.model, device=args.device, dtype=args.dtype, **cli_common.editor_options(args))
-    region = None if box is None else (lambda inv: editor.region_mask(inv, box))
-    pc_region = None if pc_box is None else (lambda inv: editor.region_mask(inv, pc_box))
-    edited = cli_common.edit_with_method(editor, args, picture, seeds, loaded, region, pc_region)
+    request = cli_common.request_from_args(args, box, pc_box, parsed=True)
+    edited = run_request(editor, request, picture, loaded)
     inv = edited.inversion
     extra = {"mask": mask_file} if mask_file else {}
     facts = cli_common.run_record("image-edit", args, editor, inv and inv.settings, paths, extra, seeds)
