@@ -1,31 +1,27 @@
-"""What the image and audio command-line tools share: arguments, output names, the run record, error handling."""
+"""What the image and audio command-line tools share: arguments, the request they make, inversion
+files and error handling (the files a run writes: ``cli_outputs``, whose names are re-exported)."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import os
-import platform
 import sys
-import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import EditError, InputError
-from .files import check_name_length, final_path, replacing
+from .cli_outputs import (  # noqa: F401 (the command lines' names for them)
+    SLUG_BYTES, Writer, concepts_of, check_outputs, ends_with_separator, inversion_output, mask_output, name_targets,
+    output_base, output_paths, record_path, run_record, side_jobs, slug, versions, write_all, write_json,
+)
+from .files import check_name_length
 from .request import FIXED_BY_INVERSION, METHODS, EditRequest, MaskChoice, PCOptions, Region, check_request
 
 if TYPE_CHECKING:
-    from .inversion import Inversion, InversionSettings
-    from .runner import Edited
+    from .inversion import Inversion
 
 MAX_THREADS = 1024
 """Largest --threads accepted (far above any machine's cores; guards against typos)."""
-
-SLUG_BYTES = 40
-"""Longest prompt part of an output name, in UTF-8 bytes (keeps names far below the usual 255-byte limit)."""
 
 _UNSET = object()  # marks an option the command line did not give
 
@@ -172,7 +168,7 @@ def request_from_args(
     return EditRequest(
         method=args.method, source=args.source, targets=tuple(args.target), negative=args.negative,
         steps=args.steps, tstart=args.tstart, cfg_src=args.cfg_src, cfg_tar=args.cfg_tar, eta=args.eta,
-        seed=args.seed, num_outputs=args.num_outputs, concepts=tuple(_concepts(args)), mask=mask, pcs=pcs,
+        seed=args.seed, num_outputs=args.num_outputs, concepts=tuple(concepts_of(args)), mask=mask, pcs=pcs,
         inner_steps=args.inner_steps, early_stop=args.early_stop, inversion_loaded=args.inversion is not None,
         save_inversion=args.save_inversion is not None, given=frozenset(getattr(args, "given", ())),
     )  # fmt: skip
@@ -206,99 +202,6 @@ def set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
-
-
-# ------------------------------------------------------------------------------------------- file names
-
-
-def slug(text: str, limit: int = SLUG_BYTES) -> str:
-    """A file-name-safe short form of a prompt: letters, marks and digits of any script kept (NFKC,
-    case-folded), every other run of characters one ``-``, at most ``limit`` UTF-8 bytes; ``edit``
-    when nothing is left (a prompt of emoji or punctuation only)."""
-    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
-    kept = "".join(c if unicodedata.category(c)[0] in "LMN" else "-" for c in text)
-    words = "-".join(word for word in kept.split("-") if word)
-    cut = words.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
-    return cut.strip("-") or "edit"
-
-
-def ends_with_separator(path: str) -> bool:
-    """Whether ``path`` ends with a path separator (it names a folder)."""
-    return path.endswith(os.sep) or bool(os.altsep and path.endswith(os.altsep))
-
-
-def output_base(input_path: str, out: str | None, extension: str) -> Path:
-    """The output file of a single edit.
-
-    Default: ``<input folder>/<input stem>_edit<extension>``; ``out`` an existing folder (or ending with a
-    separator): that name inside it; ``out`` without an extension gets ``extension``.
-    """
-    source = Path(input_path)
-    default = f"{source.stem}_edit{extension}"
-    if out is None:
-        return source.with_name(default)
-    base = Path(out)
-    check_name_length(base)  # before asking the file system about it (too long a name is an OSError there)
-    if ends_with_separator(out) and not base.is_dir():
-        raise InputError(f"output folder {out} does not exist: create it, or leave out the trailing separator to name a file")
-    if base.is_dir():
-        return base / default
-    return base if base.suffix else base.with_suffix(extension)
-
-
-def output_paths(input_path: str, out: str | None, targets: Sequence[str], seeds: Sequence[int], extension: str) -> list[Path]:
-    """One path per (target, seed), target-major (see ``output_base`` for ``out``).
-
-    With several outputs each name gets ``_<slug of target>_s<seed>`` before the extension; targets whose
-    slugs coincide get ``_<slug>_t<i>_s<seed>``, i the target's index (from 0).
-    """
-    base = output_base(input_path, out, extension)
-    if len(targets) * len(seeds) == 1:
-        return [base]
-    slugs = [slug(target) for target in targets]
-    parts = [s if slugs.count(s) == 1 else f"{s}_t{i}" for i, s in enumerate(slugs)]
-    return [base.with_name(f"{base.stem}_{part}_s{seed}{base.suffix}") for part in parts for seed in seeds]
-
-
-def record_path(first_output: Path) -> Path:
-    """The JSON record of a run: ``<first output stem>.json`` beside it."""
-    return first_output.with_name(first_output.stem + ".json")
-
-
-def check_outputs(paths: Sequence[Path], input_path: str | Sequence[str], overwrite: bool) -> None:
-    """InputError if an output is an input, a folder, named twice, too long a name, exists (without
-    overwrite), or cannot be written."""
-    inputs = [input_path] if isinstance(input_path, (str, os.PathLike)) else list(input_path)
-    sources = {Path(path).resolve() for path in inputs}
-    seen: set[Path] = set()
-    for path in paths:
-        check_name_length(path)
-        resolved = path.resolve()
-        if resolved in sources:
-            raise InputError(f"the output {path} is an input file: choose another --out")
-        if resolved in seen:
-            raise InputError(f"{path} would be written twice: choose other output names")
-        seen.add(resolved)
-        if path.is_dir():
-            raise InputError(f"the output {path} is a folder: choose another --out")
-        if path.exists() and not overwrite:
-            raise InputError(f"{path} exists: pass --overwrite to replace it, or choose another --out")
-        folder = path.parent
-        if not folder.is_dir():
-            raise InputError(f"output folder {folder} does not exist: create it or choose another --out")
-        if not os.access(folder, os.W_OK):
-            raise InputError(f"output folder {folder} is not writable: choose another --out")
-
-
-def inversion_output(path: str | None, option: str = "--save-inversion") -> Path | None:
-    """The file of --save-inversion (or another option naming a file to write; None when not
-    given); InputError for a folder."""
-    if path is None:
-        return None
-    check_name_length(path)
-    if ends_with_separator(path) or Path(path).is_dir():
-        raise InputError(f"{option} needs a file name, {path} is a folder: give e.g. {Path(path) / 'input.inversion'}")
-    return Path(path)
 
 
 # ---------------------------------------------------------------------------------------- inversion files
@@ -344,170 +247,10 @@ def check_inversion_fits(inv: Inversion, expected: dict[str, Any], what: str, pa
         )
 
 
-# ------------------------------------------------------------------------------------ the edit and its files
-
-
-def _concepts(args: argparse.Namespace) -> list[Any]:
-    """The ``Concept`` values of --add / --remove (``check_request`` checks them)."""
-    from .methods.sega import Concept
-
-    return [
-        Concept(text, args.concept_scale, remove, args.threshold, args.warmup)
-        for texts, remove in ((args.add, False), (args.remove, True))
-        for text in texts
-    ]
-
-
-def name_targets(args: argparse.Namespace) -> list[str]:
-    """The texts output files are named after: the targets, the concepts when there is none, or the
-    (component, amount) pairs of a prompt-free edit."""
-    if args.pc:
-        return [f"pc{k} {'minus' if a < 0 else 'plus'} {abs(a):g}" for k in args.pc for a in (args.amount or [2.0])]
-    if args.target:
-        return list(args.target)
-    return [" ".join([*(f"add {a}" for a in args.add), *(f"remove {r}" for r in args.remove)])]
-
-
-def side_jobs(editor: Any, edited: Edited, inversion_file: Path | None, mask_file: Path | None,
-              pcs_file: Path | None) -> list[tuple[Path, Writer]]:
-    """The writers of the files a run keeps beside its outputs: --save-inversion, --save-mask, --save-pcs."""
-    jobs: list[tuple[Path, Writer]] = []
-    if inversion_file:
-        jobs.append((inversion_file, edited.inversion.save))
-    if mask_file:
-        jobs.append((mask_file, lambda path: editor.save_mask(edited.mask, path, edited.inversion)))
-    if pcs_file:
-        jobs.append((pcs_file, edited.pcs.save))
-    return jobs
-
-
 def check_mask_file(args: argparse.Namespace, is_region: bool) -> None:
     """Before the model loads: a --mask that is neither auto nor a region must name a file."""
     if args.mask not in (None, "auto") and not is_region and not Path(args.mask).is_file():
         raise InputError(f"mask file not found: {args.mask} (give auto, a PNG file or a region; see --help)")
-
-
-def mask_output(path: str | None) -> Path | None:
-    """The file of --save-mask (None when not given), a .png."""
-    if path is None:
-        return None
-    check_name_length(path)
-    if Path(path).suffix.lower() != ".png":
-        raise InputError(f"--save-mask writes a PNG picture: give a name ending in .png, not {path}")
-    return Path(path)
-
-
-# ---------------------------------------------------------------------------------------- the run record
-
-
-def versions() -> dict[str, str]:
-    """Versions of this package, torch, diffusers, transformers and python."""
-    from importlib import metadata
-
-    found = {"python": platform.python_version()}
-    for package in ("ddpm-edit", "torch", "diffusers", "transformers"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = "not installed"
-    return found
-
-
-def run_record(
-    command: str,
-    args: argparse.Namespace,
-    editor: Any,
-    settings: InversionSettings | None,
-    paths: Sequence[Path],
-    extra_files: dict[str, Path],
-    seeds: Sequence[int] = (),
-) -> dict[str, Any]:
-    """Everything needed to repeat a run: settings, seeds, targets and their files, model, versions, device.
-
-    Args:
-        editor: the ``LatentEditor`` that made the edits (its model's device and dtype are recorded).
-        settings: the inversion's settings (loaded from --inversion or made by this run); None for
-            SDEdit, which inverts nothing (its settings come from ``args`` and ``seeds``).
-        paths: the edited files, target-major as ``output_paths`` makes them.
-        extra_files: other files written beside them (role -> path).
-    """
-    import torch
-
-    if settings is None:
-        from .inversion import InversionSettings
-
-        settings = InversionSettings(
-            editor.fingerprint(), args.steps, args.tstart, args.eta, 0.0, "", tuple(seeds), "sdedit"
-        )
-    seeds = list(settings.seeds)
-    edits = [
-        {"target": target, "target_index": i, "seed": seed, "file": paths[i * len(seeds) + j].name}
-        for i, target in enumerate(name_targets(args))
-        for j, seed in enumerate(seeds)
-    ]
-    return {
-        "command": command,
-        "input": str(Path(args.input).resolve()),
-        "model": args.model,
-        "model_fingerprint": settings.model,
-        "settings": {
-            "num_steps": settings.num_steps,
-            "t_start": settings.t_start,
-            "eta": settings.eta,
-            "cfg_src": settings.cfg_src,
-            "cfg_tar": args.cfg_tar,
-            "source_prompt": settings.source_prompt,
-            "negative_prompt": args.negative,
-            "seeds": seeds,
-            "inversion_batch": None if args.inversion or args.method == "sdedit" else editor.inversion_batch_size,  # None: no inversion ran
-            "method": settings.method,
-            "null_text": {"inner_steps": settings.inner_steps, "early_stop": settings.early_stop}
-            if settings.method == "null-text" else None,
-            "mask": args.mask,
-            "principal_components": {"pc": args.pc, "amount": args.amount or [2.0], "at_step": args.pc_at,
-                                     "iterations": args.pc_iterations, "region": args.region, "loaded_from": args.pcs}
-            if args.pc else None,
-        },
-        "targets": list(args.target),
-        "concepts": [dataclasses.asdict(c) for c in _concepts(args)],
-        "outputs": edits,
-        "files": {role: path.name for role, path in extra_files.items()},
-        "inversion_loaded_from": str(Path(args.inversion).resolve()) if args.inversion else None,
-        "inversion_saved_to": str(Path(args.save_inversion).resolve()) if args.save_inversion else None,
-        "device": str(editor.model.device),
-        "dtype": str(editor.model.dtype).removeprefix("torch."),
-        "threads": torch.get_num_threads(),
-        "versions": versions(),
-    }
-
-
-def write_json(path: Path, value: dict[str, Any]) -> None:
-    """Write ``value`` as indented UTF-8 JSON (non-ASCII text kept as is)."""
-    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-Writer = Callable[[Path], None]
-
-
-def write_all(jobs: Sequence[tuple[Path, Writer]]) -> None:
-    """Run ``write(temporary)`` for each (path, write) and put all files in place together, or none.
-
-    An OSError while writing (disk full, say) becomes one InputError that names the file asked for.
-    """
-    try:
-        with replacing(*(path for path, _ in jobs)) as temporaries:
-            for temporary, (_, write) in zip(temporaries, jobs):
-                try:
-                    write(temporary)
-                except OSError as error:
-                    raise _write_error(final_path(temporary), error) from error
-    except OSError as error:  # moving the files into place: os.replace names the target second
-        raise _write_error(Path(error.filename2 or error.filename or jobs[0][0].parent), error) from error
-
-
-def _write_error(path: Path, error: OSError) -> InputError:
-    reason = " ".join(str(error.strerror or error).split())
-    return InputError(f"cannot write {path}: {reason}; free some space or choose another --out")
 
 
 # ------------------------------------------------------------------------------------------------ running
