@@ -39,6 +39,9 @@ def _main(argv: Sequence[str]) -> None:
     from .audio_io import check_output, load_audio
 
     clip = load_audio(args.input)  # a bad input fails before the model loads
+    from .loudness import warn_if_silent
+
+    warn_if_silent(clip.samples)  # before the model loads (the editor's read does not repeat it)
     ranges = _ranges(args.mask, clip.duration)
     pc_ranges = _pc_ranges(args, clip.duration)
     cli_common.check_mask_file(args, ranges is not None)
@@ -53,8 +56,8 @@ def _main(argv: Sequence[str]) -> None:
     saved = cli_common.inversion_output(args.save_inversion)
     mask_file = cli_common.mask_output(args.save_mask)
     pcs_file = cli_common.inversion_output(args.save_pcs, "--save-pcs")
-    outputs = [*paths, *([picture] if picture else []), record, *([saved] if saved else []), *([mask_file] if mask_file else []), *([pcs_file] if pcs_file else [])]
-    cli_common.check_outputs(outputs, [args.input, *([args.inversion] if args.inversion else [])], args.overwrite)
+    planned = [*paths, *([picture] if picture else []), record, *([saved] if saved else []), *([mask_file] if mask_file else []), *([pcs_file] if pcs_file else [])]
+    cli_common.check_outputs(planned, [args.input, *([args.inversion] if args.inversion else [])], args.overwrite)
     for path in paths:
         check_output(path, 1, clip.sample_rate)
 
@@ -63,22 +66,12 @@ def _main(argv: Sequence[str]) -> None:
     editor = AudioEditor.from_pretrained(args.model, device=args.device, dtype=args.dtype, **cli_common.editor_options(args))
     request = cli_common.request_from_args(args, ranges, pc_ranges, parsed=True)
     edited = run_request(editor, request, clip, loaded)
-    inv, clips = edited.inversion, edited.outputs
-    extra = {"spectrogram": picture} if picture else {}
-    if mask_file:
-        extra["mask"] = mask_file
-    facts = cli_common.run_record("audio-edit", args, editor, inv and inv.settings, paths, extra, seeds)
-    jobs: list[tuple[Path, cli_common.Writer]] = [
-        (path, partial(_write_wave, wave, clip.sample_rate)) for path, wave in zip(paths, clips)
-    ]
+    outputs = [(path, partial(_write_wave, wave, clip.sample_rate)) for path, wave in zip(paths, edited.outputs)]
+    extra = {}
     if picture:
-        labelled = [("input", clip.samples.mean(axis=0))] + [(path.stem, wave) for path, wave in zip(paths, clips)]
-        jobs.append((picture, partial(_write_picture, labelled, clip.sample_rate)))
-    jobs.append((record, partial(cli_common.write_json, value=facts)))
-    jobs += cli_common.side_jobs(editor, edited, saved, mask_file, pcs_file)
-    cli_common.write_all(jobs)  # all files or none
-    for path in [*paths, *([picture] if picture else []), *([mask_file] if mask_file else [])]:
-        print(path)
+        labelled = [("input", clip.samples.mean(axis=0))] + [(path.stem, wave) for path, wave in zip(paths, edited.outputs)]
+        extra["spectrogram"] = (picture, partial(_write_picture, labelled, clip.sample_rate))
+    cli_common.write_run("audio-edit", args, editor, edited, seeds, outputs, extra, (saved, mask_file, pcs_file))
 
 
 _RANGE = re.compile(r"^\s*([-+\d.eE]+)\s*:\s*([-+\d.eE]+)\s*(s|hz)\s*$", re.IGNORECASE)

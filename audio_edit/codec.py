@@ -25,6 +25,7 @@ from image_core.windows import windowed_map
 
 from . import defaults
 from .audio_io import Audio, Original, check_audio, load_audio, restore, to_model_rate
+from .loudness import warn_if_silent
 from .mel import LogMel, MelConfig, normalize_waveform
 from .models import AudioModel
 
@@ -55,6 +56,7 @@ class AudioCodec:
         need (rate, length, loudness); the model hears the mono downmix (mean of the channels)."""
         clip = item if isinstance(item, Audio) else load_audio(item)
         check_audio(clip)
+        warn_if_silent(clip.samples)
         wave = to_model_rate(clip, self.model.sample_rate)
         if len(wave) < MIN_SAMPLES:
             raise InputError(

@@ -14,6 +14,7 @@ proportional to the signal's level. :func:`limiter_gain` keeps peaks under a lim
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from scipy import ndimage, signal
@@ -204,3 +205,20 @@ def limiter_gain(rows: np.ndarray, sample_rate: int, limit: float, seconds: floa
     floor = ndimage.minimum_filter1d(required, size, axis=-1, mode="nearest")
     smooth = ndimage.uniform_filter1d(floor, size, axis=-1, mode="nearest")
     return np.minimum(smooth, required)
+
+
+SILENCE_PEAK = 1e-4  # -80 dBFS: below the quietest recorded sound, above rounding
+SILENT = "the input is silent: there is nothing to edit (the output is silent too)"
+
+
+class SilentInputWarning(UserWarning):
+    """An input with no sound: an edit has nothing to change."""
+
+
+def warn_if_silent(samples: np.ndarray) -> bool:
+    """Warn (``SilentInputWarning``) and return True when every sample's magnitude is below
+    ``SILENCE_PEAK``."""
+    silent = bool(np.abs(samples).max(initial=0.0) < SILENCE_PEAK)
+    if silent:
+        warnings.warn(SILENT, SilentInputWarning, stacklevel=2)
+    return silent

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
-from .files import check_name_length, final_path, replacing
+from .files import check_name_length, final_path, name_limit, replacing
 
 if TYPE_CHECKING:
     from .inversion import InversionSettings
@@ -77,8 +77,12 @@ def output_paths(input_path: str, out: str | None, targets: Sequence[str], seeds
 
 
 def record_path(first_output: Path) -> Path:
-    """The JSON record of a run: ``<first output stem>.json`` beside it."""
-    return first_output.with_name(first_output.stem + ".json")
+    """The JSON record of a run: ``<first output's full name>.json`` beside it (``h.flac.json``), so
+    every set of outputs has its own; where that name would be too long for the folder, the output's
+    stem is shortened in it (never its extension)."""
+    room = name_limit(first_output.parent) - len(os.fsencode(first_output.suffix + ".json"))
+    stem = os.fsencode(first_output.stem)[:room].decode("utf-8", errors="ignore") if room > 0 else "record"
+    return first_output.with_name(f"{stem}{first_output.suffix}.json")
 
 
 def check_outputs(paths: Sequence[Path], input_path: str | Sequence[str], overwrite: bool) -> None:
@@ -102,8 +106,22 @@ def check_outputs(paths: Sequence[Path], input_path: str | Sequence[str], overwr
         folder = path.parent
         if not folder.is_dir():
             raise InputError(f"output folder {folder} does not exist: create it or choose another --out")
-        if not os.access(folder, os.W_OK):
+        if not _writable(folder):
             raise InputError(f"output folder {folder} is not writable: choose another --out")
+
+
+def _writable(folder: Path) -> bool:
+    """Whether a file can be created in ``folder``: tried (permissions alone do not tell, e.g. for root
+    or in /proc), the trial file removed at once."""
+    import tempfile
+
+    if not os.access(folder, os.W_OK):
+        return False
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".~probe"):
+            return True
+    except OSError:
+        return False
 
 
 def inversion_output(path: str | None, option: str = "--save-inversion") -> Path | None:
@@ -188,6 +206,7 @@ def run_record(
     paths: Sequence[Path],
     extra_files: dict[str, Path],
     seeds: Sequence[int] = (),
+    pcs: Any = None,
 ) -> dict[str, Any]:
     """Everything needed to repeat a run: settings, seeds, targets and their files, model, versions, device.
 
@@ -196,7 +215,9 @@ def run_record(
         settings: the inversion's settings (loaded from --inversion or made by this run); None for
             SDEdit, which inverts nothing (its settings come from ``args`` and ``seeds``).
         paths: the edited files, target-major as ``output_paths`` makes them.
-        extra_files: other files written beside them (role -> path).
+        extra_files: every other file written beside them (role -> path), the record itself aside.
+        pcs: the ``PosteriorPCs`` a prompt-free edit moved along (found now or loaded): the record
+            says how they were made, not what the command line would have asked for.
     """
     import torch
 
@@ -231,9 +252,7 @@ def run_record(
             "null_text": {"inner_steps": settings.inner_steps, "early_stop": settings.early_stop}
             if settings.method == "null-text" else None,
             "mask": args.mask,
-            "principal_components": {"pc": args.pc, "amount": args.amount or [2.0], "at_step": args.pc_at,
-                                     "iterations": args.pc_iterations, "region": args.region, "loaded_from": args.pcs}
-            if args.pc else None,
+            "principal_components": _components_record(args, pcs) if args.pc else None,
         },
         "targets": list(args.target),
         "concepts": [dataclasses.asdict(c) for c in concepts_of(args)],
@@ -246,6 +265,46 @@ def run_record(
         "threads": torch.get_num_threads(),
         "versions": versions(),
     }
+
+
+def _components_record(args: argparse.Namespace, pcs: Any) -> dict[str, Any]:
+    """How the components moved along were made (``pcs.info``, recorded when they were found), which
+    of them moved and by how much."""
+    info = pcs.info if pcs is not None else {}
+    return {
+        "pc": args.pc, "amount": args.amount or [2.0], "at_step": pcs.step if pcs is not None else args.pc_at,
+        "count": pcs.count if pcs is not None else None, "iterations": info.get("iterations"),
+        "max_iterations": info.get("max_iterations"), "region": info.get("region"), "loaded_from": args.pcs,
+    }
+
+
+def write_run(
+    command: str,
+    args: argparse.Namespace,
+    editor: Any,
+    edited: Edited,
+    seeds: Sequence[int],
+    outputs: Sequence[tuple[Path, Writer]],
+    extra: dict[str, tuple[Path, Writer]],
+    side: tuple[Path | None, Path | None, Path | None],
+) -> None:
+    """Write a run's outputs, its other files and its record, all or none, then print every file
+    written but the record (the outputs first).
+
+    Args:
+        outputs: (path, writer) of each edit, target-major (``output_paths``).
+        extra: role -> (path, writer) of the command's own other files (the spectrogram picture).
+        side: the files of --save-inversion, --save-mask and --save-pcs (None where not asked for).
+    """
+    inversion_file, mask_file, pcs_file = side
+    paths = [path for path, _ in outputs]
+    files = {role: path for role, (path, _) in extra.items()}
+    files.update({role: path for role, path in (("mask", mask_file), ("inversion", inversion_file), ("pcs", pcs_file)) if path})
+    facts = run_record(command, args, editor, edited.inversion and edited.inversion.settings, paths, files, seeds, edited.pcs)
+    jobs = [*outputs, *extra.values(), (record_path(paths[0]), lambda path: write_json(path, facts))]
+    write_all([*jobs, *side_jobs(editor, edited, inversion_file, mask_file, pcs_file)])
+    for path in [*paths, *files.values()]:
+        print(path)
 
 
 def write_json(path: Path, value: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ from .batching import Cond
 from .conditions import Prompts
 from .errors import EditError, InputError
 from .guidance import ClassifierFreeGuidance, Denoiser, Guidance
-from .inversion import Inversion, InversionSettings, check_inversion_method
+from .inversion import Inversion, InversionSettings, check_inversion_eta, check_inversion_method
 from .methods import pcs as pcs_method
 from .methods.ddim import ddim_invert
 from .methods.ddpm import ddpm_invert
@@ -165,6 +165,7 @@ class LatentEditor:
         check_inversion_method(method)
         check_settings(num_steps, t_start, eta if method == "ddpm" else 1.0, cfg_src)
         check_null_text_settings(inner_steps, LEARNING_RATE, early_stop)
+        check_inversion_eta(method, eta)
         if method != "ddpm" and (len(seeds) > 1 or x0.shape[0] > 1):
             raise InputError(f"{method} inversion is deterministic and inverts one latent: give one seed and one latent")
         x0 = x0.to(self.model.device, latent_dtype(self.model.device))
@@ -226,6 +227,10 @@ class LatentEditor:
         sets = concept_sets(concepts)
         if target_prompt is None and not any(sets):
             raise InputError("give a target prompt, or concepts to add or remove")
+        late = [c for cs in sets for c in cs if c.scale > 0 and c.warmup >= inv.settings.t_start]
+        if late:
+            raise InputError(f"concept {late[0].prompt!r} warms up for {late[0].warmup} steps, but the edit runs "
+                             f"{inv.settings.t_start}: it would never act; give a smaller warm-up")
         targets, cfgs = targets_and_scales(inv.settings.source_prompt if target_prompt is None else target_prompt, cfg_tar)
         s = inv.settings
         check_settings(s.num_steps, s.t_start, s.eta if s.method == "ddpm" else 1.0, *cfgs)
@@ -287,7 +292,7 @@ class LatentEditor:
                 guidance.at_steps(torch.arange(len(later))), schedule.alphas[later], schedule.timesteps[later],
                 run.inversion.xts[0, step:], vectors, self.inversion_rows(x_t), self.progress,
             )  # fmt: skip
-        info = {**info, "source_prompt": s.source_prompt, "cfg_src": s.cfg_src, "tolerance": tolerance}
+        info = {**info, "max_iterations": max_iterations, "tolerance": tolerance, "source_prompt": s.source_prompt, "cfg_src": s.cfg_src}
         return pcs_method.PosteriorPCs(vectors.cpu(), values.cpu(), x_t[0].cpu(), step, int(schedule.timesteps[later[0]]),
                                        None if region is None else region.cpu(), info, variances)  # fmt: skip
 

@@ -19,7 +19,7 @@ import torch
 from .editing import LatentEditor, LatentModel
 from .errors import InputError
 from .guidance import Denoiser
-from .inversion import Inversion
+from .inversion import Inversion, check_inversion_eta, check_inversion_method
 from .methods import null_text
 from .methods.pcs import AMOUNT, PosteriorPCs
 from .methods.sega import Concept
@@ -118,6 +118,8 @@ class Editor(LatentEditor):
         t_start = d.t_start if t_start is None else t_start
         cfg_src = d.cfg_src if cfg_src is None else cfg_src
         seeds = seed_list(seed)
+        check_inversion_method(method)
+        check_inversion_eta(method, eta)
         check_settings(num_steps, t_start, eta if method == "ddpm" else 1.0, cfg_src)  # before the input is decoded
         source = self.codec.read(item)
         self.check_inversion_memory(self.codec.latent_shape(source), len(seeds), t_start, method)

@@ -25,6 +25,12 @@ def check_inversion_method(method: str) -> None:
         raise InputError(f"unknown inversion method {method!r}: use {' or '.join(METHODS)}")
 
 
+def check_inversion_eta(method: str, eta: float) -> None:
+    """Refuse a sampler noise other than the default for a deterministic inversion (it cannot act)."""
+    if method != "ddpm" and eta != 1.0:
+        raise InputError(f"{method} inversion is deterministic (no sampler noise), so eta cannot act: leave it out")
+
+
 @dataclass(frozen=True)
 class InversionSettings:
     """How an inversion was made; an edit must use the same model and schedule."""

@@ -33,6 +33,10 @@ METHODS: tuple[str, ...] = ("ddpm", "ddim", "null-text", "sdedit")
 INVERSION_METHODS: tuple[str, ...] = ("ddpm", "ddim", "null-text")
 """The methods that invert the input (and so allow a mask, concepts and principal components)."""
 
+TRACKED: tuple[str, ...] = ("cfg_tar", "negative", "concept_scale", "threshold", "warmup", "pc_at", "pc_iterations")
+"""Settings besides ``FIXED_BY_INVERSION`` whose being given matters (:attr:`EditRequest.given`): an
+option given where it cannot act is refused."""
+
 FIXED_BY_INVERSION: tuple[str, ...] = (
     "steps", "tstart", "cfg_src", "eta", "seed", "num_outputs", "source", "method", "inner_steps", "early_stop",
 )
@@ -143,7 +147,8 @@ class EditRequest:
             settings are its own: those in ``given`` are refused.
         save_inversion: the inversion is also written to a file (CLI ``--save-inversion``).
         given: the settings the user set explicitly, by name (those of ``FIXED_BY_INVERSION``, where
-            "seed" and "num_outputs" stand for the seeds, and "cfg_tar"); the others hold defaults.
+            "seed" and "num_outputs" stand for the seeds, and of ``TRACKED``); the others hold
+            defaults. An option given where it cannot act is refused.
     """
 
     method: str = "ddpm"
@@ -224,16 +229,29 @@ class Frontend:
         "give either --target / --add / --remove (a text edit) or --pc (a prompt-free edit along principal components), "
         "not both"
     )
-    pc_options_alone: str = "--amount, --region, --save-pcs and --pcs go with --pc"
+    pc_options_alone: str = "--amount, --region, --pc-at, --pc-iterations, --save-pcs and --pcs go with --pc"
+    pc_prompts: str | None = (  # {options}, {them}
+        "--pc moves the input along its own components, with the source prompt and its guidance, so {options} cannot act: "
+        "leave {them} out"
+    )
     pc_needs_inversion: str = "--pc moves an inversion along its own components: leave out --method sdedit and --mask"
     component_count: str = "--pc counts components from 1 to {limit}, got {components}"  # {count} too
     component_range: str = "--pc counts components from 1 to {limit}, got {components}"  # {count}, {component}
     amount: str = "--amount takes finite numbers of standard deviations, got {amounts}"  # {limit}, {amount}
+    amount_large: str | None = (  # {limit}, {amount}; None: ``amount`` says it
+        "--amount {amount:g} is too large: at most {limit:g} standard deviations (the paper moves by 1 to 3)"
+    )
     pc_iterations: str = "--pc-iterations must be between 1 and {limit}, got {iterations}"
     pc_at: str = "--pc-at must be a step of the edit, 0 to tstart - 1 ({last}), got {step}"
     pcs_file_with: str = "--pcs uses saved components: leave out --save-pcs and --region"
     empty_target: str = '--target must not be empty: describe the edit, e.g. --target "jazz piano"'
-    late_warmup: str | None = None  # {warmup}, {tstart}
+    late_warmup: str | None = (  # {warmup}, {tstart}
+        "--warmup {warmup} is not below --tstart {tstart}, so the concepts would never act: give a smaller --warmup"
+    )
+    concept_options: str | None = "{options} {tune} --add / --remove: give a concept, or leave {them} out"
+    deterministic_eta: str | None = (  # {method}
+        "--method {method} is deterministic (no sampler noise), so --eta cannot act: leave it out"
+    )
     outputs_range: str = "--num-outputs must be between 1 and {limit}, got {count}"
     sdedit_clash: str = "--method sdedit inverts nothing, so {options} cannot be given with it"
     deterministic: str = "--method {method} is deterministic, so several outputs would be equal: leave out --num-outputs"
@@ -295,6 +313,10 @@ def check_request(request: EditRequest, frontend: Frontend | None = None) -> Non
     if any(not target.strip() for target in r.targets):
         raise _refuse(words.empty_target)
     check_concepts(r.concepts)
+    tuning = [words.name(name) for name in ("concept_scale", "threshold", "warmup") if name in r.given]
+    if tuning and not r.concepts and words.concept_options is not None:
+        many = len(tuning) > 1
+        raise _refuse(words.concept_options, options=", ".join(tuning), tune="tune" if many else "tunes", them="them" if many else "it")
     late = [c for c in r.concepts if c.scale > 0 and c.warmup >= r.tstart]
     if late and words.late_warmup is not None and not r.inversion_loaded:
         raise _refuse(words.late_warmup, warmup=late[0].warmup, tstart=r.tstart)
@@ -318,9 +340,12 @@ def _check_components(r: EditRequest, words: Frontend) -> None:
     """The rules of a prompt-free edit along principal components."""
     pcs = r.pcs
     if not pcs.components:
-        if pcs.amounts or pcs.save or pcs.file is not None or pcs.region is not None:
+        if pcs.amounts or pcs.save or pcs.file is not None or pcs.region is not None or {"pc_at", "pc_iterations"} & r.given:
             raise _refuse(words.pc_options_alone)
         return
+    unused = [words.name(name) for name in ("cfg_tar", "negative") if name in r.given]
+    if unused and words.pc_prompts is not None:
+        raise _refuse(words.pc_prompts, options=" and ".join(unused), them="them" if len(unused) > 1 else "it")
     if r.method == "sdedit" or r.mask.given:
         raise _refuse(words.pc_needs_inversion)
     components, count = list(pcs.components), pcs.found
@@ -332,7 +357,9 @@ def _check_components(r: EditRequest, words: Frontend) -> None:
                       component=wrong[0])  # fmt: skip
     strays = [a for a in pcs.amounts if not (math.isfinite(a) and abs(a) <= words.max_amount)]
     if strays:
-        raise _refuse(words.amount, limit=words.max_amount, amounts=list(pcs.amounts), amount=abs(strays[0]))
+        large = math.isfinite(strays[0]) and words.amount_large is not None
+        raise _refuse(words.amount_large if large else words.amount, limit=words.max_amount,  # type: ignore[arg-type]
+                      amounts=list(pcs.amounts), amount=abs(strays[0]))  # fmt: skip
     if not 1 <= pcs.iterations <= words.max_iterations:
         raise _refuse(words.pc_iterations, limit=words.max_iterations, iterations=pcs.iterations)
     if pcs.at_step < 0 or (not r.inversion_loaded and pcs.at_step >= r.tstart):
@@ -344,12 +371,16 @@ def _check_components(r: EditRequest, words: Frontend) -> None:
 def _check_method(r: EditRequest, words: Frontend) -> None:
     """The options each method cannot take."""
     if r.method == "sdedit":
-        clashing = [words.name(name) for name, value in
-                    (("inversion", r.inversion_loaded), ("save_inversion", r.save_inversion), ("mask", r.mask.given)) if value]  # fmt: skip
+        clashing = [words.name(name) for name, value in (
+            ("inversion", r.inversion_loaded), ("save_inversion", r.save_inversion), ("mask", r.mask.given),
+            ("cfg_src", "cfg_src" in r.given), ("source", "source" in r.given),
+        ) if value]  # fmt: skip
         if clashing:
             raise _refuse(words.sdedit_clash, options=", ".join(clashing))
     if r.method in ("ddim", "null-text") and r.num_outputs != 1:
         raise _refuse(words.deterministic, method=words.method(r.method))
+    if r.method in ("ddim", "null-text") and "eta" in r.given and not r.inversion_loaded and words.deterministic_eta is not None:
+        raise _refuse(words.deterministic_eta, method=words.method(r.method))
     tuning = [words.name(name) for name in ("inner_steps", "early_stop") if name in r.given]
     if r.method != "null-text" and tuning and not r.inversion_loaded:
         many = len(tuning) > 1

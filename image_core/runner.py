@@ -6,6 +6,7 @@ what a stage made (the demo's cache) between the stages."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -133,8 +134,19 @@ def components(editor: Any, request: EditRequest, inv: Inversion, stages: Stages
     stages.starting("components")
     limit = None if options.region is None else region_mask(editor, options.region, inv)
     found = editor.principal_components(inv, n=options.found, step=options.at_step, region=limit, max_iterations=options.iterations)
+    if options.region is not None:  # how the region was given, for records and the file's info
+        found = dataclasses.replace(found, info={**found.info, "region": _described(options.region)})
     stages.found(found)
     return found
+
+
+def _described(region: Any) -> Any:
+    """A region as JSON: as given (a box, ranges, text), or "a mask" for a function of the inversion."""
+    if callable(region):
+        return "a mask"
+    if isinstance(region, Mapping):
+        return {key: list(value) for key, value in region.items()}
+    return region if isinstance(region, str) else list(region)
 
 
 def make_mask(editor: Any, request: EditRequest, inv: Inversion, stages: Stages | None = None) -> Any:

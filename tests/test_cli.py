@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from image_core.cli_outputs import record_path
 from image_core import cli_common
 from image_core.cli_common import output_paths, slug
 from image_core.inversion import Inversion
@@ -142,7 +143,7 @@ BAD = {
     "save-inversion exists": (["--save-inversion", "{dir}/ok.inv"], "--overwrite"),
     "save-inversion is a folder": (["--save-inversion", "{dir}/sub/"], "folder"),
     "save-inversion is the input": (["--save-inversion", "{dir}/photo.png", "--overwrite"], "input"),
-    "record exists": (["--out", "{dir}/rec.png"], "rec.json exists"),
+    "record exists": (["--out", "{dir}/rec.png"], "rec.png.json exists"),
     "inversion-batch zero": (["--inversion-batch", "0"], "--inversion-batch must be a positive integer"),
     "inversion-batch not a number": (["--inversion-batch", "many"], "invalid int"),
     "threads zero": (["--threads", "0"], "--threads must be between 1 and 1024"),
@@ -182,7 +183,7 @@ def test_bad_options_are_one_line_before_the_model_loads(case: str, photo: Path,
     (folder / "e_a-dog_s0.png").mkdir()
     (folder / "sub").mkdir()
     (folder / "notes.txt").write_text("not an inversion")
-    (folder / "rec.json").write_text("{}")
+    (folder / "rec.png.json").write_text("{}")
     _write_inversion(folder / "ok.inv")
     _write_inversion(folder / "big.inv", size=[640, 480])
     _write_inversion(folder / "audio.inv")
@@ -207,7 +208,9 @@ def test_long_legal_out_name_and_an_out_folder(photo: Path, capsys: pytest.Captu
     code, stdout, err = run_cli([str(photo), "--target", "a dog", "--out", str(folder / name), *FAST], capsys)
     assert code == 0, err
     assert stdout.split() == [str(folder / name)] and Image.open(folder / name).size == (64, 48)
-    assert json.loads((folder / (name[:-4] + ".json")).read_text())["outputs"][0]["file"] == name
+    record = record_path(folder / name)  # the output's name + .json, its stem shortened to fit the folder
+    assert record.name.endswith(".png.json") and len(os.fsencode(record.name)) <= 255
+    assert json.loads(record.read_text())["outputs"][0]["file"] == name
 
     edits = folder / "edits"
     edits.mkdir()
@@ -215,7 +218,7 @@ def test_long_legal_out_name_and_an_out_folder(photo: Path, capsys: pytest.Captu
         code, stdout, err = run_cli([str(photo), "--target", "a dog", "--out", out, "--overwrite", *FAST], capsys)
         assert code == 0, err
         assert stdout.split() == [str(edits / "photo_edit.png")]
-    assert sorted(p.name for p in edits.iterdir()) == ["photo_edit.json", "photo_edit.png"]
+    assert sorted(p.name for p in edits.iterdir()) == ["photo_edit.png", "photo_edit.png.json"]
     assert not list(folder.glob(".*")) and not list(edits.glob(".*"))  # no temporary left
 
 
@@ -227,7 +230,7 @@ def test_non_ascii_targets_name_their_files(photo: Path, capsys: pytest.CaptureF
     written = [Path(line) for line in stdout.splitlines()]
     expected = [f"e_{slug(JAPANESE)}_s0.png", f"e_{slug(GREEK)}_s0.png", "e_edit_s0.png", "e_a-dog_t3_s0.png", "e_a-dog_t4_s0.png"]
     assert [p.name for p in written] == expected and all(p.is_file() for p in written)
-    record = json.loads((photo.parent / "e_ジャズ-ピアノ_s0.json").read_text(encoding="utf-8"))
+    record = json.loads((photo.parent / "e_ジャズ-ピアノ_s0.png.json").read_text(encoding="utf-8"))
     assert [(o["target"], o["target_index"], o["file"]) for o in record["outputs"]] == list(zip(targets, range(5), expected))
 
 
@@ -249,7 +252,7 @@ def test_saved_inversion_gives_the_same_edits(photo: Path, capsys: pytest.Captur
     for seed in (5, 6):
         a, b = (np.asarray(Image.open(folder / f"{x}_a-dog_s{seed}.png")) for x in "ab")
         assert np.array_equal(a, b)
-    record = json.loads((folder / "a_a-dog_s5.json").read_text())
+    record = json.loads((folder / "a_a-dog_s5.png.json").read_text())
     assert record["model"] == "tiny" and record["model_fingerprint"] == inv.settings.model
     assert record["settings"] == {
         "num_steps": 4, "t_start": 2, "eta": 1.0, "cfg_src": 3.5, "cfg_tar": 15.0, "source_prompt": "a photo",
@@ -259,7 +262,7 @@ def test_saved_inversion_gives_the_same_edits(photo: Path, capsys: pytest.Captur
     assert record["inversion_saved_to"] == str(inv_file.resolve()) and record["inversion_loaded_from"] is None
     assert set(record["versions"]) == {"ddpm-edit", "torch", "diffusers", "transformers", "python"}
     assert (record["device"], record["dtype"], record["targets"]) == ("cpu", "float32", ["a dog"])
-    loaded = json.loads((folder / "b_a-dog_s5.json").read_text())
+    loaded = json.loads((folder / "b_a-dog_s5.png.json").read_text())
     assert loaded["inversion_loaded_from"] == str(inv_file.resolve()) and loaded["settings"]["seeds"] == [5, 6]
     assert digest(photo) == before
 
@@ -313,9 +316,9 @@ def test_methods_and_masks_end_to_end(photo: Path, capsys: pytest.CaptureFixture
                               "--out", str(folder / "sd.png")], capsys)  # fmt: skip
     assert code == 0, err
     assert out.split() == [str(folder / "sd_a-dog_s0.png"), str(folder / "sd_a-dog_s1.png")]
-    assert json.loads((folder / "sd_a-dog_s0.json").read_text())["settings"]["method"] == "sdedit"
+    assert json.loads((folder / "sd_a-dog_s0.png.json").read_text())["settings"]["method"] == "sdedit"
     code, out, err = run_cli([str(photo), "--target", "a dog", *FAST, "--method", "ddim", "--out", str(folder / "dd.png")], capsys)
-    assert code == 0 and json.loads((folder / "dd.json").read_text())["settings"]["method"] == "ddim", err
+    assert code == 0 and json.loads((folder / "dd.png.json").read_text())["settings"]["method"] == "ddim", err
     code, out, err = run_cli([str(photo), "--target", "a dog", *FAST, "--mask", "0,0,32,24", "--save-mask",
                               str(folder / "box.png"), "--out", str(folder / "box_edit.png")], capsys)  # fmt: skip
     assert code == 0, err
@@ -336,7 +339,7 @@ def test_null_text_inversion_end_to_end_and_again_from_its_file(photo: Path, cap
     argv = [str(photo), "--target", "a dog", *FAST, "--method", "null-text", "--inner-steps", "2", "--cfg-tar", "5"]
     code, out, err = run_cli([*argv, "--out", str(folder / "nt.png"), "--save-inversion", str(folder / "nt.inv")], capsys)
     assert code == 0 and "null-text inversion" in err, err
-    settings = json.loads((folder / "nt.json").read_text())["settings"]
+    settings = json.loads((folder / "nt.png.json").read_text())["settings"]
     assert settings["method"] == "null-text" and settings["cfg_src"] == 5.0 and settings["null_text"] == {"inner_steps": 2, "early_stop": 1e-5}
     inv = Inversion.load(folder / "nt.inv")
     assert inv.settings.method == "null-text" and inv.uncond["text"].shape[:2] == (1, 2)
@@ -344,7 +347,7 @@ def test_null_text_inversion_end_to_end_and_again_from_its_file(photo: Path, cap
     code, out, err = run_cli([*again, "--out", str(folder / "again.png")], capsys)  # at the guidance it was optimised for
     assert code == 0, err
     assert np.array_equal(np.asarray(Image.open(folder / "again.png")), np.asarray(Image.open(folder / "nt.png")))
-    assert json.loads((folder / "again.json").read_text())["settings"]["cfg_tar"] == 5.0
+    assert json.loads((folder / "again.png.json").read_text())["settings"]["cfg_tar"] == 5.0
     code, out, err = run_cli([*again, "--negative", "blurry", "--out", str(folder / "neg.png")], capsys)
     assert_refused(code, out, err, "leave out --negative")
     assert not (folder / "neg.png").exists()
@@ -356,7 +359,7 @@ def test_concepts_without_a_target(photo: Path, capsys: pytest.CaptureFixture[st
     assert code == 0, err
     names = [Path(p).name for p in out.split()]
     assert names == ["photo_edit_add-a-hat-remove-a-cat_s0.png", "photo_edit_add-a-hat-remove-a-cat_s1.png"]
-    record = json.loads((folder / "photo_edit_add-a-hat-remove-a-cat_s0.json").read_text())
+    record = json.loads((folder / "photo_edit_add-a-hat-remove-a-cat_s0.png.json").read_text())
     assert [(c["prompt"], c["remove"]) for c in record["concepts"]] == [("a hat", False), ("a cat", True)]
 
 

@@ -49,10 +49,10 @@ COMMAND_LINE_REFUSES = {
     "no edit": ({"targets": ()}, BOTH + 'e.g. --target "jazz piano" or --pc 1'),
     "two kinds of edit": ({"pcs": PC}, BOTH + "not both"),
     "amount without components": (
-        {"pcs": PCOptions(amounts=(2.0,))}, "--amount, --region, --save-pcs and --pcs go with --pc"
+        {"pcs": PCOptions(amounts=(2.0,))}, "--amount, --region, --pc-at, --pc-iterations, --save-pcs and --pcs go with --pc"
     ),
     "components region without components": (
-        {"pcs": PCOptions(region="0.1:0.4")}, "--amount, --region, --save-pcs and --pcs go with --pc"
+        {"pcs": PCOptions(region="0.1:0.4")}, "--amount, --region, --pc-at, --pc-iterations, --save-pcs and --pcs go with --pc"
     ),
     "components of sdedit": (
         {"targets": (), "pcs": PC, "method": "sdedit"},
@@ -205,7 +205,7 @@ GOOD = {
     "a region": {"mask": MaskChoice(region={"seconds": (0.1, 0.5)})},
     "components": {"targets": (), "pcs": PCOptions(components=(1, 2), amounts=(-2.0, 2.0), region="0.1:0.4", save=True)},
     "saved components of a loaded inversion": {
-        "targets": (), "pcs": PCOptions(components=(2,), file="clip.pcs", at_step=T_START + 5), **LOADED, "given": {"cfg_tar"},
+        "targets": (), "pcs": PCOptions(components=(2,), file="clip.pcs", at_step=T_START + 5), **LOADED,
     },
 }
 
@@ -216,10 +216,11 @@ def test_good_requests_pass(case: str, frontend: object) -> None:
     request(**GOOD[case]).check(frontend)  # type: ignore[arg-type]
 
 
-def test_the_command_line_lets_late_concepts_run() -> None:
-    """Concepts whose warm-up reaches tstart never guide the edit: the page refuses them, the command line runs."""
+def test_late_concepts_are_refused_everywhere() -> None:
+    """Concepts whose warm-up reaches tstart never guide the edit: the page and the command line refuse them."""
     late = request(concepts=(Concept("drums", warmup=T_START),))
-    late.check()
+    with pytest.raises(InputError, match="would never act"):
+        late.check()
     with pytest.raises(InputError, match="never guide the edit"):
         late.check(PAGE)
 

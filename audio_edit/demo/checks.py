@@ -101,6 +101,7 @@ PAGE = Frontend(
     component_count="the number of components must be between 1 and {limit}, got {count}",
     component_range="the component to move must be between 1 and {count} (the components found), got {component}",
     amount="the amount must be between 0 and {limit:g} standard deviations, got {amount:g}",
+    amount_large=None,
     pc_iterations="iterations must be between 1 and {limit}, got {iterations}",
     late_warmup=(
         "the concepts' warm-up ({warmup} steps) must be below t_start ({tstart}), or they never guide the edit: "

@@ -5,6 +5,7 @@ import argparse
 import math
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from image_core.cli_common import Parser, quiet_hub_logging
 from image_core.errors import EditError
@@ -68,6 +69,30 @@ def _port(text: str) -> int:
     return port
 
 
+def serve(demo: Any, host: str, port: int, share: bool) -> None:
+    """Start the app and block until interrupted, with the demo's own console lines.
+
+    Gradio's launch messages are turned off (``quiet=True``): they suggest ``share=True`` in
+    ``launch()``, which a user of this command cannot pass. Instead one line gives the local URL and
+    says to add ``--share`` for a public link; with ``--share`` Gradio still prints the public URL
+    (or why it could not make one).
+    """
+    demo.launch(server_name=host, server_port=port, share=share, quiet=True, prevent_thread_lock=True)
+    local_url = getattr(demo, "local_url", None) or f"http://{host}:{port}/"
+    print(served_line(local_url, share, getattr(demo, "share_url", None)), flush=True)
+    demo.block_thread()
+
+
+def served_line(local_url: str, share: bool, share_url: str | None = None) -> str:
+    """The console line of a served demo: its local URL, and how to get a public link when it has none."""
+    line = f"* Running on local URL: {local_url}"
+    if share_url:
+        return line
+    if share:
+        return f"{line} (no public link: see the message above)"
+    return f"{line} (add --share for a public link)"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console script ``audio-edit-demo``."""
     args = parse_args(argv)
@@ -82,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         sys.exit(2)
     try:
-        demo.launch(server_name=args.host, server_port=args.port, share=args.share)
+        serve(demo, args.host, args.port, args.share)
     except OSError as error:
         reason = "the port is in use" if "empty port" in str(error) else _one_line(error)
         print(f"error: cannot serve the demo on {args.host}:{args.port} ({reason}); choose another --port or --host",

@@ -14,7 +14,7 @@ from ..errors import InputError
 from ..frontend import Defaults, Source
 from ..inversion import Inversion
 from ..masks import load_mask, save_mask
-from .images import ImageInput, load_image, model_size, to_pil, to_tensor
+from .images import ImageInput, alpha_from_text, alpha_to_text, model_size, read_picture, to_pil, to_tensor, with_alpha
 from .model import StableDiffusionModel
 
 # the image paper's (Huberman-Spiegelglas et al., CVPR 2024): 100 steps, skip 36, guidance 3.5 / 15
@@ -27,6 +27,14 @@ class ImageCodec:
     The model sees a picture at about its native area (512² for SD 1.x), aspect ratio kept, sides
     multiples of 64; outputs come back at the input's size: "pil" (images), "np" ((N, H, W, 3)
     float in [0, 1]) or "pt" ((N, 3, H, W) float in [0, 1]).
+
+    Modes: the model edits 8-bit sRGB, the input's transparent parts composited on white (see
+    ``images.read_picture``). An input with transparency (RGBA, LA, PA, P or grey/RGB with a
+    transparent colour) keeps its alpha: "pil" outputs are then RGBA with the input's alpha channel
+    (their colours taken out of the white composite, see ``images.with_alpha``), "np" and "pt" stay
+    RGB (the composite on white, what the RGBA picture shows on white). Other modes come out as RGB
+    (8 bits per channel). ``read`` says in ``meta["converted"]`` how the input's mode was converted
+    (absent for opaque 8-bit RGB); ``meta["alpha"]`` keeps the alpha (a PNG in base64).
     """
 
     defaults = DEFAULTS
@@ -36,10 +44,22 @@ class ImageCodec:
         self.model = model
 
     def read(self, item: ImageInput) -> Source:
-        """The picture (path or PIL) at the model's size, with its own size for the outputs."""
-        picture = load_image(item)
-        size = model_size(*picture.size, self.model.native_size, self.model.pixel_multiple)
-        return Source((picture, size), {"size": list(picture.size)})
+        """The picture (path or PIL) at the model's size, with its own size for the outputs.
+
+        meta: "size" ([W, H] of the input); "converted" (one line: how the input's mode was
+        converted for the model, e.g. "RGBA: the RGB channels edited, alpha kept", "16-bit grey:
+        edited as 8-bit RGB"; absent for opaque 8-bit RGB); "alpha" (the input's alpha channel as
+        base64 PNG text; absent when it has none).
+        """
+        picture = read_picture(item)
+        rgb = picture.rgb
+        size = model_size(*rgb.size, self.model.native_size, self.model.pixel_multiple)
+        meta: dict[str, Any] = {"size": list(rgb.size)}
+        if picture.converted:
+            meta["converted"] = picture.converted
+        if picture.alpha is not None:
+            meta["alpha"] = alpha_to_text(picture.alpha)
+        return Source((rgb, size), meta)
 
     def latent_shape(self, source: Source) -> tuple[int, ...]:
         """(4, h, w) of the picture's latent."""
@@ -53,10 +73,15 @@ class ImageCodec:
         return self.model.encode(to_tensor(picture, size))
 
     def write(self, latents: torch.Tensor, meta: dict[str, Any], output_type: str) -> Any:
-        """Pictures at the input's size."""
-        images = to_pil(self.model.decode(latents), tuple(meta["size"]))
+        """Pictures at the input's size: "pil" RGB images, RGBA with the input's alpha when
+        ``meta`` has one (resized to the output when its size differs); "np" / "pt" RGB always."""
+        size = tuple(meta["size"])
+        images = to_pil(self.model.decode(latents), size)
         if output_type == "pil":
-            return images
+            if meta.get("alpha") is None:
+                return images
+            alpha = alpha_from_text(meta["alpha"])
+            return [with_alpha(image, alpha) for image in images]
         array = np.stack([np.asarray(image, dtype=np.float32) / 255 for image in images])
         return array if output_type == "np" else torch.from_numpy(array).permute(0, 3, 1, 2)
 
