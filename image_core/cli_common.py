@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -12,10 +13,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from .errors import EditError, InputError
 from .cli_outputs import (  # noqa: F401 (the command lines' names for them)
     SLUG_BYTES, Writer, concepts_of, check_outputs, ends_with_separator, inversion_output, mask_output, name_targets,
-    output_base, output_paths, record_path, run_record, side_jobs, slug, versions, write_all, write_json,
+    output_base, output_paths, record_path, run_record, side_jobs, slug, versions, write_all, write_json, write_run,
 )
 from .files import check_name_length
-from .request import FIXED_BY_INVERSION, METHODS, EditRequest, MaskChoice, PCOptions, Region, check_request
+from .request import FIXED_BY_INVERSION, METHODS, TRACKED, EditRequest, MaskChoice, PCOptions, Region, check_request
 
 if TYPE_CHECKING:
     from .inversion import Inversion
@@ -126,10 +127,10 @@ def parse_arguments(parser: Parser, argv: Sequence[str]) -> argparse.Namespace:
     """Parse ``argv`` and refuse, in one line, any value no edit can run with (before anything loads):
     ``check_request`` of the request the arguments make, then what only the command line has.
 
-    The namespace gets ``given``: the dests of ``FIXED_BY_INVERSION`` and --cfg-tar the command line
+    The namespace gets ``given``: the dests of ``FIXED_BY_INVERSION`` and ``TRACKED`` the command line
     set explicitly; ``target`` is a list (empty without --target).
     """
-    tracked = [*FIXED_BY_INVERSION, "cfg_tar"]
+    tracked = [*FIXED_BY_INVERSION, *TRACKED]
     unset = argparse.Namespace(**{dest: _UNSET for dest in tracked})
     args = parser.parse_args(argv, namespace=unset)
     args.given = {dest for dest in tracked if getattr(args, dest) is not _UNSET}
@@ -231,12 +232,16 @@ def load_inversion(args: argparse.Namespace) -> Inversion:
 
 
 def check_inversion_fits(inv: Inversion, expected: dict[str, Any], what: str, path: str) -> None:
-    """InputError unless ``inv.meta`` has the ``expected`` input facts (e.g. the size of the input).
+    """InputError unless ``inv.meta`` has the ``expected`` input facts (e.g. the size of the input);
+    a file without them at all was made by another model or modality (an audio inversion given to the
+    image editor), which the message says.
 
     Args:
         expected: meta key -> value of the input given now.
         what: how the message describes the facts ("size", "sample rate and length").
     """
+    if any(key not in inv.meta for key in expected):
+        raise InputError(_made_elsewhere(inv, expected, what, path))
     found = {key: inv.meta.get(key) for key in expected}
     if found != expected:
         made = ", ".join(f"{key} {value}" for key, value in found.items())
@@ -245,6 +250,38 @@ def check_inversion_fits(inv: Inversion, expected: dict[str, Any], what: str, pa
             f"the inversion {path} was made from an input of another {what} ({made}, not {now}): "
             "give the input it was made from, or leave out --inversion"
         )
+
+
+_IMAGE_FACTS = frozenset({"size"})
+_AUDIO_FACTS = frozenset({"sample_rate", "num_frames", "model_samples"})
+_AGAIN = {"image": "invert the picture again", "audio": "invert the recording again"}
+
+
+def _modality(keys: Any, model: str = "") -> str | None:
+    """"image" or "audio": what kind of input the facts ``keys`` (else the model fingerprint) belong to."""
+    if _IMAGE_FACTS & set(keys):
+        return "image"
+    if _AUDIO_FACTS & set(keys):
+        return "audio"
+    if model.startswith("stable-diffusion"):
+        return "image"
+    return "audio" if model.startswith("audioldm") else None
+
+
+def _made_elsewhere(inv: Inversion, expected: dict[str, Any], what: str, path: str) -> str:
+    """One line for an inversion whose meta lacks the input facts this command expects: it was made
+    by a model of another modality (an audio inversion given to the image editor, say)."""
+    made, now = _modality(inv.meta, inv.settings.model), _modality(expected)
+    again = _AGAIN.get(now or "", "invert the input again")
+    if made is not None and now is not None and made != now:
+        return (
+            f"the inversion {path} was made by an {made} model, not this {now} model (not from an input of "
+            f"another {what}): {again} without --inversion"
+        )
+    return (
+        f"the inversion {path} records no {what} of the input it was made from (another model or tool made it): "
+        f"{again} without --inversion"
+    )
 
 
 def check_mask_file(args: argparse.Namespace, is_region: bool) -> None:
@@ -265,13 +302,24 @@ def quiet_hub_logging() -> None:
 
 
 def run(main: Callable[[], None]) -> None:
-    """Run a command: user errors as one line on stderr with exit code 2, Ctrl-C as exit code 130."""
+    """Run a command: user errors as one line on stderr with exit code 2, Ctrl-C as exit code 130;
+    warnings as one line each ("warning: ..."), each said once."""
     quiet_hub_logging()
-    try:
-        main()
-    except EditError as error:
-        print(f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    said: set[str] = set()
+
+    def one_line(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        text = str(message).splitlines()[0] if str(message) else category.__name__
+        if text not in said:
+            said.add(text)
+            print(f"warning: {text}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = one_line
+        try:
+            main()
+        except EditError as error:
+            print(f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
