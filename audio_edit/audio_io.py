@@ -182,15 +182,77 @@ def _decode(file: Path) -> tuple[np.ndarray, int]:
         warnings.simplefilter("ignore")
         try:
             data, sample_rate = librosa.load(file, sr=None, mono=False)
-        except Exception as error:
+        except Exception:
             # Not chained: freeing the failure here, inside the filter, silences the ResourceWarning of
             # any file handle the failed decoder left open.
-            reason = type(error).__name__
+            pass
         else:
             return np.atleast_2d(np.asarray(data, dtype=np.float32)), int(sample_rate)
-    raise InputError(
-        f"Cannot decode {file} as audio ({reason}); convert it to WAV or FLAC (for example with sox)."
-    )
+    raise InputError(_undecodable(file))
+
+
+_SNIFF_BYTES = 4096  # bytes of a file read to tell what it holds when no decoder can read it
+
+# leading bytes -> what a file that starts with them is (audio containers first)
+_AUDIO_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"RIFF", "WAV"),
+    (b"RF64", "WAV"),
+    (b"fLaC", "FLAC"),
+    (b"OggS", "OGG"),
+    (b"ID3", "MP3"),
+    (b"FORM", "AIFF"),
+    (b"caff", "CAF"),
+)
+_OTHER_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG", "a PNG picture"),
+    (b"\xff\xd8\xff", "a JPEG picture"),
+    (b"GIF8", "a GIF picture"),
+    (b"%PDF", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive"),
+)
+_READABLE = "give a WAV, FLAC, MP3, OGG or AIFF file (convert others, for example with sox)"
+
+
+def _undecodable(file: Path) -> str:
+    """One line on why no decoder could read ``file``, naming what it holds rather than the decoder's
+    exception: text, a picture, an audio file that is damaged or in an encoding this tool lacks, or
+    bytes of no known audio format."""
+    try:
+        with open(file, "rb") as handle:
+            head = handle.read(_SNIFF_BYTES)
+    except OSError:
+        head = b""
+    for signature, kind in _AUDIO_SIGNATURES:
+        if head.startswith(signature):
+            return (
+                f"Cannot decode {file} as audio: it starts like a {kind} file but is damaged, cut short or in an "
+                f"encoding this tool cannot read; re-export it, or convert it to WAV or FLAC (for example with sox)."
+            )
+    if head[4:8] == b"ftyp":
+        return (
+            f"Cannot decode {file} as audio: it is an MP4/M4A file, which this tool cannot read; "
+            "convert it to WAV or FLAC (for example with sox or ffmpeg)."
+        )
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:  # an MPEG audio frame without ID3 tag
+        return (
+            f"Cannot decode {file} as audio: it starts like an MP3 file but is damaged or cut short; "
+            "re-export it, or convert it to WAV or FLAC (for example with sox)."
+        )
+    kind = next((kind for signature, kind in _OTHER_SIGNATURES if head.startswith(signature)), None)
+    if kind is not None:
+        cause = f"it holds {kind}"
+    else:
+        cause = "it holds text" if _is_text(head) else "its bytes match no audio format"
+    return f"Cannot decode {file} as audio: it is not an audio file this tool can read ({cause}); {_READABLE}."
+
+
+def _is_text(head: bytes) -> bool:
+    """Whether ``head`` (a file's first bytes) reads as text: UTF-8 (a character cut at the end
+    allowed) without NUL or other control characters than tab, newline, carriage return and form feed."""
+    text = head.removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="ignore")
+    if not text or len(text.encode("utf-8")) < len(head) - 6:
+        return False
+    return all(ch.isprintable() or ch in "\t\n\r\f" for ch in text)
 
 
 def check_audio(audio: Audio, name: str = "the audio") -> None:

@@ -142,7 +142,7 @@ class AudioModel:
             module_dtype = dtype if module_name == "unet" else torch.float32
             module.to(self.device)
             if module.dtype != module_dtype:
-                module.to(module_dtype)
+                adapters.cast(module, module_dtype)
             module.eval().requires_grad_(False)
         prediction_type = scheduler_config.get("prediction_type", "epsilon")
         if prediction_type not in PREDICTION_TYPES:
@@ -418,8 +418,10 @@ def _load_failure(name_or_path: str, error: BaseException) -> str:
 
 def _resolve_source(name_or_path: str) -> str:
     """The folder for local paths (``~`` expanded), else the string as a hub id; a name that can only be
-    a local path and is not a folder raises ModelLoadError at once (see ``adapters.local_folder``)."""
-    return adapters.local_folder(name_or_path) or name_or_path
+    a local path and is not a folder, or that is neither a folder nor a hub id owner/name (a mistyped
+    "tiny", say), raises ModelLoadError at once (see ``adapters.local_folder`` and
+    ``adapters.check_hub_id``)."""
+    return adapters.local_folder(name_or_path) or adapters.check_hub_id(name_or_path, tuple(TINY_NAMES), HUB_IDS)
 
 
 def _read_json(source: str, filename: str) -> dict[str, Any]:

@@ -3,11 +3,13 @@ fingerprints, and loading diffusers / transformers components with one-line erro
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import json
+import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -210,6 +212,30 @@ def _mix(index: np.ndarray) -> np.ndarray:
         return (z ^ (z >> np.uint64(31))) | np.uint64(1)
 
 
+_DIFFUSERS_MODELS_LOGGER = "diffusers.models.modeling_utils"  # where ModelMixin.to logs its casting warning
+
+
+class _EmptyFp32ListFilter(logging.Filter):
+    """Drops diffusers' "There are modules in X that should be kept in float32: []" warning, which
+    ``ModelMixin.to(dtype)`` logs on every cast even when no module must stay in float32 (the empty
+    list); every other record, that warning with a non-empty list included, passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("There are modules in ") and "that should be kept in float32: []." in message)
+
+
+def cast(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """``module.to(dtype)`` without diffusers' empty "should be kept in float32: []" warning."""
+    logger = logging.getLogger(_DIFFUSERS_MODELS_LOGGER)
+    quiet = _EmptyFp32ListFilter()
+    logger.addFilter(quiet)
+    try:
+        return module.to(dtype)
+    finally:
+        logger.removeFilter(quiet)
+
+
 def first_line(error: BaseException) -> str:
     """``Type: first line of the message``, at most 300 characters, for one-line messages."""
     lines = str(error).strip().splitlines()
@@ -246,6 +272,33 @@ def local_folder(name: str) -> str | None:
     if _looks_like_path(name):
         raise ModelLoadError(f"no such folder: {name} (check the path, or pass a folder saved with save_pretrained)")
     return None
+
+
+def check_hub_id(name: str, builtins: Sequence[str], hub_ids: Sequence[str]) -> str:
+    """``name`` if it can be a hub id "owner/name"; else ModelLoadError at once, without asking the hub.
+
+    For a name that is neither a local folder (see ``local_folder``, called first) nor "owner/name",
+    such as a mistyped built-in name ("tiy"): the message names the closest of ``builtins`` and
+    ``hub_ids`` (difflib) and lists what can be given.
+    """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if name.count("/") == 1:
+        try:
+            validate_repo_id(name)
+            return name
+        except HFValidationError:
+            pass
+    choices = [*builtins, *hub_ids]
+    by_lower = {choice.lower(): choice for choice in choices}
+    close = [by_lower[match] for match in difflib.get_close_matches(name.strip().lower(), list(by_lower), n=3, cutoff=0.6)]
+    quoted = [repr(choice) for choice in close]
+    listed = f"{', '.join(quoted[:-1])} or {quoted[-1]}" if len(quoted) > 1 else "".join(quoted)
+    guess = f" did you mean {listed}?" if close else ""
+    raise ModelLoadError(
+        f"unknown model {name!r}:{guess} give a hub id (owner/name, e.g. {', '.join(hub_ids)}), "
+        f"a local folder, or {' / '.join(builtins)}"
+    )
 
 
 def _looks_like_path(name: str) -> bool:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
-from tqdm.auto import tqdm
+from .progress import Progress
 
 from .batching import append_dims
 from .guidance import Guidance
@@ -192,7 +192,7 @@ def sample(
     sigmas = sigma(schedule, eta)
     last = schedule.num_steps - 1
     x = x_t
-    for j, k in enumerate(tqdm(steps, desc=desc, disable=not progress)):
+    for j, k in enumerate(Progress(steps, desc=desc, disable=not progress)):
         t = schedule.timesteps[k]
         eps = guidance(x, t.expand(x.shape[0]).to(x.device), j)
         a_t, a_s, s = schedule.alphas[k], schedule.alphas_prev[k], sigmas[k]

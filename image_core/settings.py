@@ -58,8 +58,20 @@ def consecutive_seeds(first: int, count: int, what: str = "seed") -> list[int]:
 
 def check_interval(pair: Sequence[float], lowest: float, highest: float, what: str, allowed: str) -> tuple[float, float]:
     """(start, end) of a range (a time range, a frequency band, a box side), refused in one line unless
-    finite, ordered and inside [lowest, highest]; ``allowed`` says what the limits are."""
+    finite, ordered and inside [lowest, highest]; ``allowed`` says what the limits are. A reversed
+    (start after end) or empty range is refused as such, not as lying outside."""
     start, end = (float(v) for v in pair)
+    if math.isfinite(start) and math.isfinite(end):
+        if start > end:  # the cause is the order, wherever the two ends lie
+            swapped = f"here {end:g}:{start:g}" if lowest <= end and start <= highest else "the smaller first"
+            raise InputError(
+                f"the {what} {start:g}:{end:g} is reversed (start after end), so it does not lie inside {allowed}: "
+                f"give start:end, {swapped}"
+            )
+        if start == end:
+            raise InputError(
+                f"the {what} {start:g}:{end:g} is empty (start equals end): give start:end with start before end"
+            )
     if not (math.isfinite(start) and math.isfinite(end) and lowest <= start < end <= highest):
         raise InputError(f"the {what} {start:g}:{end:g} does not lie inside {allowed}")
     return start, end

@@ -64,7 +64,7 @@ def run(main, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int,
 def test_both_commands_report_a_missing_device_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     picture, sound = tmp_path / "in.png", tmp_path / "in.wav"
     Image.new("RGB", (64, 64), (90, 120, 200)).save(picture)
-    sf.write(sound, np.zeros(16000, dtype=np.float32), 16000)
+    sf.write(sound, 0.1 * np.sin(np.arange(16000, dtype=np.float32) * 0.05), 16000)
     for main, source in ((image_main, picture), (audio_main, sound)):
         argv = [str(source), "--target", "x", "--model", "tiny", "--device", "cuda", "--out", str(tmp_path / f"o{source.suffix}")]
         code, err = run(main, argv, capsys)

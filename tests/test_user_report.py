@@ -162,3 +162,12 @@ def test_an_rgba_picture_is_edited_with_its_alpha_and_the_conversion_said(tmp_pa
     code, stdout, err = run(image_main, [str(source), "--target", "a dog", "--out", str(tmp_path / "e.jpg"), *IMAGE], capsys)
     assert code == 0 and "holds no transparency" in err, err
     assert Image.open(tmp_path / "e.jpg").mode == "RGB"
+
+
+def test_a_progress_bar_prints_its_final_line_once(capsys: pytest.CaptureFixture[str]) -> None:
+    from image_core.progress import Progress
+
+    for _ in Progress(range(5), desc="editing", mininterval=0):
+        pass
+    err = capsys.readouterr().err
+    assert err.count("editing: 100%") == 1 and err.endswith("\n"), err

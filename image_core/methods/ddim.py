@@ -15,7 +15,7 @@ edit-friendly DDPM inversion, which is exact at any guidance.
 from __future__ import annotations
 
 import torch
-from tqdm.auto import tqdm
+from ..progress import Progress
 
 from ..guidance import Guidance
 from ..sampling import predicted_x0
@@ -42,7 +42,7 @@ def ddim_invert(
     steps = schedule.last(t_start)
     xts = torch.empty((x0.shape[0], len(steps), *x0.shape[1:]), dtype=x0.dtype, device=x0.device)
     x = x0
-    for j, k in zip(reversed(range(len(steps))), tqdm(reversed(steps), total=len(steps), desc="DDIM inversion", disable=not progress)):
+    for j, k in zip(reversed(range(len(steps))), Progress(reversed(steps), total=len(steps), desc="DDIM inversion", disable=not progress)):
         t = schedule.timesteps[k]
         eps = guidance(x, t.expand(x.shape[0]).to(x.device), j)
         x0_hat = predicted_x0(schedule.alphas_prev[k], x, eps)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
-from tqdm.auto import tqdm
+from ..progress import Progress
 
 from ..batching import append_dims
 from ..guidance import ClassifierFreeGuidance, Guidance
@@ -85,7 +85,7 @@ def ddpm_invert(
     sigmas = sigma(schedule, eta)
     zs = torch.empty_like(flat)
     residual = None
-    for lo in tqdm(range(0, B * K, batch_size), desc="inversion", disable=not progress):
+    for lo in Progress(range(0, B * K, batch_size), desc="inversion", disable=not progress):
         part = slice(lo, lo + batch_size)
         kp, bp, jp = k[part], b[part], j[part]
         eps = guidance.take(bp)(flat[part], schedule.timesteps[kp].to(x0.device))

@@ -42,7 +42,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
+from ..progress import Progress
 
 from ..batching import Cond
 from ..errors import EditError, InputError
@@ -128,7 +128,7 @@ def null_text_invert(
     kept: list[dict[str, torch.Tensor]] = []
     losses: list[list[float]] = []
     x = xts[:, 0]
-    bar = tqdm(steps, desc="null-text inversion", disable=not progress)
+    bar = Progress(steps, desc="null-text inversion", disable=not progress)
     for j, k in enumerate(bar):
         target = xts[:, j + 1] if j + 1 < K else x0
         t = schedule.timesteps[k].expand(x.shape[0]).to(x.device)

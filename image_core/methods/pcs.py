@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from ..progress import Progress
 
 from ..batching import append_dims
 from ..errors import InputError
@@ -205,7 +205,7 @@ def posterior_pcs(
     m = min(n + oversample, int((P > 0).sum()))  # a few extra directions speed up the top n
     V, _ = torch.linalg.qr(P[:, None] * torch.randn(d, m, generator=g, dtype=torch.float64).to(x_t.device, x_t.dtype))
     angle, iterations, previous = float("inf"), 0, None
-    bar = tqdm(total=max_iterations, desc="principal components", disable=not progress)
+    bar = Progress(total=max_iterations, desc="principal components", disable=not progress)
     for iterations in range(1, max_iterations + 1):
         W = covariance_times(V)  # the one model call of the iteration
         values, U = torch.linalg.eigh(((V.T @ W) + (V.T @ W).T) / 2)  # Rayleigh-Ritz on span(V)
@@ -250,7 +250,7 @@ def variances_along(
     i, k = torch.arange(n).repeat_interleave(K), torch.arange(K).repeat(n)  # row r: vector i[r] at point k[r]
     out = torch.empty(n * K, dtype=torch.float64)
     a = alphas.to(torch.float64)
-    for lo in tqdm(range(0, n * K, batch_size), desc="variance along the components", disable=not progress):
+    for lo in Progress(range(0, n * K, batch_size), desc="variance along the components", disable=not progress):
         ip, kp = i[lo : lo + batch_size], k[lo : lo + batch_size]
         v = vectors[ip].to(xts.device, xts.dtype)
         x = xts[kp.to(xts.device)]

@@ -11,6 +11,8 @@ from .. import adapters
 from ..adapters import load_component
 
 DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"  # the model of the image paper
+HUB_IDS = (DEFAULT_MODEL,)  # named when a --model is neither a hub id nor a folder (any SD 1.x / 2.x loads)
+BUILTIN_NAMES = ("tiny",)
 
 
 class StableDiffusionModel:
@@ -59,13 +61,13 @@ class StableDiffusionModel:
             for key in ("text_encoder", "unet", "vae"):
                 parts[key].to(device).eval()
                 if dtype != torch.float32:
-                    parts[key].to(dtype)
+                    adapters.cast(parts[key], dtype)
             return cls("tiny", **parts)
         from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
         name = os.fspath(name)
-        source = adapters.local_folder(name) or name
+        source = adapters.local_folder(name) or adapters.check_hub_id(name, BUILTIN_NAMES, HUB_IDS)
         kind = adapters.model_class_name(source)
         if kind is not None and not kind.startswith("StableDiffusion"):
             raise adapters.ModelLoadError(f"{name!r} is a {kind}, not a Stable Diffusion model")
