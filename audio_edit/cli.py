@@ -30,6 +30,7 @@ def _main(argv: Sequence[str]) -> None:
         cfg_src=defaults.CFG_SRC,
         cfg_tar=defaults.CFG_TAR,
         region='a time range and/or a frequency band, e.g. "2.0:4.5s", "200:2000Hz" or "2.0:4.5s,200:2000Hz"',
+        tiny="tiny (AudioLDM 2) or tiny-audioldm",
     )
     parser.add_argument("--region", default=None, metavar="START:END", help="limit the --pc components to this time range in seconds")
     parser.add_argument("--band", default=None, metavar="LOW:HIGH", help="limit the --pc components to this band in Hz (0..8000)")

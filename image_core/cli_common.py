@@ -35,23 +35,27 @@ class Parser(argparse.ArgumentParser):
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults in --help, except None (such options say in words what happens without them)."""
+    """Shows defaults in --help, except None, "" and [] (such options say in words what happens
+    without them)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        return action.help if action.default is None else super()._get_help_string(action)
+        quiet = action.default is None or action.default == "" or action.default == []
+        return action.help if quiet else super()._get_help_string(action)
 
 
 def edit_parser(
-    prog: str, description: str, *, model: str, steps: int, t_start: int, cfg_src: float, cfg_tar: float, region: str
+    prog: str, description: str, *, model: str, steps: int, t_start: int, cfg_src: float, cfg_tar: float, region: str,
+    tiny: str = "tiny",
 ) -> Parser:
     """The arguments both editors take, with the given paper defaults; ``region`` tells how --mask
     writes a region of this kind of input."""
     p = Parser(prog=prog, description=description, formatter_class=_HelpFormatter)
     p.add_argument("input", help="the file to edit (never modified)")
     p.add_argument("--target", action="append", metavar="TEXT", help="target prompt; repeat for several edits (optional with --add/--remove)")
-    p.add_argument("--source", default="", metavar="TEXT", help="source prompt describing the input")
-    p.add_argument("--negative", default="", metavar="TEXT", help="negative prompt of the edit (the unconditional branch)")
-    p.add_argument("--model", default=model, metavar="ID|PATH|tiny", help="hub id, local folder, or the random 'tiny' model")
+    p.add_argument("--source", default="", metavar="TEXT", help="source prompt describing the input (default: none)")
+    p.add_argument("--negative", default="", metavar="TEXT",
+                   help="negative prompt of the edit, the unconditional branch (default: none, as the models were trained)")  # fmt: skip
+    p.add_argument("--model", default=model, metavar="ID|PATH|tiny", help=f"hub id, local folder, or a random test model: {tiny}")
     p.add_argument("--steps", type=int, default=steps, help="diffusion steps of the full chain")
     p.add_argument("--tstart", type=int, default=t_start, help="steps the edit runs (higher: stronger edit, less of the input kept)")
     p.add_argument("--cfg-src", type=float, default=cfg_src, help="guidance scale of the source prompt during inversion")
@@ -118,7 +122,8 @@ def edit_parser(
         "--threads", type=int, default=None, metavar="N",
         help="CPU threads torch may use (default: torch's own choice, usually all cores); lower it on shared machines",
     )  # fmt: skip
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="where the model runs; auto: cuda when there is one, then mps, else cpu")  # fmt: skip
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"], help="auto: float16 on cuda, else float32")
     return p
 

@@ -171,3 +171,12 @@ def test_a_progress_bar_prints_its_final_line_once(capsys: pytest.CaptureFixture
         pass
     err = capsys.readouterr().err
     assert err.count("editing: 100%") == 1 and err.endswith("\n"), err
+
+
+def test_help_texts(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(audio_main, ["--help"], capsys)
+    text = " ".join(out.split())
+    assert code == 0
+    assert "(default: )" not in text and "(default: [])" not in text
+    assert "where the model runs" in text and "tiny-audioldm" in text
+    assert text.count("default 2, the audio paper's") == 1
