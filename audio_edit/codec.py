@@ -30,6 +30,7 @@ from .mel import LogMel, MelConfig, normalize_waveform
 from .models import AudioModel
 
 MIN_SAMPLES = 640  # 40 ms at 16 kHz: the centred STFT needs more than half its 1024-sample window
+DECODE_ROWS = 8  # latents per VAE-decoder and vocoder call: bounds their memory (a 10 s window each)
 DEFAULTS = Defaults(defaults.NUM_STEPS, defaults.T_START, defaults.CFG_SRC, defaults.CFG_TAR, "np")
 
 AudioInput = str | os.PathLike | Audio
@@ -96,15 +97,15 @@ class AudioCodec:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
-        """(N, C, T, F) latents -> (N, T * f * hop) float32 waveforms at 16 kHz, one row at a time."""
+        """(N, C, T, F) latents -> (N, T * f * hop) float32 waveforms at 16 kHz, ``DECODE_ROWS`` rows
+        per VAE and vocoder call (window by window for long clips), one copy to the host at the end."""
         f, hop = self.model.vae_factor, self.mel_config.hop_length
         window, overlap = self.model.latent_window, self.overlap
         waves = []
-        for latent in latents.to(self.model.device):
-            mel = windowed_map(self.model.decode_latent, latent.unsqueeze(0), 2, 2, Fraction(f), window, overlap)
-            wave = windowed_map(self.model.vocode, mel, 2, 1, Fraction(hop), window * f, overlap * f)
-            waves.append(wave[0].float().cpu().numpy())
-        return np.stack(waves)
+        for part in latents.to(self.model.device).split(DECODE_ROWS):
+            mel = windowed_map(self.model.decode_latent, part, 2, 2, Fraction(f), window, overlap)
+            waves.append(windowed_map(self.model.vocode, mel, 2, 1, Fraction(hop), window * f, overlap * f).float())
+        return torch.cat(waves).cpu().numpy()
 
     def write(self, latents: torch.Tensor, meta: dict[str, Any], output_type: str) -> list[np.ndarray]:
         """Waveforms at the input's rate, exact length and loudness."""

@@ -56,11 +56,12 @@ class AudioEditor(Editor):
         self.mel_config, self.log_mel = self.codec.mel_config, self.codec.log_mel
 
     def inversion_rows(self, x0: torch.Tensor) -> int:
-        """Fewer timesteps per inversion call for clips of several windows: ``inversion_batch_size``
-        window-rows in all, so the buffers of a call stay the size of a short clip's at any length
-        (the UNet sees batches of ``window_batch`` windows either way)."""
+        """Fewer timesteps per inversion call for clips of several windows: as many window-rows in all
+        as one window's latent takes (``LatentEditor.inversion_rows``), so the buffers of a call stay
+        the size of a short clip's at any length (the UNet sees batches of ``window_batch`` windows
+        either way)."""
         windows = len(spans(x0.shape[2], self.model.latent_window, self.overlap))
-        return max(1, self.inversion_batch_size // windows)
+        return max(1, super().inversion_rows(x0[..., : self.model.latent_window, :]) // windows)
 
     def fingerprint(self) -> str:
         """The model's fingerprint plus the windows: the blend of overlapping windows changes the noise
@@ -69,11 +70,16 @@ class AudioEditor(Editor):
 
     @classmethod
     def from_pretrained(
-        cls, name: str = defaults.MODEL, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto", **kwargs: Any
+        cls, name: str = defaults.MODEL, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
+        compile: bool = False, **kwargs: Any,
     ) -> AudioEditor:
-        """Load a hub id, a local folder (diffusers layout), "tiny" (AudioLDM2) or "tiny-audioldm"."""
+        """Load a hub id, a local folder (diffusers layout), "tiny" (AudioLDM2) or "tiny-audioldm";
+        ``compile``: denoise with ``torch.compile`` of the UNet (the first call of each shape compiles)."""
         resolved = adapters.resolve_device(device)
-        return cls(AudioModel.from_pretrained(name, resolved, adapters.resolve_dtype(dtype, resolved)), **kwargs)
+        model = AudioModel.from_pretrained(name, resolved, adapters.resolve_dtype(dtype, resolved))
+        if compile:
+            model.compile()
+        return cls(model, **kwargs)
 
     def save_pretrained(self, folder: str | os.PathLike[str]) -> None:
         """Save the model in the diffusers layout."""

@@ -149,8 +149,14 @@ class AudioModel:
             raise ModelLoadError(f"Model {name!r} predicts {prediction_type!r}, expected one of {PREDICTION_TYPES}.")
         self.prediction_type: str = prediction_type
         self._fingerprint: str | None = None
+        self.compiled_unet: Any = None  # set by ``compile``
         scheduler = _scheduler_from_config(scheduler_config)
         self._alphas_cumprod = scheduler.alphas_cumprod.to(self.device, torch.float32)
+
+    def compile(self, backend: str = "inductor") -> None:
+        """Denoise with ``torch.compile`` of the UNet (``adapters.compiled``); products for the posterior
+        components keep the eager UNet."""
+        self.compiled_unet = adapters.compiled(self.unet, backend)
 
     # ----------------------------------------------------------------------------------------- loading
 
@@ -313,8 +319,9 @@ class AudioModel:
         """
         sample = x.to(self.device, self.dtype)
         t = t.to(self.device)
+        unet = adapters.pick_unet(sample, self.unet, self.compiled_unet)
         if self.family == "audioldm2":
-            output = self.unet(
+            output = unet(
                 sample,
                 t,
                 encoder_hidden_states=cond["gpt2"].to(self.dtype),
@@ -322,7 +329,7 @@ class AudioModel:
                 encoder_attention_mask_1=cond["t5_mask"],
             ).sample
         else:
-            output = self.unet(sample, t, encoder_hidden_states=None, class_labels=cond["class_labels"].to(self.dtype)).sample
+            output = unet(sample, t, encoder_hidden_states=None, class_labels=cond["class_labels"].to(self.dtype)).sample
         x_t = x.to(self.device, torch.float32)
         return adapters.eps_from_output(output.float(), x_t, self._alphas_cumprod[t], self.prediction_type).to(x.dtype)
 

@@ -59,11 +59,15 @@ def _check_available(device: torch.device) -> None:
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """"auto" -> float16 on cuda (the weights' own precision is enough there), float32 elsewhere."""
+    """"auto" -> on cuda bfloat16 where the GPU supports it (float16's range without its overflows;
+    the core's own arithmetic stays float32 / float64 either way), float16 on older GPUs; float32
+    elsewhere."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}: use auto, {', '.join(DTYPES)}")
     return DTYPES[dtype]
@@ -331,3 +335,37 @@ def scheduler_config(config: Mapping[str, Any]) -> dict[str, Any]:
     from diffusers import DDIMScheduler
 
     return {k: v for k, v in DDIMScheduler.from_config(dict(config)).config.items() if not k.startswith("_")}
+
+
+def compiled(module: torch.nn.Module, backend: str = "inductor") -> Any:
+    """``torch.compile`` of a UNet (or transformer): its kernels fused for the shapes it sees. The
+    first call at each new shape compiles (tens of seconds); edits reuse the few shapes they have."""
+    return torch.compile(module, backend=backend)
+
+
+def pick_unet(x: torch.Tensor, eager: torch.nn.Module, compiled_module: Any | None) -> Any:
+    """The compiled module, except for forward-mode products (compiled graphs have no forward
+    derivatives): an input carrying a tangent runs the eager module."""
+    import torch.autograd.forward_ad as fwAD
+
+    if compiled_module is None or fwAD.unpack_dual(x).tangent is not None:
+        return eager
+    return compiled_module
+
+
+UNET_ACTIVATIONS = 20_000  # peak activation bytes of a UNet call per byte of its latent input (SD-class UNets
+# with PyTorch's fused attention; an estimate with headroom: benchmarks/bench_gpu.py measures the real figure)
+MEMORY_SHARE = 0.5  # of the free memory a batch of rows may take (the rest: fragmentation, other buffers)
+MAX_ROWS = 256  # rows per call at most, however much memory there is
+CPU_ROWS = 16  # on a CPU larger batches are not faster, only bigger
+
+
+def rows_in_memory(device: torch.device, input_bytes: int) -> int:
+    """Rows per model call that fit the free memory of a GPU, for rows of ``input_bytes`` of latent
+    input each (all guidance branches counted): ``MEMORY_SHARE`` of the free memory over
+    ``UNET_ACTIVATIONS`` x ``input_bytes``, at least 1 and at most ``MAX_ROWS``; ``CPU_ROWS`` where
+    the free memory is not a GPU's."""
+    free = available_memory(device) if torch.device(device).type == "cuda" else None
+    if free is None:
+        return CPU_ROWS
+    return max(1, min(MAX_ROWS, int(free * MEMORY_SHARE // (UNET_ACTIVATIONS * max(1, input_bytes)))))

@@ -207,6 +207,7 @@ def run_record(
     extra_files: dict[str, Path],
     seeds: Sequence[int] = (),
     pcs: Any = None,
+    rows: int | None = None,
 ) -> dict[str, Any]:
     """Everything needed to repeat a run: settings, seeds, targets and their files, model, versions, device.
 
@@ -218,6 +219,7 @@ def run_record(
         extra_files: every other file written beside them (role -> path), the record itself aside.
         pcs: the ``PosteriorPCs`` a prompt-free edit moved along (found now or loaded): the record
             says how they were made, not what the command line would have asked for.
+        rows: the (x_t, t) rows per model call the inversion ran with (``editor.inversion_rows``).
     """
     import torch
 
@@ -247,7 +249,7 @@ def run_record(
             "source_prompt": settings.source_prompt,
             "negative_prompt": args.negative,
             "seeds": seeds,
-            "inversion_batch": None if args.inversion or args.method == "sdedit" else editor.inversion_batch_size,  # None: no inversion ran
+            "inversion_batch": None if args.inversion or args.method == "sdedit" else rows,  # None: no inversion ran
             "method": settings.method,
             "null_text": {"inner_steps": settings.inner_steps, "early_stop": settings.early_stop}
             if settings.method == "null-text" else None,
@@ -300,7 +302,9 @@ def write_run(
     paths = [path for path, _ in outputs]
     files = {role: path for role, (path, _) in extra.items()}
     files.update({role: path for role, path in (("mask", mask_file), ("inversion", inversion_file), ("pcs", pcs_file)) if path})
-    facts = run_record(command, args, editor, edited.inversion and edited.inversion.settings, paths, files, seeds, edited.pcs)
+    inv = edited.inversion
+    rows = None if inv is None else editor.inversion_rows(inv.x0)
+    facts = run_record(command, args, editor, inv and inv.settings, paths, files, seeds, edited.pcs, rows)
     jobs = [*outputs, *extra.values(), (record_path(paths[0]), lambda path: write_json(path, facts))]
     write_all([*jobs, *side_jobs(editor, edited, inversion_file, mask_file, pcs_file)])
     for path in [*paths, *files.values()]:

@@ -73,7 +73,9 @@ class LatentEditor:
         model: the model adapter.
         denoiser: the ε-predictor to sample with; the model's own ``predict_eps`` by default (the
             audio frontend passes a windowed one for long inputs).
-        inversion_batch_size: (x_t, t) rows per model call during inversion; bounds its memory.
+        inversion_batch_size: (x_t, t) rows per model call during inversion, which bounds its memory;
+            None (the default): as many as fit half the free memory of a GPU (``adapters.rows_in_memory``),
+            16 on a CPU.
         progress: show tqdm progress bars.
     """
 
@@ -81,7 +83,7 @@ class LatentEditor:
         self,
         model: LatentModel,
         denoiser: Denoiser | None = None,
-        inversion_batch_size: int = 16,
+        inversion_batch_size: int | None = None,
         progress: bool = True,
     ) -> None:
         self.model = model
@@ -92,8 +94,11 @@ class LatentEditor:
         self._uncond_bytes: int | None = None  # float32 bytes of one unconditional row (null-text), once known
 
     def inversion_rows(self, x0: torch.Tensor) -> int:
-        """(x_t, t) rows per denoiser call of the inversion of latents like ``x0``."""
-        return self.inversion_batch_size
+        """(x_t, t) rows per denoiser call of the inversion of latents like ``x0`` (B, ...)."""
+        if self.inversion_batch_size is not None:
+            return self.inversion_batch_size
+        element = torch.finfo(getattr(self.model, "dtype", torch.float32)).bits // 8
+        return adapters.rows_in_memory(self.model.device, 2 * x0[0].numel() * element)  # both guidance branches
 
     def fingerprint(self) -> str:
         """What an inversion must have been made with to be edited here: the model's fingerprint

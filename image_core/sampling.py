@@ -15,9 +15,11 @@ sees the whole ``Step`` and may replace x_s (masks, drifts of x0_hat).
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Protocol, Union
 
 import torch
 from .progress import Progress
@@ -33,22 +35,35 @@ def sigma(schedule: Schedule, eta: float) -> torch.Tensor:
     return eta * ((1 - a_s) / (1 - a_t)).sqrt() * (1 - a_t / a_s).clamp(min=0).sqrt()
 
 
-def predicted_x0(a_t: torch.Tensor, x_t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """x0_hat = (x_t - sqrt(1 - ᾱ_t) ε) / sqrt(ᾱ_t); ``a_t`` a float64 scalar or (B,) tensor."""
-    a_t = append_dims(a_t, x_t)
-    return (x_t - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+Coefficient = Union[float, torch.Tensor]
+"""A step's ᾱ or σ: a Python float (one step for every row: no tensor crosses to the device), or a
+(B,) tensor (rows at different steps)."""
 
 
-def eps_from_x0(a_t: torch.Tensor, x_t: torch.Tensor, x0_hat: torch.Tensor) -> torch.Tensor:
+def _rows(value: Coefficient, like: torch.Tensor) -> Coefficient:
+    return value if isinstance(value, float) else append_dims(value, like)
+
+
+def _sqrt(value: Coefficient) -> Coefficient:
+    return math.sqrt(max(value, 0.0)) if isinstance(value, float) else value.clamp(min=0).sqrt()
+
+
+def predicted_x0(a_t: Coefficient, x_t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """x0_hat = (x_t - sqrt(1 - ᾱ_t) ε) / sqrt(ᾱ_t)."""
+    a_t = _rows(a_t, x_t)
+    return (x_t - _sqrt(1 - a_t) * eps) / _sqrt(a_t)
+
+
+def eps_from_x0(a_t: Coefficient, x_t: torch.Tensor, x0_hat: torch.Tensor) -> torch.Tensor:
     """The ε for which ``predicted_x0`` gives ``x0_hat``: (x_t - sqrt(ᾱ_t) x0_hat) / sqrt(1 - ᾱ_t)."""
-    a_t = append_dims(a_t, x_t)
-    return (x_t - a_t.sqrt() * x0_hat) / (1 - a_t).sqrt()
+    a_t = _rows(a_t, x_t)
+    return (x_t - _sqrt(a_t) * x0_hat) / _sqrt(1 - a_t)
 
 
-def mean_from_x0(a_s: torch.Tensor, sigma_t: torch.Tensor, x0_hat: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """μ = sqrt(ᾱ_s) x0_hat + sqrt(1 - ᾱ_s - σ²) ε; ``a_s`` and ``sigma_t`` float64 scalars or (B,)."""
-    a_s, sigma_t = append_dims(a_s, x0_hat), append_dims(sigma_t, x0_hat)
-    return a_s.sqrt() * x0_hat + (1 - a_s - sigma_t**2).clamp(min=0).sqrt() * eps
+def mean_from_x0(a_s: Coefficient, sigma_t: Coefficient, x0_hat: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """μ = sqrt(ᾱ_s) x0_hat + sqrt(1 - ᾱ_s - σ²) ε."""
+    a_s, sigma_t = _rows(a_s, x0_hat), _rows(sigma_t, x0_hat)
+    return _sqrt(a_s) * x0_hat + _sqrt(1 - a_s - sigma_t**2) * eps
 
 
 def posterior_mean(
@@ -148,9 +163,8 @@ class Step:
     def x_s_for(self, x0_hat: torch.Tensor) -> torch.Tensor:
         """The x_s this step gives for another x0_hat, ε re-derived from x_t so that the pair stays
         consistent (how a drift of x0_hat enters a step), with the same noise."""
-        a_t, a_s, s = (torch.tensor(v, dtype=torch.float64) for v in (self.a_t, self.a_s, self.sigma))
-        eps = eps_from_x0(a_t, self.x_t, x0_hat)
-        return mean_from_x0(a_s, s, x0_hat, eps) + self.noise
+        eps = eps_from_x0(self.a_t, self.x_t, x0_hat)
+        return mean_from_x0(self.a_s, self.sigma, x0_hat, eps) + self.noise
 
 
 Callback = Callable[[Step], torch.Tensor]
@@ -189,22 +203,24 @@ def sample(
     Returns:
         (B, ...) the latents after the last step (x_0 when ``steps`` ends the chain).
     """
-    sigmas = sigma(schedule, eta)
+    # the schedule as Python numbers and the timesteps on the latents' device, once: the steps read
+    # nothing back from the device and send nothing to it but the model's inputs
+    alphas, alphas_prev, sigmas = schedule.alphas.tolist(), schedule.alphas_prev.tolist(), sigma(schedule, eta).tolist()
+    timesteps = schedule.timesteps.to(x_t.device)
     last = schedule.num_steps - 1
     x = x_t
     for j, k in enumerate(Progress(steps, desc=desc, disable=not progress)):
-        t = schedule.timesteps[k]
-        eps = guidance(x, t.expand(x.shape[0]).to(x.device), j)
-        a_t, a_s, s = schedule.alphas[k], schedule.alphas_prev[k], sigmas[k]
+        eps = guidance(x, timesteps[k].expand(x.shape[0]), j)
+        a_t, a_s, s = alphas[k], alphas_prev[k], sigmas[k]
         x0_hat = predicted_x0(a_t, x, eps)
         term: torch.Tensor | float = 0.0
         if s > 0 and noise is not None:
-            term = float(s) * noise(j, x)
+            term = s * noise(j, x)
         elif s == 0 and k == last and residual is not None:
             term = RecordedNoise(residual.unsqueeze(1))(0, x)
         x_s = mean_from_x0(a_s, s, x0_hat, eps) + term
         if callback is not None:
-            step = Step(j, k, int(t), x, eps, x0_hat, float(a_t), float(a_s), float(s), term, x_s)
+            step = Step(j, k, int(schedule.timesteps[k]), x, eps, x0_hat, a_t, a_s, s, term, x_s)
             x_s = callback(step)
         x = x_s
     return x

@@ -54,7 +54,7 @@ def blend_weights(span: tuple[int, int], length: int, overlap: int) -> torch.Ten
 def _along(weights: torch.Tensor, axis: int, like: torch.Tensor) -> torch.Tensor:
     shape = [1] * like.dim()
     shape[axis] = -1
-    return weights.to(device=like.device, dtype=like.dtype).view(shape)
+    return weights.to(like.dtype).to(like.device).view(shape)  # the dtype first: MPS has no float64
 
 
 class WindowedDenoiser:
@@ -80,8 +80,11 @@ class WindowedDenoiser:
             rows = torch.tensor([row for _, row in part])
             pieces = torch.stack([self._cut(x_t[row], windows[i]) for i, row in part])
             eps = self.model(pieces, t[rows.to(t.device)], batching.take(cond, rows))
-            for (i, row), piece in zip(part, eps):
-                self._cut(total[row], windows[i]).add_(_along(weights[i], self.axis - 1, piece) * piece)
+            for i in dict.fromkeys(i for i, _ in part):  # one add per window, all its rows at once
+                at = [n for n, (w, _) in enumerate(part) if w == i]
+                start, end = windows[i]
+                window_view = total.narrow(self.axis, start, end - start)
+                window_view.index_add_(0, rows[at].to(total.device), _along(weights[i], self.axis, eps) * eps[at])
         norm = torch.zeros(length, dtype=torch.float64)
         for (start, end), w in zip(windows, weights):
             norm[start:end] += w

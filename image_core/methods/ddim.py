@@ -14,6 +14,8 @@ edit-friendly DDPM inversion, which is exact at any guidance.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from ..progress import Progress
 
@@ -41,13 +43,12 @@ def ddim_invert(
     """
     steps = schedule.last(t_start)
     xts = torch.empty((x0.shape[0], len(steps), *x0.shape[1:]), dtype=x0.dtype, device=x0.device)
+    alphas, alphas_prev = schedule.alphas.tolist(), schedule.alphas_prev.tolist()  # host numbers, once
+    timesteps = schedule.timesteps.to(x0.device)
     x = x0
     for j, k in zip(reversed(range(len(steps))), Progress(reversed(steps), total=len(steps), desc="DDIM inversion", disable=not progress)):
-        t = schedule.timesteps[k]
-        eps = guidance(x, t.expand(x.shape[0]).to(x.device), j)
-        x0_hat = predicted_x0(schedule.alphas_prev[k], x, eps)
-        a_t = schedule.alphas[k]
-        x = a_t.sqrt() * x0_hat + (1 - a_t).sqrt() * eps
+        eps = guidance(x, timesteps[k].expand(x.shape[0]), j)
+        x0_hat = predicted_x0(alphas_prev[k], x, eps)
+        x = math.sqrt(alphas[k]) * x0_hat + math.sqrt(1 - alphas[k]) * eps
         xts[:, j] = x
     return xts
-

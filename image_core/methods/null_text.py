@@ -34,10 +34,15 @@ takes the Adam step, and then stops if the loss it measured was below the thresh
 is optimised at least once and the kept embedding is the one after the last Adam step. Cost: the
 conditional ε of a step is evaluated once (it does not depend on ∅); the kept embedding's
 unconditional call also moves x̄. Per step that is one conditional call and at most
-``inner_steps`` + 1 unconditional ones with ``inner_steps`` backward passes.
+``inner_steps`` + 1 unconditional ones with ``inner_steps`` backward passes. The early stop compares
+each loss with its threshold, so it reads one number back from the device per inner step; without
+it (``early_stop`` 0) a run reads its losses once, at the end, and a loss or gradient that is not
+finite is reported then.
 """
 
 from __future__ import annotations
+
+import math
 
 from dataclasses import dataclass
 
@@ -126,25 +131,28 @@ def null_text_invert(
     K = len(steps)
     embedding = {key: uncond[key].detach().float() for key in keys}
     kept: list[dict[str, torch.Tensor]] = []
-    losses: list[list[float]] = []
+    losses: list[list[torch.Tensor]] = []  # on the device: read once at the end unless the early stop needs them
+    healthy = torch.ones((), dtype=torch.bool, device=x0.device)  # every loss and gradient finite so far
+    reads = early_stop > 0  # comparing a loss with its threshold reads it back: one read per inner step
+    timesteps = schedule.timesteps.to(x0.device)
     x = xts[:, 0]
     bar = Progress(steps, desc="null-text inversion", disable=not progress)
     for j, k in enumerate(bar):
         target = xts[:, j + 1] if j + 1 < K else x0
-        t = schedule.timesteps[k].expand(x.shape[0]).to(x.device)
-        a_t, a_s = schedule.alphas[k], schedule.alphas_prev[k]
+        t = timesteps[k].expand(x.shape[0])
+        a_t, a_s = float(schedule.alphas[k]), float(schedule.alphas_prev[k])
         with torch.no_grad():
             eps_c = denoiser(x, t, cond)
 
         def step(variables: dict[str, torch.Tensor]) -> torch.Tensor:
             eps_u = denoiser(x, t, {**uncond, **{key: v.to(uncond[key].dtype) for key, v in variables.items()}})
             eps = eps_u + scale * (eps_c - eps_u)
-            return mean_from_x0(a_s, torch.zeros(()), predicted_x0(a_t, x, eps), eps)
+            return mean_from_x0(a_s, 0.0, predicted_x0(a_t, x, eps), eps)
 
         variables = {key: value.clone().requires_grad_(True) for key, value in embedding.items()}
         optimizer = torch.optim.Adam(list(variables.values()), lr=learning_rate * (1 - j / (2 * K)))
         threshold = early_stop * (1 + 100 * j / K)
-        tried: list[float] = []
+        tried: list[torch.Tensor] = []
         stop = inner_steps  # the inner iteration that only evaluates the kept embedding
         for i in range(inner_steps + 1):
             last = i == stop
@@ -152,34 +160,46 @@ def null_text_invert(
                 x_s = step(variables)
                 squared = (x_s.float() - target.float()) ** 2  # float32 whatever the latents' dtype
                 total = squared.sum()  # a loss scale of squared.numel(), divided out below
-            tried.append(float(total.detach()) / squared.numel())
-            if not torch.isfinite(squared).all():
-                raise EditError(
-                    f"null-text inversion diverged at step {j + 1} of {K} (the loss is not finite): "
-                    "use float32 or bfloat16, or a lower guidance scale"
-                )
+            tried.append(total.detach() / squared.numel())
+            healthy = healthy & torch.isfinite(tried[-1])
+            if reads and not math.isfinite(float(tried[-1])):
+                raise _diverged(j, K, "loss")
             if last:  # the kept embedding's own evaluation, which also moves x̄
                 break
             optimizer.zero_grad()
             total.backward()
             for value in variables.values():
                 value.grad /= squared.numel()  # type: ignore[operator]
-            if not all(torch.isfinite(value.grad).all() for value in variables.values()):  # type: ignore[arg-type]
-                raise EditError(
-                    f"null-text inversion diverged at step {j + 1} of {K} (the gradient is not finite): "
-                    "use float32 or bfloat16 for the model"
-                )
+            finite = torch.stack([torch.isfinite(value.grad).all() for value in variables.values()]).all()  # type: ignore[arg-type]
+            healthy = healthy & finite
+            if reads and not bool(finite):
+                raise _diverged(j, K, "gradient")
             optimizer.step()  # always a step, then the check of the loss it was taken from (the paper's order)
-            if tried[-1] < threshold:
+            if reads and float(tried[-1]) < threshold:
                 stop = i + 1
         embedding = {key: value.detach() for key, value in variables.items()}
         kept.append(embedding)
         losses.append(tried)
         x = x_s.detach()
         del x_s, squared, total  # after an early stop they hold a forward pass's activations
-        bar.set_postfix(loss=f"{tried[-1]:.2e}")
+        if reads:
+            bar.set_postfix(loss=f"{float(tried[-1]):.2e}")
+    values = torch.stack([loss for tried in losses for loss in tried]).tolist()  # the one read of the run
+    numbers, at = [], 0
+    for tried in losses:
+        numbers.append(values[at : at + len(tried)])
+        at += len(tried)
+    if not bool(healthy):
+        first = next(j for j, tried in enumerate(numbers) if not all(math.isfinite(v) for v in tried)) if any(
+            not math.isfinite(v) for v in values) else K - 1  # fmt: skip
+        raise _diverged(first, K, "loss or gradient")
     per_step = {
         key: torch.stack([step[key] for step in kept], 1) if key in keys else value.unsqueeze(1).repeat_interleave(K, 1)
         for key, value in uncond.items()
     }
-    return NullTextInversion(xts, per_step, losses)
+    return NullTextInversion(xts, per_step, numbers)
+
+
+def _diverged(j: int, K: int, what: str) -> EditError:
+    advice = "use float32 or bfloat16 for the model" if what == "gradient" else "use float32 or bfloat16, or a lower guidance scale"
+    return EditError(f"null-text inversion diverged at step {j + 1} of {K} (the {what} is not finite): {advice}")

@@ -188,23 +188,30 @@ def posterior_pcs(
         region = region[0]  # a mask with a batch axis of one
     P = (torch.ones(d, dtype=x_t.dtype, device=x_t.device) if region is None else
          region.to(x_t.device, x_t.dtype).expand_as(x_t[0]).reshape(d))  # fmt: skip
-    if not 1 <= n <= int((P > 0).sum()):
-        raise InputError(f"the number of components must be between 1 and the {int((P > 0).sum())} latent cells, got {n}")
+    cells = d if region is None else int((region.detach().cpu() > 0).expand(shape).sum())  # counted on the host
+    if not 1 <= n <= cells:
+        raise InputError(f"the number of components must be between 1 and the {cells} latent cells, got {n}")
     scale = (1 - a_t) / a_t**0.5
 
     def covariance_times(V: torch.Tensor) -> torch.Tensor:
         """P Cov P V for V (d, m): the m products in one denoiser call."""
         m = V.shape[1]
-        rows = lambda value: torch.full((m,), value, device=x_t.device)  # noqa: E731
         tangents = (P[:, None] * V).T.reshape(m, *shape)
         repeated = guidance.take(torch.zeros(m, dtype=torch.long))
-        products = x0_jvp(repeated, rows(a_t).double(), rows(t).long(), x_t.expand(m, *shape), tangents)
+        a_rows = torch.full((m,), a_t, dtype=torch.float64)  # on the host: cast before it moves (MPS has no float64)
+        t_rows = torch.full((m,), t, dtype=torch.long, device=x_t.device)
+        products = x0_jvp(repeated, a_rows, t_rows, x_t.expand(m, *shape), tangents)
         return scale * P[:, None] * products.reshape(m, d).T
 
     g = torch.Generator().manual_seed(seed)
-    m = min(n + oversample, int((P > 0).sum()))  # a few extra directions speed up the top n
+    m = min(n + oversample, cells)  # a few extra directions speed up the top n
     V, _ = torch.linalg.qr(P[:, None] * torch.randn(d, m, generator=g, dtype=torch.float64).to(x_t.device, x_t.dtype))
     angle, iterations, previous = float("inf"), 0, None
+
+    def turn(before: torch.Tensor, after: torch.Tensor) -> float:
+        """The largest principal angle between two subspaces (one number read back)."""
+        return float(torch.arccos(torch.linalg.svdvals(before.T @ after).clamp(max=1).min()))
+
     bar = Progress(total=max_iterations, desc="principal components", disable=not progress)
     for iterations in range(1, max_iterations + 1):
         W = covariance_times(V)  # the one model call of the iteration
@@ -212,15 +219,18 @@ def posterior_pcs(
         order = values.argsort(descending=True)
         U, lam = U[:, order], values[order]
         ritz = (V @ U)[:, :n]
-        if previous is not None:  # how far the top-n subspace turned in this iteration
-            angle = float(torch.arccos(torch.linalg.svdvals(previous.T @ ritz).clamp(max=1).min()))
         bar.update(1)
-        bar.set_postfix(angle=f"{angle:.1e}")
-        if angle < tolerance:
-            break
-        previous = ritz
-        V, _ = torch.linalg.qr(W @ U)  # the power step: Cov span(V)
+        if previous is not None and tolerance > 0:  # the stop reads one number per iteration; tolerance 0 none
+            angle = turn(previous, ritz)
+            bar.set_postfix(angle=f"{angle:.1e}")
+            if angle < tolerance:
+                break
+        if iterations < max_iterations:
+            previous = ritz
+            V, _ = torch.linalg.qr(W @ U)  # the power step: Cov span(V)
     bar.close()
+    if tolerance <= 0 and previous is not None and iterations > 1:
+        angle = turn(previous, ritz)
     ritz = P[:, None] * ritz  # exactly zero outside the region (QR leaves rounding there)
     signs = torch.where(ritz.sum(0) < 0, -1.0, 1.0).to(ritz.dtype)  # a fixed sign per vector
     vectors = (ritz * signs).T.reshape(n, *shape)
@@ -248,16 +258,16 @@ def variances_along(
     """
     n, K = vectors.shape[0], xts.shape[0]
     i, k = torch.arange(n).repeat_interleave(K), torch.arange(K).repeat(n)  # row r: vector i[r] at point k[r]
-    out = torch.empty(n * K, dtype=torch.float64)
+    out = torch.empty(n * K, dtype=xts.dtype, device=xts.device)  # read back once, at the end
     a = alphas.to(torch.float64)
     for lo in Progress(range(0, n * K, batch_size), desc="variance along the components", disable=not progress):
         ip, kp = i[lo : lo + batch_size], k[lo : lo + batch_size]
         v = vectors[ip].to(xts.device, xts.dtype)
         x = xts[kp.to(xts.device)]
-        jv = x0_jvp(guidance.take(kp), a[kp].to(x.device), timesteps[kp].to(x.device), x, v)
-        scale = ((1 - a[kp]) / a[kp].sqrt()).to(x.device)
-        out[lo : lo + len(kp)] = (scale * (v * jv).flatten(1).sum(1)).double().cpu()
-    return out.view(n, K).clamp(min=0)
+        jv = x0_jvp(guidance.take(kp), a[kp], timesteps[kp].to(x.device), x, v)  # ᾱ from the host (MPS has no float64)
+        scale = ((1 - a[kp]) / a[kp].sqrt()).to(jv.dtype).to(x.device)
+        out[lo : lo + len(kp)] = scale * (v * jv).flatten(1).sum(1)
+    return out.view(n, K).clamp(min=0).cpu().double()
 
 
 def drift(directions: torch.Tensor, sd: torch.Tensor, steps: range) -> Callback:

@@ -39,10 +39,16 @@ class ImageEditor(Editor):
         name: str = DEFAULT_MODEL,
         device: str | torch.device = "auto",
         dtype: str | torch.dtype = "auto",
+        compile: bool = False,
         **kwargs: Any,
     ) -> ImageEditor:
-        """Load a hub id, a local folder (diffusers layout) or "tiny"; kwargs go to ``LatentEditor``."""
-        return cls(StableDiffusionModel.from_pretrained(name, device, dtype), **kwargs)
+        """Load a hub id, a local folder (diffusers layout) or "tiny"; ``compile``: denoise with
+        ``torch.compile`` of the UNet (the first call of each shape compiles); kwargs go to
+        ``LatentEditor``."""
+        model = StableDiffusionModel.from_pretrained(name, device, dtype)
+        if compile:
+            model.compile()
+        return cls(model, **kwargs)
 
     def save_pretrained(self, folder: str | os.PathLike[str]) -> None:
         """Save the model in the diffusers layout."""

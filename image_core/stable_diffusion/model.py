@@ -15,6 +15,9 @@ HUB_IDS = (DEFAULT_MODEL,)  # named when a --model is neither a hub id nor a fol
 BUILTIN_NAMES = ("tiny",)
 
 
+DECODE_ROWS = 4  # latents per VAE-decoder call: bounds its memory
+
+
 class StableDiffusionModel:
     """The components of one SD checkpoint (epsilon or v-prediction), adapted to ``LatentModel``.
 
@@ -36,6 +39,8 @@ class StableDiffusionModel:
         from diffusers import DDIMScheduler
 
         self.alphas_cumprod = DDIMScheduler.from_config(self.scheduler_config).alphas_cumprod.double()
+        self._alphas: torch.Tensor | None = None  # alphas_cumprod where the latents are (v-prediction)
+        self.compiled_unet: Any = None  # set by ``compile``
         self._fingerprint = adapters.fingerprint(
             "stable-diffusion",
             {"unet": unet.config, "vae": vae.config, "scheduler": self.scheduler_config},
@@ -117,6 +122,11 @@ class StableDiffusionModel:
     def fingerprint(self) -> str:
         return self._fingerprint
 
+    def compile(self, backend: str = "inductor") -> None:
+        """Denoise with ``torch.compile`` of the UNet (``adapters.compiled``); products for the posterior
+        components keep the eager UNet."""
+        self.compiled_unet = adapters.compiled(self.unet, backend)
+
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """{"text": (len(prompts), 77, D)} CLIP hidden states; "" is the unconditional branch."""
@@ -132,8 +142,14 @@ class StableDiffusionModel:
         such as an optimised null-text embedding, is cast to the UNet's dtype): callers that need no
         gradients run it under ``torch.no_grad``."""
         x_t = x_t.to(self.device)
-        out = self.unet(x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=cond["text"].to(self.dtype)).sample
-        return adapters.eps_from_output(out.to(x_t.dtype), x_t, self.alphas_cumprod[t.cpu()], self.prediction_type)
+        sample = x_t.to(self.dtype)
+        unet = adapters.pick_unet(sample, self.unet, self.compiled_unet)
+        out = unet(sample, t.to(self.device), encoder_hidden_states=cond["text"].to(self.dtype)).sample
+        if self.prediction_type == "epsilon":
+            return out.to(x_t.dtype)
+        if self._alphas is None or self._alphas.device != x_t.device:  # on the latents' device, once
+            self._alphas = self.alphas_cumprod.to(torch.float32 if x_t.device.type == "mps" else torch.float64).to(x_t.device)
+        return adapters.eps_from_output(out.to(x_t.dtype), x_t, self._alphas[t.to(x_t.device)], self.prediction_type)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -143,6 +159,7 @@ class StableDiffusionModel:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """(B, 4, h, w) latents -> (B, 3, h f, w f) float32 images in [-1, 1], one latent at a time."""
+        """(B, 4, h, w) latents -> (B, 3, h f, w f) float32 images in [-1, 1], ``DECODE_ROWS`` latents
+        per VAE call (its activations at 512² take about 1 GB a row in half precision)."""
         scaled = latents.to(self.device, self.dtype) / self.vae.config.scaling_factor
-        return torch.cat([self.vae.decode(x.unsqueeze(0)).sample.float().clamp(-1, 1) for x in scaled])
+        return torch.cat([self.vae.decode(part).sample.float().clamp(-1, 1) for part in scaled.split(DECODE_ROWS)])
