@@ -8,7 +8,7 @@ point is x_t at step 45 of a 100-step chain (t about 500), the guidance CFG 3 wi
 x_t stays float64 (the project's latent dtype) and is rounded to the UNet's dtype on entry.
 
 Product methods (x0_hat = (x_t - sqrt(1 - ᾱ) ε) / sqrt(ᾱ), u = v / ‖v‖):
-  (a) one-sided FD, h = 1e-3·‖x_t‖: J v ≈ (x0_hat(x_t + h u) - x0_hat(x_t)) / h · ‖v‖ (the project's old rule);
+  (a) one-sided FD, h = 1e-3·‖x_t‖: J v ≈ (x0_hat(x_t + h u) - x0_hat(x_t)) / h · ‖v‖ (a plain finite difference);
   (b) official (AudioEditingCode pc_drift.py forward_directional): the same with h = c·sqrt(ᾱ), c = 1e-3;
   (c) forward-mode AD, ``image_core.methods.pcs.x0_jvp`` (the current method).
 Columns: J·v rel. err = max over 3 random unit directions of ‖Jv - Jv_ref‖ / ‖Jv_ref‖, Jv_ref the
