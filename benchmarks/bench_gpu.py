@@ -294,7 +294,7 @@ def audio_group(parts: dict[str, Any], scheduler: dict[str, Any], base: Row, onl
                        scheduler, args.device, base["torch_dtype"])
     model.fingerprint()  # of the plain UNet, before any compile
     if base["compile"] == "on":
-        model.unet = compile_unet(model.unet, args)  # type: ignore[assignment]
+        model.compiled_unet = compile_unet(model.unet, args)  # what --compile does
     editor = AudioEditor(model, progress=False)
     wave = synth_clip(CLIP_SECONDS)
     clip = Audio(wave[None], SAMPLE_RATE)
@@ -343,7 +343,7 @@ def image_group(parts: dict[str, Any], base: Row, only: set[str], args: argparse
     modules = {k: copy.deepcopy(parts[k]).to(args.device, base["torch_dtype"]) for k in ("text_encoder", "unet", "vae")}
     model = StableDiffusionModel(f"random-sd15-{args.size}", parts["tokenizer"], **modules, scheduler_config=SD_SCHEDULER)
     if base["compile"] == "on":
-        model.unet = compile_unet(model.unet, args)
+        model.compiled_unet = compile_unet(model.unet, args)  # what --compile does
     editor = ImageEditor(model, progress=False)
     side = model.native_size
     y, x = np.mgrid[0:side, 0:side] / side
