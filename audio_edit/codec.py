@@ -102,7 +102,7 @@ class AudioCodec:
         f, hop = self.model.vae_factor, self.mel_config.hop_length
         window, overlap = self.model.latent_window, self.overlap
         waves = []
-        for part in latents.to(self.model.device).split(DECODE_ROWS):
+        for part in latents.float().to(self.model.device).split(DECODE_ROWS):  # the VAE decodes in float32
             mel = windowed_map(self.model.decode_latent, part, 2, 2, Fraction(f), window, overlap)
             waves.append(windowed_map(self.model.vocode, mel, 2, 1, Fraction(hop), window * f, overlap * f).float())
         return torch.cat(waves).cpu().numpy()
@@ -142,7 +142,7 @@ class AudioCodec:
         the rest darkened; ``load_mask`` reads the exact mask back."""
         grid = mask[0, 0]  # (T, F)
         with torch.no_grad():
-            mel = self.model.decode_latent(inv.x0[:1].to(self.model.device))[0, 0].float().cpu()  # (frames, bins)
+            mel = self.model.decode_latent(inv.x0[:1].float().to(self.model.device))[0, 0].float().cpu()  # (frames, bins)
         level = ((mel - mel.min()) / (mel.max() - mel.min() + 1e-8)).T.flip(0).numpy()  # frequency upwards
         f = self.model.vae_factor
         frames = -(-inv.meta["model_samples"] // self.mel_config.hop_length)  # the clip, not its padding

@@ -67,7 +67,8 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     if dtype == "auto":
         if device.type != "cuda":
             return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        native = torch.cuda.get_device_capability(device)[0] >= 8  # Ampere on: bfloat16 in hardware, not emulated
+        return torch.bfloat16 if native else torch.float16
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}: use auto, {', '.join(DTYPES)}")
     return DTYPES[dtype]

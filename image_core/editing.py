@@ -100,6 +100,12 @@ class LatentEditor:
         element = torch.finfo(getattr(self.model, "dtype", torch.float32)).bits // 8
         return adapters.rows_in_memory(self.model.device, 2 * x0[0].numel() * element)  # both guidance branches
 
+    def product_rows(self, x0: torch.Tensor) -> int:
+        """Rows per call of the forward-mode products (posterior components): a third of
+        ``inversion_rows``, as each row carries a tangent beside every activation and attention runs
+        on the reference kernel for them."""
+        return max(1, self.inversion_rows(x0) // 3)
+
     def fingerprint(self) -> str:
         """What an inversion must have been made with to be edited here: the model's fingerprint
         (frontends add whatever else changes the noise estimates, such as a window overlap)."""
@@ -291,11 +297,11 @@ class LatentEditor:
         with torch.no_grad():
             vectors, values, info = pcs_method.posterior_pcs(
                 guidance, float(schedule.alphas[later[0]]), int(schedule.timesteps[later[0]]), x_t, n, region,
-                max_iterations, tolerance, seed=seed, progress=self.progress,
+                max_iterations, tolerance, seed=seed, progress=self.progress, batch_size=self.product_rows(x_t),
             )
             variances = pcs_method.variances_along(  # the variance along each vector at every later step
                 guidance.at_steps(torch.arange(len(later))), schedule.alphas[later], schedule.timesteps[later],
-                run.inversion.xts[0, step:], vectors, self.inversion_rows(x_t), self.progress,
+                run.inversion.xts[0, step:], vectors, self.product_rows(x_t), self.progress,
             )  # fmt: skip
         info = {**info, "max_iterations": max_iterations, "tolerance": tolerance, "source_prompt": s.source_prompt, "cfg_src": s.cfg_src}
         return pcs_method.PosteriorPCs(vectors.cpu(), values.cpu(), x_t[0].cpu(), step, int(schedule.timesteps[later[0]]),

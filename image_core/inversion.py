@@ -91,8 +91,11 @@ class Inversion:
         target = torch.device(device)
         if all(t.device.type == target.type and target.index in (None, t.device.index) for t in self.tensors().values()):
             return self
-        moved = {name: getattr(self, name).to(device) for name in _TENSORS if getattr(self, name) is not None}
-        uncond = None if self.uncond is None else {key: value.to(device) for key, value in self.uncond.items()}
+        def move(tensor: torch.Tensor) -> torch.Tensor:  # MPS has no float64: float32 there, cast before the move
+            return (tensor.float() if target.type == "mps" and tensor.dtype == torch.float64 else tensor).to(device)
+
+        moved = {name: move(getattr(self, name)) for name in _TENSORS if getattr(self, name) is not None}
+        uncond = None if self.uncond is None else {key: move(value) for key, value in self.uncond.items()}
         return replace(self, **moved, uncond=uncond)
 
     def fit(self, model: str, schedule: Schedule) -> Inversion:

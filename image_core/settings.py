@@ -116,7 +116,7 @@ def check_mask_settings(strength: float, draws: int, threshold: float) -> None:
 
 def check_mask(mask: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
     """``mask`` as a float64 tensor broadcastable to latents like ``x0`` (B, C, ...), else InputError."""
-    mask = torch.as_tensor(mask)
+    mask = torch.as_tensor(mask).detach().cpu()  # checked and kept on the host (MPS has no float64)
     spatial = tuple(x0.shape[2:]) if x0.dim() > 2 else tuple(x0.shape[1:])
     if mask.dim() != x0.dim() or tuple(mask.shape[-len(spatial):]) != spatial or any(
         n not in (1, x0.shape[i]) for i, n in enumerate(mask.shape[: x0.dim() - len(spatial)])

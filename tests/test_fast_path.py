@@ -108,11 +108,12 @@ def test_null_text_without_early_stop_reads_its_losses_once(world) -> None:
     assert len(calls) == 3 + 3 * (1 + 2 + 1)  # the pivot, then per step: conditional, 2 Adam steps, the kept one: all ran
 
 
-@pytest.mark.parametrize("bf16, expected", [(True, torch.bfloat16), (False, torch.float16)])
-def test_half_precision_is_the_default_on_cuda(monkeypatch: pytest.MonkeyPatch, bf16: bool, expected: torch.dtype) -> None:
+@pytest.mark.parametrize("major, expected", [(9, torch.bfloat16), (8, torch.bfloat16), (7, torch.float16)])
+def test_half_precision_is_the_default_on_cuda(monkeypatch: pytest.MonkeyPatch, major: int, expected: torch.dtype) -> None:
+    """bfloat16 from Ampere (compute capability 8) on, where it runs in hardware; float16 before."""
     from image_core import adapters
 
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *args, **kwargs: (major, 0))
     assert adapters.resolve_dtype("auto", torch.device("cuda")) == expected
     assert adapters.resolve_dtype("auto", torch.device("cpu")) == torch.float32
 

@@ -87,7 +87,7 @@ def test_one_model_call_per_iteration_plus_the_batched_variances_along_the_traje
     model.calls = 0
     pcs = ed.principal_components(inv, n=3)
     products = 3 * 30  # each component at each of the inversion's 30 steps
-    assert model.calls == pcs.info["iterations"] + -(-products // ed.inversion_rows(inv.x0))
+    assert model.calls == pcs.info["iterations"] + -(-products // ed.product_rows(inv.x0))
 
 
 def test_region_limited_pcs_are_zero_outside_and_move_only_inside(world):

@@ -16,7 +16,7 @@ directions than asked for speed up the top n. A region (a 0/1 mask over the late
 them: the iteration runs on P Cov P, P the mask.
 
 The products J v are exact (forward-mode automatic differentiation through the denoiser, all
-directions in ONE batched call per iteration), so they keep the model's own precision: against a
+directions of an iteration batched into as few calls as memory allows), so they keep the model's own precision: against a
 float64 evaluation of the same weights, about 2e-3 relative error in float16 and 2e-2 in bfloat16
 (``benchmarks/bench_precision.py``).
 The official code takes a one-sided finite difference instead, moving x_t by const · sqrt(ᾱ_t)
@@ -171,6 +171,7 @@ def posterior_pcs(
     oversample: int = OVERSAMPLE,
     seed: int = 0,
     progress: bool = True,
+    batch_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """The top ``n`` eigenpairs of Cov[x0 | x_t] by subspace iteration (see the module docstring).
 
@@ -178,6 +179,7 @@ def posterior_pcs(
         a_t: ᾱ at the timestep ``t`` of ``x_t``.
         guidance: one row (the source prompt's); x_t: (1, ...) one latent.
         region: 0/1 mask broadcastable to ``x_t``, or None.
+        batch_size: directions per denoiser call (None: all n + oversample in one).
     Returns:
         (vectors (n, ...), values (n,), info): orthonormal eigenvectors zero outside the region,
         eigenvalues by decreasing size, and {"iterations", "angle", "oversample"}.
@@ -197,11 +199,14 @@ def posterior_pcs(
         """P Cov P V for V (d, m): the m products in one denoiser call."""
         m = V.shape[1]
         tangents = (P[:, None] * V).T.reshape(m, *shape)
-        repeated = guidance.take(torch.zeros(m, dtype=torch.long))
-        a_rows = torch.full((m,), a_t, dtype=torch.float64)  # on the host: cast before it moves (MPS has no float64)
-        t_rows = torch.full((m,), t, dtype=torch.long, device=x_t.device)
-        products = x0_jvp(repeated, a_rows, t_rows, x_t.expand(m, *shape), tangents)
-        return scale * P[:, None] * products.reshape(m, d).T
+        parts = []
+        for chunk in tangents.split(batch_size or m):
+            rows = len(chunk)
+            repeated = guidance.take(torch.zeros(rows, dtype=torch.long))
+            a_rows = torch.full((rows,), a_t, dtype=torch.float64)  # on the host: cast before it moves (MPS has no float64)
+            t_rows = torch.full((rows,), t, dtype=torch.long, device=x_t.device)
+            parts.append(x0_jvp(repeated, a_rows, t_rows, x_t.expand(rows, *shape), chunk))
+        return scale * P[:, None] * torch.cat(parts).reshape(m, d).T
 
     g = torch.Generator().manual_seed(seed)
     m = min(n + oversample, cells)  # a few extra directions speed up the top n

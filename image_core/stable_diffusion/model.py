@@ -161,5 +161,5 @@ class StableDiffusionModel:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, 4, h, w) latents -> (B, 3, h f, w f) float32 images in [-1, 1], ``DECODE_ROWS`` latents
         per VAE call (its activations at 512² take about 1 GB a row in half precision)."""
-        scaled = latents.to(self.device, self.dtype) / self.vae.config.scaling_factor
+        scaled = latents.to(self.dtype).to(self.device) / self.vae.config.scaling_factor  # the dtype first (MPS)
         return torch.cat([self.vae.decode(part).sample.float().clamp(-1, 1) for part in scaled.split(DECODE_ROWS)])
