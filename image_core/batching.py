@@ -16,11 +16,30 @@ import torch
 Cond = Union[torch.Tensor, Mapping[str, "Cond"]]
 
 
+def to_like(values: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+    """``values`` in ``like``'s dtype, on its device: cast first, then moved (MPS has no float64)."""
+    return torch.as_tensor(values).to(like.dtype).to(like.device)
+
+
 def append_dims(values: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
     """Per-row coefficients broadcastable against ``like``: a scalar or (B,) -> (B or 1, 1, ..., 1), in
     ``like``'s dtype and on its device."""
-    values = torch.as_tensor(values).to(like.dtype)  # the dtype first: MPS has no float64
-    return values.to(like.device).reshape(-1, *([1] * (like.dim() - 1)))
+    return to_like(values, like).reshape(-1, *([1] * (like.dim() - 1)))
+
+
+class Placed:
+    """A constant of a run (a mask, scales, directions) put where the latents are once, on first use,
+    instead of at every step; ``per_row``: shaped by ``append_dims``."""
+
+    def __init__(self, values: torch.Tensor | float, per_row: bool = False) -> None:
+        self.values, self.per_row = values, per_row
+        self._copies: dict[tuple[torch.device, torch.dtype, int], torch.Tensor] = {}
+
+    def like(self, like: torch.Tensor) -> torch.Tensor:
+        key = (like.device, like.dtype, like.dim())
+        if key not in self._copies:
+            self._copies[key] = append_dims(self.values, like) if self.per_row else to_like(self.values, like)
+        return self._copies[key]
 
 
 def tree_map(fn: Callable[[torch.Tensor], torch.Tensor], cond: Cond) -> Cond:

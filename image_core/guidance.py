@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Protocol
 
 import torch
 
 from . import batching
-from .batching import Cond, append_dims
+from .batching import Cond
 
 
 class Denoiser(Protocol):
@@ -73,12 +74,25 @@ class ClassifierFreeGuidance:
         """B, the rows this guidance evaluates."""
         return batching.batch_size(self.cond)
 
+    @cached_property
+    def _both(self) -> Cond:
+        """Both branches' rows in one batch, built once (without per-step unconditional rows)."""
+        return batching.cat([self.cond, self.uncond])  # type: ignore[list-item]
+
+    @cached_property
+    def _scales(self) -> batching.Placed:
+        return batching.Placed(self.scale, per_row=True)
+
+    def scales_like(self, like: torch.Tensor) -> torch.Tensor:
+        """The rows' scales, shaped against ``like`` and where it is (moved there once)."""
+        return self._scales.like(like)
+
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, j: int = 0) -> torch.Tensor:
         if self.uncond is None:
             return self.model(x_t, t, self.cond)
-        both = batching.cat([self.cond, self.uncond_at(j)])
+        both = self._both if self.uncond_steps is None else batching.cat([self.cond, self.uncond_at(j)])
         eps_c, eps_u = self.model(torch.cat([x_t, x_t]), torch.cat([t, t]), both).chunk(2)
-        return eps_u + append_dims(self.scale, eps_c) * (eps_c - eps_u)
+        return eps_u + self.scales_like(eps_c) * (eps_c - eps_u)
 
     def uncond_at(self, j: int) -> Cond:
         """The unconditional rows of the run's step j."""

@@ -54,7 +54,7 @@ def blend_weights(span: tuple[int, int], length: int, overlap: int) -> torch.Ten
 def _along(weights: torch.Tensor, axis: int, like: torch.Tensor) -> torch.Tensor:
     shape = [1] * like.dim()
     shape[axis] = -1
-    return weights.to(like.dtype).to(like.device).view(shape)  # the dtype first: MPS has no float64
+    return batching.to_like(weights, like).view(shape)
 
 
 class WindowedDenoiser:

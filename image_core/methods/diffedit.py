@@ -88,12 +88,12 @@ def keep_outside(mask: torch.Tensor, trajectory: Sequence[torch.Tensor] | torch.
 
     binary = bool(((mask == 0) | (mask == 1)).all())  # decided once, before the run
     K = trajectory.shape[1]
+    placed = batching.Placed(mask)
 
     def callback(step: Step) -> torch.Tensor:
-        ref = x0 if step.j == K - 1 else trajectory[:, step.j + 1]
-        ref = ref.to(step.x_s.dtype).to(step.x_s.device)
+        ref = batching.to_like(x0 if step.j == K - 1 else trajectory[:, step.j + 1], step.x_s)
         ref = ref.repeat(step.x_s.shape[0] // ref.shape[0], *([1] * (ref.dim() - 1)))
-        m = mask.to(step.x_s.dtype).to(step.x_s.device)  # the dtype first: MPS has no float64
+        m = placed.like(step.x_s)
         return torch.where(m > 0, step.x_s, ref) if binary else m * step.x_s + (1 - m) * ref
 
     return callback

@@ -47,7 +47,7 @@ from typing import Any
 import torch
 from ..progress import Progress
 
-from ..batching import append_dims
+from ..batching import Placed, append_dims, to_like
 from ..errors import InputError
 from ..guidance import ClassifierFreeGuidance, Guidance
 from ..sampling import Callback, Step, predicted_x0
@@ -270,7 +270,7 @@ def variances_along(
         v = vectors[ip].to(xts.device, xts.dtype)
         x = xts[kp.to(xts.device)]
         jv = x0_jvp(guidance.take(kp), a[kp], timesteps[kp].to(x.device), x, v)  # ᾱ from the host (MPS has no float64)
-        scale = ((1 - a[kp]) / a[kp].sqrt()).to(jv.dtype).to(x.device)
+        scale = to_like((1 - a[kp]) / a[kp].sqrt(), jv)
         out[lo : lo + len(kp)] = scale * (v * jv).flatten(1).sum(1)
     return out.view(n, K).clamp(min=0).cpu().double()
 
@@ -284,10 +284,12 @@ def drift(directions: torch.Tensor, sd: torch.Tensor, steps: range) -> Callback:
         sd: (rows, len(steps)) the posterior standard deviation along each row's v at each step.
     """
 
+    placed, deviations = Placed(directions), Placed(sd)
+
     def callback(step: Step) -> torch.Tensor:
         if step.j not in steps:
             return step.x_s
-        moved = directions.to(step.x_s.device, step.x_s.dtype) * append_dims(sd[:, step.j - steps.start], step.x_s)
+        moved = placed.like(step.x_s) * append_dims(deviations.like(step.x_s)[:, step.j - steps.start], step.x_s)
         still = (moved.flatten(1) == 0).all(1)
         return torch.where(append_dims(still, moved) > 0, step.x_s, step.x_s_for(step.x0_hat + moved))
 

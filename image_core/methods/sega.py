@@ -120,6 +120,7 @@ class SemanticGuidance:
         self.guidance, self.concepts, self.channel_axis = guidance, concepts, channel_axis
         self.scale, self.threshold = scale.float(), threshold.float()  # float32: MPS has no float64
         self.warmup, self.cooldown = warmup.long(), cooldown.long()
+        self._placed = {name: batching.Placed(getattr(self, name)) for name in ("scale", "threshold", "warmup", "cooldown")}
         self.momentum_scale = MOMENTUM_SCALE if momentum_scale is None else momentum_scale
         self.momentum_beta = MOMENTUM_BETA if momentum_beta is None else momentum_beta
         self.momentum: torch.Tensor | None = None
@@ -135,7 +136,7 @@ class SemanticGuidance:
         eps_c = eps[:N]
         if base.uncond is not None:
             eps_u = eps[N : 2 * N]
-            guided = eps_u + append_dims(base.scale, eps_c) * (eps_c - eps_u)
+            guided = eps_u + base.scales_like(eps_c) * (eps_c - eps_u)
         else:  # the target is the unconditional branch itself
             eps_u = guided = eps_c
         psi = eps[len(branches) * N :].view(N, C, *x_t.shape[1:]) - eps_u.unsqueeze(1)
@@ -150,14 +151,13 @@ class SemanticGuidance:
         (N, ...), and (N,) 1 where some concept is past its warm-up (the momentum acts there, after
         a cool-down too, as in diffusers)."""
         ones = [1] * (psi.dim() - 2)
-        scale = self.scale.to(psi.dtype).to(psi.device)  # the dtype first: MPS has no float64
+        scale, threshold, warmup, cooldown = (self._placed[name].like(psi) for name in ("scale", "threshold", "warmup", "cooldown"))
         gamma = scale.view(*scale.shape, *ones) * psi  # (N, C, ...)
         by_channel = self.channel_axis is not None and psi.dim() > 3
         cells = gamma.abs().flatten(3) if by_channel else gamma.abs().flatten(2).unsqueeze(2)  # (N, C, K, n)
-        cut = _quantile(cells, self.threshold.to(psi.device))
+        cut = _quantile(cells, threshold)
         gamma = torch.where((cells >= cut.unsqueeze(-1)).view_as(gamma), gamma, torch.zeros_like(gamma))
-        live = (j < self.cooldown).to(psi.dtype).to(psi.device)
-        warm = (self.warmup <= j).to(psi.dtype).to(psi.device)
+        live, warm = (j < cooldown).to(psi.dtype), (warmup <= j).to(psi.dtype)
         active = warm * live
         return (gamma * live.view(*scale.shape, *ones)).sum(1), (gamma * active.view(*scale.shape, *ones)).sum(1), warm.amax(1)
 
