@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from commands import run
 import soundfile as sf
 
 from image_core.cli_outputs import record_path
@@ -28,11 +29,7 @@ def digest(path: Path) -> str:
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     """(exit code, stdout, stderr) of ``audio-edit argv`` run in this process."""
-    with pytest.raises(SystemExit) as exited:
-        main(argv)
-        raise SystemExit(0)
-    out, err = capsys.readouterr()
-    return int(exited.value.code or 0), out, err
+    return run(main, argv, capsys)
 
 
 @pytest.fixture(scope="module")

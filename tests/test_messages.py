@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from commands import run
 import soundfile as sf
 import torch
 from PIL import Image
@@ -27,15 +28,6 @@ from image_core.stable_diffusion.cli import main as image_main
 from image_core.stable_diffusion.model import StableDiffusionModel
 
 TINY = ["--model", "tiny", "--device", "cpu"]
-
-
-def run(main, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of a command's ``main(argv)`` run in this process."""
-    with pytest.raises(SystemExit) as exited:
-        main(argv)
-        raise SystemExit(0)
-    out, err = capsys.readouterr()
-    return int(exited.value.code or 0), out, err
 
 
 def assert_one_line(code: int, out: str, err: str, *words: str) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from commands import run
 import soundfile as sf
 from PIL import Image
 
@@ -18,14 +19,6 @@ from image_core.stable_diffusion.cli import main as image_main
 
 AUDIO = ["--model", "tiny", "--steps", "4", "--tstart", "2", "--device", "cpu"]
 IMAGE = ["--model", "tiny", "--steps", "4", "--tstart", "2", "--device", "cpu"]
-
-
-def run(main, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exited:
-        main(argv)
-        raise SystemExit(0)
-    out, err = capsys.readouterr()
-    return int(exited.value.code or 0), out, err
 
 
 @pytest.fixture
