@@ -115,7 +115,7 @@ def edit_parser(
     )  # fmt: skip
     p.add_argument(
         "--inversion-batch", type=int, default=None, metavar="N",
-        help="(x_t, t) rows per model call during inversion (default: the editor's, 16); fewer use less memory, "
+        help="(x_t, t) rows per model call during inversion (default: as many as fit half a GPU's free memory, 16 on a CPU); fewer use less memory, "
         "and 1 makes reconstruction bitwise identical to the inversion's own model calls, which matters with float16",
     )  # fmt: skip
     p.add_argument(
