@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from .editing import LatentEditor, LatentModel
@@ -23,7 +24,8 @@ from .inversion import Inversion, check_inversion_eta, check_inversion_method
 from .methods import null_text
 from .methods.pcs import AMOUNT, PosteriorPCs
 from .methods.sega import Concept
-from .settings import check_settings, seed_list
+from .p2p import AttentionMaps, P2POptions, prompt_to_prompt
+from .settings import check_settings, seed_list, targets_and_scales
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,11 @@ class Codec(Protocol):
 
     def load_mask(self, path: str | os.PathLike[str], inv: Inversion) -> torch.Tensor:
         """A mask from a picture (written by ``save_mask`` or painted)."""
+        ...
+
+    def picture(self, inv: Inversion, grids: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """The input as an (H, W, 3) uint8 picture, and ``grids`` (..., h, w) over the latent grid
+        turned to the picture's orientation (for drawing maps over the input)."""
         ...
 
 
@@ -162,6 +169,49 @@ class Editor(LatentEditor):
         (pc, amount) pairs in one batch, item (i * len(amount) + a) * B + j. ``steps``: where the
         drift acts (``LatentEditor.edit_pc_latent``)."""
         return self.output(self.edit_pc_latent(inv, pcs, pc, amount, steps), inv.meta, output_type)
+
+    def edit_p2p(
+        self,
+        inv: Inversion,
+        target_prompt: str | Sequence[str],
+        mode: str = "replace",
+        cross_steps: float | None = None,
+        self_steps: float | None = None,
+        reweight: dict[str, float] | None = None,
+        blend: Sequence[str] = (),
+        cfg_tar: float | Sequence[float] | None = None,
+        negative_prompt: str = "",
+        output_type: str | None = None,
+        return_attention: bool = False,
+    ) -> Any:
+        """Prompt-to-Prompt: T targets edited with the source row's attention (Hertz et al., 2022),
+        on a DDPM (any eta, several seeds), DDIM or null-text inversion; T * B results, item
+        i * B + j target i, inversion j, the source row and all targets in one batch per step.
+
+        mode: "replace" (a word swap; prompts of equal token length) or "refine" (words added or
+        changed). cross_steps, self_steps: fractions of the N steps with cross- / self-attention
+        injected (None: the inversion's default, ``image_core.p2p``). reweight: word -> factor of
+        its attention. blend: words whose attention masks the edit (local blend; the rest of the
+        input is kept). return_attention: also return the word maps (``AttentionMaps``; draw them
+        with ``draw_attention``).
+        """
+        cfg_tar = self.codec.defaults.cfg_tar if cfg_tar is None else cfg_tar
+        targets, cfgs = targets_and_scales(target_prompt, cfg_tar)
+        s = inv.settings
+        check_settings(s.num_steps, s.t_start, s.eta if s.method == "ddpm" else 1.0, *cfgs)
+        options = P2POptions(mode, cross_steps, self_steps, dict(reweight or {}), tuple(blend))
+        with torch.no_grad():
+            latents, maps = prompt_to_prompt(self, inv, targets, cfgs, negative_prompt, options, return_attention)
+        outputs = self.output(latents[inv.num_latents :], inv.meta, output_type)
+        return (outputs, maps) if return_attention else outputs
+
+    def draw_attention(self, maps: AttentionMaps, inv: Inversion, path: str | os.PathLike[str]) -> None:
+        """Write the word maps of ``edit_p2p(..., return_attention=True)`` as a PNG: one row per
+        prompt, one panel per token, drawn over the input (``attention_pictures``)."""
+        from . import attention_pictures
+
+        background, grids = self.codec.picture(inv, maps.maps.permute(0, 3, 1, 2))
+        attention_pictures.draw(path, background, maps.prompts, maps.tokens, np.moveaxis(np.asarray(grids), 1, -1))
 
     def reconstruct(self, inv: Inversion, output_type: str | None = None) -> Any:
         """Regenerate the inverted input(s) from the inversion (the input, up to the codec's error)."""

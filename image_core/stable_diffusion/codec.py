@@ -107,3 +107,8 @@ class ImageCodec:
     def load_mask(self, path: str | os.PathLike[str], inv: Inversion) -> torch.Tensor:
         """(1, 1, h, w) mask from a PNG written by ``save_mask`` or painted (white = edit, any size)."""
         return load_mask(path, tuple(inv.x0.shape[2:]))[None, None]
+
+    def picture(self, inv: Inversion, grids: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """The input picture (decoded from the inversion's latent, at its size) and ``grids`` as they are."""
+        image = to_pil(self.model.decode(inv.x0[:1]), tuple(inv.meta["size"]))[0]
+        return np.asarray(image.convert("RGB")), grids.numpy()

@@ -1,0 +1,178 @@
+"""Attention control through a UNet's attention processors (diffusers' ``AttnProcessor`` API).
+
+Every attention layer of the UNet gets a ``ControlledProcessor`` for the duration of an edit
+(``controlled``): where the controller asks for a layer's probabilities P, the processor computes
+them explicitly (scores and softmax in float32 whatever the model's dtype), hands them to the
+controller, and attends with what it returns, P', as
+
+    out = A(q, k, v) + (P' - P) v
+
+A the fused attention the layer runs anyway: mathematically P' v, and bit for bit the layer's own
+output wherever the controller changes nothing (the source row, the unconditional rows, a target
+equal to its source), so the edit's source row regenerates its inversion exactly, in half
+precision too. Everywhere else the processor calls the layer's own processor, so layers nobody
+edits cost what they always cost.
+
+A ``Layer`` says what a layer attends to:
+
+==========  =========================================================================
+``self``    self-attention over the latent grid
+``words``   cross-attention to word-aligned text tokens (CLIP in Stable Diffusion,
+            Flan-T5 in AudioLDM 2)
+``states``  cross-attention to states that are not word-aligned (the 8 states GPT-2
+            generates in AudioLDM 2)
+==========  =========================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One attention layer of a UNet.
+
+    Attributes:
+        name: its module path (``down_blocks.1.attentions.0.transformer_blocks.0.attn2``).
+        place: "down", "mid" or "up".
+        stream: "self", "words" or "states" (see the module docstring).
+    """
+
+    name: str
+    place: str
+    stream: str
+
+
+class Controller(Protocol):
+    """What a processor asks of a controller."""
+
+    def wants(self, layer: Layer, queries: int) -> bool:
+        """Whether this call of ``layer`` (``queries`` latent positions) needs its probabilities."""
+        ...
+
+    def __call__(self, layer: Layer, probs: torch.Tensor) -> torch.Tensor:
+        """The probabilities to attend with: ``probs`` (n, heads, queries, keys) float32 in, same out;
+        ``probs`` itself where nothing changes (never modified in place)."""
+        ...
+
+
+def layers(unet: torch.nn.Module) -> dict[str, Layer]:
+    """Every attention layer of a diffusers UNet, by processor name (``unet.attn_processors``' keys).
+
+    AudioLDM 2's blocks hold, per layer, one transformer per entry of their ``cross_attention_dim``:
+    entry 0 (None) self-attention only, entries 0-1 with a dimension the GPT-2 states
+    (``encoder_hidden_states``), later entries the Flan-T5 states (``encoder_hidden_states_1``), as
+    the blocks' forward routes them.
+    """
+    found = {}
+    for key in unet.attn_processors:
+        name = key.removesuffix(".processor")
+        module = unet.get_submodule(name)
+        place = "mid" if name.startswith("mid_block") else name.split("_", 1)[0]
+        stream = "self"
+        if name.endswith("attn2") and getattr(module, "is_cross_attention", False):
+            stream = _cross_stream(unet, name)
+        found[key] = Layer(name, place, stream)
+    return found
+
+
+def _cross_stream(unet: torch.nn.Module, name: str) -> str:
+    """"words" or "states" for the cross-attention module ``name``."""
+    parts = name.split(".")
+    block_name = ".".join(parts[:2]) if parts[0] != "mid_block" else parts[0]
+    block = unet.get_submodule(block_name)
+    dims = getattr(block, "cross_attention_dim", None)
+    if type(unet).__name__ != "AudioLDM2UNet2DConditionModel" or not isinstance(dims, (list, tuple)):
+        return "words"
+    index = int(parts[parts.index("attentions") + 1]) % len(dims)
+    return "states" if index <= 1 else "words"
+
+
+class ControlledProcessor:
+    """An attention processor that lets a controller see and change the probabilities.
+
+    Args:
+        layer: the layer it serves.
+        controller: asked per call whether it wants the probabilities, then given them.
+        fallback: the layer's own processor, for the calls the controller does not want.
+    """
+
+    def __init__(self, layer: Layer, controller: Controller, fallback: Any) -> None:
+        self.layer, self.controller, self.fallback = layer, controller, fallback
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        queries = hidden_states.shape[1] if hidden_states.ndim == 3 else hidden_states.shape[2] * hidden_states.shape[3]
+        if not self.controller.wants(self.layer, queries):
+            return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        return self._attend(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+
+    def _attend(
+        self, attn: Any, hidden_states: torch.Tensor, context: torch.Tensor | None, mask: torch.Tensor | None, temb: torch.Tensor | None
+    ) -> torch.Tensor:
+        """diffusers' attention (as ``AttnProcessor2_0`` computes it), plus (P' - P) v."""
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        shape = hidden_states.shape
+        if hidden_states.ndim == 4:
+            hidden_states = hidden_states.flatten(2).transpose(1, 2)
+        n = hidden_states.shape[0]
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        if context is None:
+            context = hidden_states
+        elif attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        query, key, value = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
+        heads = attn.heads
+        query, key, value = (x.view(n, -1, heads, x.shape[-1] // heads).transpose(1, 2) for x in (query, key, value))
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        bias = None
+        if mask is not None:  # an additive bias (padding of the text tokens), as diffusers prepares it
+            bias = attn.prepare_attention_mask(mask, key.shape[2], n)
+            bias = bias.view(n, heads, -1, bias.shape[-1])
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=0.0, is_causal=False)
+        scores = (query.float() @ key.float().transpose(-1, -2)) * attn.scale
+        probs = (scores if bias is None else scores + bias.float()).softmax(dim=-1)
+        edited = self.controller(self.layer, probs)
+        if edited is not probs:
+            out = out + ((edited - probs) @ value.float()).to(out.dtype)
+        out = out.transpose(1, 2).flatten(2).to(query.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if len(shape) == 4:
+            out = out.transpose(1, 2).reshape(shape)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+@contextmanager
+def controlled(unet: torch.nn.Module, controller: Controller) -> Iterator[dict[str, Layer]]:
+    """Every attention layer of ``unet`` under ``controller`` inside the block; the UNet's own
+    processors are put back on leaving it (also on errors). Yields the layers."""
+    own = dict(unet.attn_processors)
+    found = layers(unet)
+    unet.set_attn_processor({key: ControlledProcessor(found[key], controller, own[key]) for key in own})
+    try:
+        yield found
+    finally:
+        unet.set_attn_processor(own)
