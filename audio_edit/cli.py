@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 
 from image_core import cli_common
+from image_core.batch import Command
+from image_core.cli_outputs import Prepared
 from image_core.errors import InputError
 from image_core.runner import run_request
 from image_core.settings import check_interval
@@ -19,7 +21,8 @@ from image_core.settings import check_interval
 from . import defaults
 
 
-def _main(argv: Sequence[str]) -> None:
+def _parser() -> cli_common.Parser:
+    """The arguments of ``audio-edit`` (every row of ``audio-edit batch`` is parsed by them too)."""
     parser = cli_common.edit_parser(
         "audio-edit",
         "Edit a recording with text by edit-friendly DDPM inversion (AudioLDM / AudioLDM2). "
@@ -35,9 +38,12 @@ def _main(argv: Sequence[str]) -> None:
     parser.add_argument("--region", default=None, metavar="START:END", help="limit the --pc components to this time range in seconds")
     parser.add_argument("--band", default=None, metavar="LOW:HIGH", help="limit the --pc components to this band in Hz (0..8000)")
     parser.add_argument("--spectrogram", action="store_true", help="also write a PNG of the input's and the edits' spectrograms")
-    args = cli_common.parse_arguments(parser, argv)
-    cli_common.set_threads(args.threads)
-    from .audio_io import check_output, load_audio
+    return parser
+
+
+def _read(args: Any) -> Prepared:
+    """Read and check the input of parsed arguments, its regions and --inversion, before the model loads."""
+    from .audio_io import load_audio
 
     clip = load_audio(args.input)  # a bad input fails before the model loads
     from .loudness import warn_if_silent
@@ -51,28 +57,61 @@ def _main(argv: Sequence[str]) -> None:
         facts = {"sample_rate": clip.sample_rate, "num_frames": clip.num_frames}
         cli_common.check_inversion_fits(loaded, facts, "sample rate and length", args.inversion)
     seeds = list(loaded.settings.seeds) if loaded else list(range(args.seed, args.seed + args.num_outputs))
+    request = cli_common.request_from_args(args, ranges, pc_ranges, parsed=True)
+    return Prepared(args, clip, request, loaded, seeds)
+
+
+def _main(argv: Sequence[str]) -> None:
+    if argv and argv[0] == "batch":
+        from image_core.batch import run_batch
+
+        run_batch(COMMAND, argv[1:])
+        return
+    args = cli_common.parse_arguments(_parser(), argv)
+    cli_common.set_threads(args.threads)
+    edit = _read(args)
+    clip, seeds = edit.item, edit.seeds
+    from .audio_io import check_output
+
     paths = cli_common.output_paths(args.input, args.out, cli_common.name_targets(args), seeds, ".wav")
     picture = paths[0].with_name(f"{paths[0].stem}_spectrogram.png") if args.spectrogram else None
     record = cli_common.record_path(paths[0])
     saved = cli_common.inversion_output(args.save_inversion)
     mask_file = cli_common.mask_output(args.save_mask)
     pcs_file = cli_common.inversion_output(args.save_pcs, "--save-pcs")
-    planned = [*paths, *([picture] if picture else []), record, *([saved] if saved else []), *([mask_file] if mask_file else []), *([pcs_file] if pcs_file else [])]
+    attention = cli_common.mask_output(args.save_attention, "--save-attention")
+    planned = [*paths, *([picture] if picture else []), *([attention] if attention else []), record, *([saved] if saved else []), *([mask_file] if mask_file else []), *([pcs_file] if pcs_file else [])]
     cli_common.check_outputs(planned, [args.input, *([args.inversion] if args.inversion else [])], args.overwrite)
     for path in paths:
         check_output(path, 1, clip.sample_rate)
 
-    from .editor import AudioEditor
-
-    editor = AudioEditor.from_pretrained(args.model, device=args.device, dtype=args.dtype, **cli_common.editor_options(args))
-    request = cli_common.request_from_args(args, ranges, pc_ranges, parsed=True)
-    edited = run_request(editor, request, clip, loaded)
+    editor = _load_editor(args, args.device)
+    edited = run_request(editor, edit.request, clip, edit.loaded)
     outputs = [(path, partial(_write_wave, wave, clip.sample_rate)) for path, wave in zip(paths, edited.outputs)]
-    extra = {}
+    extra = cli_common.attention_job(args, editor, edited)
     if picture:
         labelled = [("input", clip.samples.mean(axis=0))] + [(path.stem, wave) for path, wave in zip(paths, edited.outputs)]
         extra["spectrogram"] = (picture, partial(_write_picture, labelled, clip.sample_rate))
     cli_common.write_run("audio-edit", args, editor, edited, seeds, outputs, extra, (saved, mask_file, pcs_file))
+
+
+def _load_editor(args: Any, device: str, **options: Any) -> Any:
+    """The ``AudioEditor`` of --model, --dtype and the editor options, on ``device``."""
+    from .editor import AudioEditor
+
+    return AudioEditor.from_pretrained(args.model, device=device, dtype=args.dtype, **cli_common.editor_options(args), **options)
+
+
+def _check_output(edit: Prepared, path: Path) -> None:
+    """InputError unless an edit of ``edit``'s input can be written to ``path`` (its format)."""
+    from .audio_io import check_output
+
+    check_output(path, 1, edit.item.sample_rate)
+
+
+def _write_output(edit: Prepared, wave: np.ndarray, path: Path) -> None:
+    """Write one edit of ``edit``'s input to ``path`` (a temporary of ``replacing``)."""
+    _write_wave(wave, edit.item.sample_rate, path)
 
 
 _RANGE = re.compile(r"^\s*([-+\d.eE]+)\s*:\s*([-+\d.eE]+)\s*(s|hz)\s*$", re.IGNORECASE)
@@ -126,6 +165,17 @@ def _write_picture(labelled: list[tuple[str, np.ndarray]], sample_rate: int, pat
     write_spectrograms(path, labelled, sample_rate)
 
 
+COMMAND = Command(
+    name="audio-edit", modality="audio", extension=".wav", parser=_parser, read=_read, load_editor=_load_editor,
+    check_output=_check_output, write_output=_write_output,
+)  # fmt: skip
+"""``audio-edit`` as ``audio-edit batch`` runs it, row after row."""
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of ``audio-edit``."""
+    """Entry point of ``audio-edit`` (and of ``audio-edit batch MANIFEST``)."""
     cli_common.run(lambda: _main(argv if argv is not None else sys.argv[1:]))
+
+
+if __name__ == "__main__":  # python -m audio_edit.cli (e.g. under accelerate launch -m)
+    main()

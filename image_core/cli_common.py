@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import EditError, InputError
 from .cli_outputs import (  # noqa: F401 (the command lines' names for them)
-    SLUG_BYTES, Writer, concepts_of, check_outputs, ends_with_separator, inversion_output, mask_output, name_targets,
+    SLUG_BYTES, Writer, attention_job, concepts_of, check_outputs, ends_with_separator, inversion_output, mask_output, name_targets,
     output_base, output_paths, record_path, run_record, side_jobs, slug, versions, write_all, write_json, write_run,
 )
 from .files import check_name_length
-from .request import FIXED_BY_INVERSION, METHODS, TRACKED, EditRequest, MaskChoice, PCOptions, Region, check_request
+from .p2p import P2POptions
+from .request import FIXED_BY_INVERSION, METHODS, P2P_ONLY, TRACKED, EditRequest, MaskChoice, PCOptions, Region, check_request
 
 if TYPE_CHECKING:
     from .inversion import Inversion
@@ -94,6 +95,21 @@ def edit_parser(
     p.add_argument("--threshold", type=float, default=0.95,
                    help="concepts guide only the cells where they differ most: this quantile per channel, in [0, 1)")  # fmt: skip
     p.add_argument("--warmup", type=int, default=1, help="edit steps before the concepts start guiding")
+    p.add_argument(
+        "--p2p", default=None, choices=("replace", "refine"),
+        help="Prompt-to-Prompt: the targets attend with the source's attention for the first steps (with --method ddpm, "
+        "ddim or null-text). replace: a word swap (prompts of equal token length); refine: words added or changed",
+    )  # fmt: skip
+    p.add_argument("--cross-steps", type=float, default=None, metavar="F",
+                   help="--p2p: fraction of the steps with cross-attention injected (default: ddpm 0.6, ddim and null-text 0.8)")  # fmt: skip
+    p.add_argument("--self-steps", type=float, default=None, metavar="F",
+                   help="--p2p: fraction of the steps with self-attention injected (default: ddpm 0.2, ddim 0.4, null-text 0.5)")  # fmt: skip
+    p.add_argument("--reweight", action="append", default=[], metavar="WORD=FACTOR",
+                   help="--p2p: scale the attention to a word of the target prompt (e.g. jazz=2); repeatable")  # fmt: skip
+    p.add_argument("--blend", nargs="+", default=[], metavar="WORD",
+                   help="--p2p: change only where these words are attended to (local blend); the rest of the input is kept")  # fmt: skip
+    p.add_argument("--save-attention", default=None, metavar="FILE.png",
+                   help="--p2p: also draw each token's attention over the input, averaged over layers and steps")  # fmt: skip
     p.add_argument("--pc", action="append", type=int, default=[], metavar="K",
                    help="no prompt: move the input along principal component K of the posterior (from 1; repeatable)")  # fmt: skip
     p.add_argument("--amount", action="append", type=float, default=[], metavar="A",
@@ -173,13 +189,32 @@ def request_from_args(
         components=tuple(args.pc), amounts=tuple(args.amount), at_step=args.pc_at, iterations=args.pc_iterations,
         region=pc_region if parsed else (typed[0] if typed else None), file=args.pcs, save=args.save_pcs is not None,
     )  # fmt: skip
+    p2p_given = {name for name in P2P_ONLY if getattr(args, name, None) not in (None, [])}
+    p2p = None
+    if getattr(args, "p2p", None) is not None:
+        p2p = P2POptions(args.p2p, args.cross_steps, args.self_steps, reweights(args.reweight), tuple(args.blend))
     return EditRequest(
         method=args.method, source=args.source, targets=tuple(args.target), negative=args.negative,
         steps=args.steps, tstart=args.tstart, cfg_src=args.cfg_src, cfg_tar=args.cfg_tar, eta=args.eta,
         seed=args.seed, num_outputs=args.num_outputs, concepts=tuple(concepts_of(args)), mask=mask, pcs=pcs,
         inner_steps=args.inner_steps, early_stop=args.early_stop, inversion_loaded=args.inversion is not None,
-        save_inversion=args.save_inversion is not None, given=frozenset(getattr(args, "given", ())),
+        save_inversion=args.save_inversion is not None, given=frozenset(getattr(args, "given", ())) | p2p_given,
+        p2p=p2p, save_attention=getattr(args, "save_attention", None) is not None,
     )  # fmt: skip
+
+
+def reweights(texts: Sequence[str]) -> dict[str, float]:
+    """--reweight WORD=FACTOR values as a dict; InputError for one that is not WORD=number."""
+    found = {}
+    for text in texts:
+        word, sep, factor = text.partition("=")
+        try:
+            found[word.strip()] = float(factor)
+        except ValueError:
+            sep = ""
+        if not sep or not word.strip():
+            raise InputError(f"--reweight takes WORD=FACTOR, e.g. --reweight jazz=2, got {text!r}")
+    return found
 
 
 def _check_command_line(args: argparse.Namespace) -> None:

@@ -17,7 +17,8 @@ from .errors import InputError
 from .files import check_name_length, final_path, name_limit, replacing
 
 if TYPE_CHECKING:
-    from .inversion import InversionSettings
+    from .inversion import Inversion, InversionSettings
+    from .request import EditRequest
     from .runner import Edited
 
 SLUG_BYTES = 40
@@ -135,17 +136,46 @@ def inversion_output(path: str | None, option: str = "--save-inversion") -> Path
     return Path(path)
 
 
-def mask_output(path: str | None) -> Path | None:
-    """The file of --save-mask (None when not given), a .png."""
+def mask_output(path: str | None, option: str = "--save-mask") -> Path | None:
+    """The file of --save-mask or --save-attention (None when not given), a .png."""
     if path is None:
         return None
     check_name_length(path)
     if Path(path).suffix.lower() != ".png":
-        raise InputError(f"--save-mask writes a PNG picture: give a name ending in .png, not {path}")
+        raise InputError(f"{option} writes a PNG picture: give a name ending in .png, not {path}")
     return Path(path)
 
 
+def attention_job(args: argparse.Namespace, editor: Any, edited: Edited) -> dict[str, tuple[Path, Writer]]:
+    """The --save-attention picture's (path, writer) by role, or nothing."""
+    path = mask_output(args.save_attention, "--save-attention")
+    if path is None or edited.attention is None:
+        return {}
+    return {"attention": (path, lambda file: editor.draw_attention(edited.attention, edited.inversion, file))}
+
+
 # ------------------------------------------------------------------------------------ the edit and its files
+
+
+@dataclasses.dataclass
+class Prepared:
+    """One edit of a command line, checked and read, before the model loads: what ``run_request``
+    needs and what writing its outputs needs.
+
+    Attributes:
+        args: the parsed command line (``parse_arguments``).
+        item: the input the editor reads (an ``Audio`` clip, a picture).
+        request: the edit, its regions parsed against the input.
+        loaded: the inversion of --inversion, checked to fit the input; None without it.
+        seeds: the seeds of the outputs (the loaded inversion's, or seed .. seed + num_outputs - 1).
+    """
+
+    args: argparse.Namespace
+    item: Any
+    request: EditRequest
+    loaded: Inversion | None
+    seeds: list[int]
+
 
 
 def concepts_of(args: argparse.Namespace) -> list[Any]:
@@ -255,6 +285,7 @@ def run_record(
             if settings.method == "null-text" else None,
             "mask": args.mask,
             "principal_components": _components_record(args, pcs) if args.pc else None,
+            "prompt_to_prompt": _p2p_record(args, settings.method) if getattr(args, "p2p", None) else None,
         },
         "targets": list(args.target),
         "concepts": [dataclasses.asdict(c) for c in concepts_of(args)],
@@ -267,6 +298,18 @@ def run_record(
         "threads": torch.get_num_threads(),
         "versions": versions(),
     }
+
+
+def _p2p_record(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """The Prompt-to-Prompt settings of the run, its defaults filled in."""
+    from .p2p import DEFAULTS
+
+    cross, self_, start = DEFAULTS[method]
+    return {
+        "mode": args.p2p, "cross_steps": cross if args.cross_steps is None else args.cross_steps,
+        "self_steps": self_ if args.self_steps is None else args.self_steps, "reweight": list(args.reweight),
+        "blend": list(args.blend), "blend_start": start if args.blend else None,
+    }  # fmt: skip
 
 
 def _components_record(args: argparse.Namespace, pcs: Any) -> dict[str, Any]:

@@ -184,6 +184,19 @@ def plan(
     )  # fmt: skip
 
 
+def check_prompts(model: Any, source: str, targets: Sequence[str], options: P2POptions) -> None:
+    """Refuse, before anything is inverted, prompts an edit cannot run with: a model without
+    cross-attention to words, a replace of prompts of unequal token length, a reweighted word no
+    target has, a blend word no prompt has."""
+    options.check()
+    tokenizer, _ = word_stream(model)
+    prompts = [source, *targets]
+    keys = max(len(token_ids(tokenizer, prompt)) for prompt in prompts)
+    plan(tokenizer, prompts, 1, True, keys, options, "ddpm", 1, None)
+    if options.blend:
+        blend_words(tokenizer, prompts, options.blend, keys)
+
+
 def blend_words(tokenizer: Any, prompts: Sequence[str], words: Sequence[str], keys: int) -> torch.Tensor:
     """(P, K) 1 at the keys of the blend words in each prompt; InputError for a word no prompt has."""
     table = torch.zeros(len(prompts), keys)

@@ -18,6 +18,7 @@ from .errors import InputError
 from .methods.null_text import EARLY_STOP, INNER_STEPS, LEARNING_RATE, check_null_text_settings
 from .methods.pcs import AMOUNT, MAX_ITERATIONS
 from .methods.sega import Concept, check_concepts
+from .p2p import P2POptions
 from .settings import check_settings, consecutive_seeds
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ INVERSION_METHODS: tuple[str, ...] = ("ddpm", "ddim", "null-text")
 """The methods that invert the input (and so allow a mask, concepts and principal components)."""
 
 TRACKED: tuple[str, ...] = ("cfg_tar", "negative", "concept_scale", "threshold", "warmup", "pc_at", "pc_iterations")
+P2P_ONLY: tuple[str, ...] = ("cross_steps", "self_steps", "reweight", "blend", "save_attention")
+"""The options of a Prompt-to-Prompt edit (named in :attr:`EditRequest.given` when set): refused without it."""
 """Settings besides ``FIXED_BY_INVERSION`` whose being given matters (:attr:`EditRequest.given`): an
 option given where it cannot act is refused."""
 
@@ -143,6 +146,9 @@ class EditRequest:
         pcs: a prompt-free edit along principal components (:class:`PCOptions`; none by default).
         inner_steps, early_stop: null-text inversion's Adam steps per step and early stop (the
             paper's 10 and 1e-5, ``methods.null_text.INNER_STEPS`` / ``EARLY_STOP``).
+        p2p: a Prompt-to-Prompt edit (attention control, :class:`~image_core.p2p.P2POptions`; CLI
+            ``--p2p``); None for a plain edit.
+        save_attention: the P2P edit's word maps are also drawn (CLI ``--save-attention``).
         inversion_loaded: the edit uses an inversion loaded from a file (CLI ``--inversion``), whose
             settings are its own: those in ``given`` are refused.
         save_inversion: the inversion is also written to a file (CLI ``--save-inversion``).
@@ -167,6 +173,8 @@ class EditRequest:
     pcs: PCOptions = field(default_factory=PCOptions)
     inner_steps: int = INNER_STEPS
     early_stop: float = EARLY_STOP
+    p2p: P2POptions | None = None
+    save_attention: bool = False
     inversion_loaded: bool = False
     save_inversion: bool = False
     given: frozenset[str] = frozenset()
@@ -265,6 +273,9 @@ class Frontend:
     same_prompts: str | None = "the mask needs a target description that differs from the source"
     mask_empty: str = "--mask is empty: give auto, a PNG file or a region"
     mask_to_save: str = "--save-mask needs a --mask to save"
+    p2p_alone: str = "{options} {tune} --p2p (Prompt-to-Prompt): give --p2p replace or refine, or leave {them} out"
+    p2p_method: str = "--p2p controls the attention of an inversion's edit: use --method ddpm, ddim or null-text, not {method}"
+    p2p_with: str = "--p2p edits by attention control alone: leave out {options}"
 
     def name(self, setting: str) -> str:
         """How messages name a request field."""
@@ -334,6 +345,25 @@ def check_request(request: EditRequest, frontend: Frontend | None = None) -> Non
         raise _refuse(words.mask_empty)
     if mask.save and not mask.given:
         raise _refuse(words.mask_to_save)
+    _check_p2p(r, words)
+
+
+def _check_p2p(r: EditRequest, words: Frontend) -> None:
+    """The rules of a Prompt-to-Prompt edit (the prompts' tokens are checked once the model is loaded)."""
+    if r.p2p is None:
+        alone = [words.name(name) for name in P2P_ONLY if name in r.given]
+        if alone:
+            many = len(alone) > 1
+            raise _refuse(words.p2p_alone, options=", ".join(alone), tune="go with" if many else "goes with", them="them" if many else "it")
+        return
+    r.p2p.check()
+    if r.method not in INVERSION_METHODS:
+        raise _refuse(words.p2p_method, method=words.method(r.method))
+    clashing = [name for name, value in (
+        (words.names.get("concepts", "--add / --remove"), bool(r.concepts)), (words.name("mask"), r.mask.given), (words.name("pc"), bool(r.pcs.components)),
+    ) if value]  # fmt: skip
+    if clashing:
+        raise _refuse(words.p2p_with, options=", ".join(clashing))
 
 
 def _check_components(r: EditRequest, words: Frontend) -> None:

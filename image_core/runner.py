@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from .p2p import check_prompts
 from .request import EditRequest, Region
 
 if TYPE_CHECKING:
@@ -32,12 +33,14 @@ class Edited:
         inversion: the inversion edited (made now or given); None for SDEdit, which inverts nothing.
         mask: the mask the edit was limited to, None without one.
         pcs: the principal components of a prompt-free edit, None otherwise.
+        attention: a Prompt-to-Prompt edit's word maps (``p2p.AttentionMaps``) when asked for, else None.
     """
 
     outputs: Any
     inversion: Inversion | None
     mask: Any = None
     pcs: Any = None
+    attention: Any = None
 
 
 def _nothing(*args: Any) -> None:
@@ -98,6 +101,8 @@ def run_request(
         )  # fmt: skip
         return Edited(outputs, None)
     inv = loaded_inversion
+    if request.p2p is not None:  # the prompts' tokens, before anything is inverted
+        check_prompts(editor.model, inv.settings.source_prompt if inv is not None else request.source, request.targets, request.p2p)
     if inv is None:
         stages.starting("invert")
         inv = stages.inverted(invert(editor, request, item))
@@ -106,6 +111,15 @@ def run_request(
         stages.starting("edit")
         outputs = editor.edit_pc(inv, pcs, pc=list(request.pcs.components), amount=list(request.pcs.moves))
         return Edited(outputs, inv, pcs=pcs)
+    if request.p2p is not None:
+        stages.starting("edit")
+        o = request.p2p
+        result = editor.edit_p2p(
+            inv, list(request.targets), mode=o.mode, cross_steps=o.cross_steps, self_steps=o.self_steps, reweight=dict(o.reweight),
+            blend=list(o.blend), cfg_tar=request.cfg_tar, return_attention=request.save_attention, **negative,
+        )  # fmt: skip
+        outputs, maps = result if request.save_attention else (result, None)
+        return Edited(outputs, inv, attention=maps)
     mask = make_mask(editor, request, inv, stages)
     stages.starting("edit")
     guidance = {"concepts": list(request.concepts)} if request.concepts else {}

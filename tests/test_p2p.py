@@ -9,6 +9,8 @@ keeps the source row outside the mask.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -311,3 +313,67 @@ def test_plan_defaults_follow_each_inversion(images):
     for method, cross, self_ in (("ddpm", 0.6, 0.2), ("ddim", 0.8, 0.4), ("null-text", 0.8, 0.5)):
         made = plan(tok, [SOURCE, SOURCE], 1, True, 77, P2POptions(), method, 50, None)
         assert (made.cross_end, made.self_end) == (int(cross * 51), int(self_ * 50))
+
+
+# ---------------------------------------------------------------------------------- command lines
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--reweight", "dog=2"], "--reweight goes with --p2p"),
+        (["--p2p", "replace", "--cross-steps", "1.5"], r"\[0, 1\]"),
+        (["--p2p", "replace", "--self-steps", "-1"], r"\[0, 1\]"),
+        (["--p2p", "replace", "--method", "sdedit"], "sdedit"),
+        (["--p2p", "replace", "--add", "rain"], "leave out --add"),
+        (["--p2p", "replace", "--mask", "auto"], "leave out --mask"),
+        (["--p2p", "replace", "--reweight", "dog"], "WORD=FACTOR"),
+        (["--p2p", "replace", "--reweight", "zebra=2"], "not a word of the target"),
+        (["--p2p", "replace", "--blend", "zebra"], "neither"),
+        (["--p2p", "replace", "--target", "a big dog"], "equal token length.*refine"),
+    ],
+)
+def test_image_cli_refuses_bad_p2p_in_one_line(picture, tmp_path, capsys, extra, message):
+    from image_core.stable_diffusion.cli import main
+
+    from commands import run
+
+    out = tmp_path / "out.png"
+    argv = [str(picture), "--model", "tiny", "--source", "a cat", "--target", "a dog", "--steps", "6", "--tstart", "3", "--out", str(out), *extra]
+    code, _, err = run(main, argv, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert re.search(message, err), err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_audio_cli_refuses_p2p_on_audioldm(tmp_path, capsys):
+    import soundfile as sf
+
+    from audio_edit.cli import main
+
+    from commands import run
+
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, tone(2.0).samples[0], 16000)
+    code, _, err = run(main, [str(clip), "--model", "tiny-audioldm", "--target", "a guitar", "--p2p", "refine", "--steps", "6", "--tstart", "3"], capsys)
+    assert code == 2 and "AudioLDM has none" in err and len(err.strip().splitlines()) == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["clip.wav"]
+
+
+def test_cli_p2p_edit_writes_its_outputs_and_attention_picture(picture, tmp_path, capsys):
+    import json
+
+    from image_core.stable_diffusion.cli import main
+
+    from commands import run
+
+    out, drawn = tmp_path / "dog.png", tmp_path / "att.png"
+    argv = [str(picture), "--model", "tiny", "--source", SOURCE, "--target", "a dog sitting next to a mirror", "--p2p", "replace",
+            "--reweight", "dog=2", "--blend", "cat", "dog", "--steps", "6", "--tstart", "3", "--out", str(out), "--save-attention", str(drawn)]
+    code, stdout, err = run(main, argv, capsys)
+    assert code == 0, err
+    assert Image.open(out).size == (128, 128) and Image.open(drawn).size[0] > 128
+    assert str(drawn) in stdout.splitlines()
+    record = json.loads((tmp_path / "dog.png.json").read_text())
+    assert record["files"]["attention"] == "att.png"
+    assert "replace" in json.dumps(record) and "dog=2" in json.dumps(record)
