@@ -141,12 +141,8 @@ class AudioCodec:
         """A PNG of the input's log-mel spectrogram (as the model sees it) with the mask drawn over it:
         the rest darkened; ``load_mask`` reads the exact mask back."""
         grid = mask[0, 0]  # (T, F)
-        with torch.no_grad():
-            mel = self.model.decode_latent(inv.x0[:1].float().to(self.model.device))[0, 0].float().cpu()  # (frames, bins)
-        level = ((mel - mel.min()) / (mel.max() - mel.min() + 1e-8)).T.flip(0).numpy()  # frequency upwards
-        f = self.model.vae_factor
-        frames = -(-inv.meta["model_samples"] // self.mel_config.hop_length)  # the clip, not its padding
-        level = level[:, :frames]
+        level = self._mel_level(inv)
+        frames, f = level.shape[1], self.model.vae_factor
         keep = grid.T.flip(0).repeat_interleave(f, 0).repeat_interleave(f, 1).numpy()[: level.shape[0], :frames]
         from matplotlib import colormaps
 
@@ -159,3 +155,20 @@ class AudioCodec:
         right, frequency upwards, any size)."""
         T, F = inv.x0.shape[2:]
         return load_mask(path, (F, T)).flip(0).T[None, None]
+
+    def picture(self, inv: Inversion, grids: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """The input's log-mel spectrogram in grey (time to the right, frequency upwards, the clip
+        without its padding), and ``grids`` (..., T', F') over the latent grid turned the same way."""
+        level = self._mel_level(inv)
+        grey = (np.repeat(level[..., None], 3, axis=-1) * 255).astype(np.uint8)
+        columns = -(-grids.shape[-2] * level.shape[1] // (inv.x0.shape[2] * self.model.vae_factor))
+        return grey, grids.transpose(-1, -2).flip(-2)[..., :columns].numpy()
+
+    def _mel_level(self, inv: Inversion) -> np.ndarray:
+        """(bins, frames) the inversion's log-mel (as the model sees it) in [0, 1], frequency upwards,
+        the clip's frames only."""
+        with torch.no_grad():
+            mel = self.model.decode_latent(inv.x0[:1].float().to(self.model.device))[0, 0].float().cpu()  # (frames, bins)
+        level = ((mel - mel.min()) / (mel.max() - mel.min() + 1e-8)).T.flip(0).numpy()
+        frames = -(-inv.meta["model_samples"] // self.mel_config.hop_length)  # the clip, not its padding
+        return level[:, :frames]
