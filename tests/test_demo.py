@@ -4,8 +4,9 @@ The browser tests serve the demo with the tiny random-weight model and drive hea
 Playwright: upload a recording, edit it, download the edit; change only the target and see the inversion
 reused; add a concept to remove and see the edit reuse the inversion; find the principal components and
 move the clip along one; choose DDIM inversion with the automatic mask and see the mask picture, then
-SDEdit and see no reconstruction; upload a file that is not audio while an edit holds the queue and read
-the error at once; cancel a running edit. Set DEMO_SCREENSHOT=<path> to save a screenshot of the page after the edit.
+SDEdit and see no reconstruction; choose Prompt-to-Prompt with its Advanced settings and see its refusal
+of the automatic mask, then the attention picture; upload a file that is not audio while an edit holds
+the queue and read the error at once; cancel a running edit. Set DEMO_SCREENSHOT=<path> to save a screenshot of the page after the edit.
 """
 
 from __future__ import annotations
@@ -289,7 +290,7 @@ def test_runner_refuses_method_clashes_with_one_line(recording: Path, tmp_path: 
             runner.run(str(recording), "jazz", steps=STEPS, t_start=T_START, **kwargs)
         assert "\n" not in str(caught.value)
     assert runner.editor.calls == []  # refused before anything ran
-    assert set(METHODS) == {"ddpm", "ddim", "null-text", "sdedit"}
+    assert set(METHODS) == {"ddpm", "ddim", "null-text", "sdedit", "p2p"}
 
 
 def test_check_clip_reads_only_the_header(recording: Path, tmp_path: Path) -> None:
@@ -831,3 +832,107 @@ def test_null_text_on_the_tiny_model(tiny_editor, recording: Path, tmp_path: Pat
     assert tensor_bytes(inv) == sum(t.numel() * t.element_size() for t in (inv.x0, inv.xts, inv.timesteps, *inv.uncond.values()))
     assert runner.run(str(recording), "piano", cfg_tar=5.0, **settings).reused
     assert not runner.run(str(recording), "piano", cfg_tar=6.0, **settings).reused
+
+
+# ------------------------------------------------------------------------------------------ Prompt-to-Prompt
+
+
+def test_prompt_to_prompt_on_the_tiny_model(tiny_editor, recording: Path, tmp_path: Path) -> None:
+    """A DDPM inversion (shared with the plain DDPM edit) edited with attention control; the word maps
+    are drawn for a clip of one model window."""
+    runner = DemoRunner(tiny_editor, output_dir=tmp_path)
+    settings = {"steps": STEPS, "t_start": T_START, "session": "a"}
+    source, target = "a recording of a guitar", "a recording of a piano"
+    result = runner.run(str(recording), target, source, method="p2p", **settings)
+    assert result.method == "p2p" and not result.reused and result.reconstruction is not None and result.mask is None
+    assert result.status.startswith("Inverted the clip (DDPM inversion, ")
+    assert "Prompt-to-Prompt: " in result.status and "(chosen automatically)" in result.status
+    assert "cross-attention injected for 0.6 and self-attention for 0.2 of the steps" in result.status
+    assert result.attention.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and result.attention.parent == result.spectrogram.parent
+    ((key, entry),) = runner.cache._entries.items()
+    assert key.method == entry.inversion.settings.method == "ddpm"
+    ((_, file),) = result.edits
+    clip = sf.read(file, dtype="float32")[0]
+    assert clip.shape == (sf.info(recording).frames,) and np.isfinite(clip).all()
+
+    plain = runner.run(str(recording), target, source, **settings)  # the same inversion, a plain edit
+    assert plain.reused and plain.attention is None and "Prompt-to-Prompt" not in plain.status
+    assert not np.array_equal(sf.read(plain.edits[0][1], dtype="float32")[0], clip)
+
+    tuned = runner.run(str(recording), target, source, method="p2p", p2p_mode="refine", cross_steps=1.0,
+                       self_steps=0.5, reweight="piano=2", blend="piano, guitar", **settings)
+    assert tuned.reused and tuned.attention is not None and len(runner.cache) == 1
+    assert "Prompt-to-Prompt: refine, cross-attention injected for 1 and self-attention for 0.5" in tuned.status
+    assert "reweighted piano ×2, local blend on piano, guitar" in tuned.status
+
+    long_clip = melody(tmp_path / "long.wav", seconds=12)  # two model windows: edited, not drawn
+    edited = runner.run(str(long_clip), target, source, method="p2p", **settings)
+    assert edited.attention is None and len(edited.edits) == 1
+    assert edited.status.endswith("no attention picture: it is drawn for clips of at most 11.52 s (one model window).")
+
+
+def test_runner_refuses_prompt_to_prompt_clashes_with_one_line(
+    tiny_editor, recording: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = DemoRunner(FakeEditor(), output_dir=tmp_path)
+    drums = [Concept("drums", remove=True)]
+    for kwargs, words in [
+        ({"concepts": drums}, "Prompt-to-Prompt edits by attention control alone: clear the concepts, or choose"),
+        ({"auto_mask": True}, "Prompt-to-Prompt edits by attention control alone: untick Automatic mask, or choose"),
+        ({"reweight": "piano"}, 'Reweight takes "word=factor" pairs separated by commas'),
+        ({"reweight": "piano=200"}, "Reweight piano=200: give a factor between 0 and 100"),
+        ({"p2p_mode": "swap"}, "the Prompt-to-Prompt mode must be Automatic, Replace, Refine"),
+    ]:
+        with pytest.raises(InputError, match=words) as caught:
+            fake.run(str(recording), "a piano", "a guitar", steps=STEPS, t_start=T_START, method="p2p", **kwargs)
+        assert "\n" not in str(caught.value)
+    assert fake.editor.calls == []  # refused before anything ran
+
+    inverted = []
+    monkeypatch.setattr(tiny_editor, "invert", lambda *args, **kwargs: inverted.append(1))
+    runner = DemoRunner(tiny_editor, output_dir=tmp_path)
+    long_clip = melody(tmp_path / "long.wav", seconds=12)  # two model windows
+    for clip, target, kwargs, words in [
+        (recording, "a recording of a grand piano", {"p2p_mode": "replace"},
+         "Replace swaps words between descriptions of the same number of tokens, and the source description has "
+         "\\d+, the target \\d+: choose Refine or Automatic"),
+        (recording, "a recording of a piano", {"reweight": "drums=2"}, "Reweight drums: 'drums' is not a word of the target"),
+        (recording, "a recording of a piano", {"blend": "drums"}, "Local blend drums: 'drums' is in neither the source"),
+        (long_clip, "a recording of a piano", {"blend": "piano"},
+         "Local blend works on clips of at most 11.52 s \\(one model window\\), and this one spans 2"),
+    ]:
+        with pytest.raises(InputError, match=words) as caught:
+            runner.run(str(clip), target, "a recording of a guitar", steps=STEPS, t_start=T_START, method="p2p", **kwargs)
+        assert "\n" not in str(caught.value)
+    assert inverted == [] and len(runner.cache) == 0
+
+
+def test_prompt_to_prompt_in_the_browser(page, recording: Path) -> None:
+    _upload(page, recording)
+    _status_starts(page, f"Ready: {recording.name}")
+    method, mask = page.locator("#method"), page.locator("#auto-mask input[type=checkbox]")
+    method.get_by_text("Prompt-to-Prompt (DDPM inversion + attention control)", exact=True).click()
+    page.locator("#p2p-advanced").get_by_text("Advanced: Prompt-to-Prompt").click()
+    page.get_by_text("Automatic replaces when the two descriptions have the same number of tokens").wait_for()
+    assert page.locator("#p2p-mode").get_by_label("Automatic").is_checked()
+    assert page.locator("#p2p-cross input[type=number]").input_value() == "0.6"
+    assert page.locator("#p2p-self input[type=number]").input_value() == "0.2"
+    page.locator("#p2p-reweight input").fill("piano=2")
+    page.locator("#p2p-blend input").fill("piano")
+    page.locator("#source textarea").fill("a recording of a guitar")
+
+    mask.check()
+    status = _run(page, "a recording of a piano", page.locator("#status textarea").input_value())
+    assert status.startswith("Error: Prompt-to-Prompt edits by attention control alone: untick Automatic mask"), status
+    mask.uncheck()
+    status = _run(page, "a recording of a piano", status)
+    assert "Prompt-to-Prompt: " in status and "reweighted piano ×2, local blend on piano" in status, status
+    picture = page.locator("#attention img")
+    picture.wait_for()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=picture.element_handle())
+    page.locator("#mask").wait_for(state="hidden")
+
+    method.get_by_text("DDPM inversion (default)", exact=True).click()
+    status = _run(page, "a recording of a flute", status)
+    assert status.startswith("Reused the inversion: only the edit ran") and "Prompt-to-Prompt" not in status, status
+    page.locator("#attention").wait_for(state="hidden")

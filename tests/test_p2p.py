@@ -120,10 +120,15 @@ def conditional(probs: torch.Tensor, plan) -> torch.Tensor:
     return probs[: plan.rows].unflatten(0, (plan.prompts, plan.latents))
 
 
-def test_word_swap_injects_the_source_maps_exactly(images, picture, monkeypatch):
+@pytest.mark.parametrize("modality", ["image", "audio"])
+def test_word_swap_injects_the_source_maps_exactly(images, sounds, picture, monkeypatch, modality):
     recorder = Recorder(monkeypatch)
-    inv = images.invert(picture, SOURCE, num_steps=10, t_start=6, seed=[0, 1])
-    images.edit_p2p(inv, "a dog sitting next to a mirror", cross_steps=1.0, self_steps=0.0, output_type="latent")
+    if modality == "image":
+        inv = images.invert(picture, SOURCE, num_steps=10, t_start=6, seed=[0, 1])
+        images.edit_p2p(inv, "a dog sitting next to a mirror", cross_steps=1.0, self_steps=0.0, output_type="latent")
+    else:  # the T5 stream; "piano" and "flute" have the same number of tokens
+        inv = sounds.invert(tone(3.0), "a piano melody", num_steps=10, t_start=6, seed=[0, 1])
+        sounds.edit_p2p(inv, "a flute melody", cross_steps=1.0, self_steps=0.0, output_type="latent")
     seen = recorder.words()
     assert seen and len({step for _, step, *_ in seen}) == 6  # every step of the edit, at every word layer
     for _, _, before, after, plan in seen:

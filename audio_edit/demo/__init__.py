@@ -8,7 +8,9 @@ for the target guidance, one variation) or SDEdit (nothing inverted, so no recon
 inversion an
 automatic DiffEdit mask can limit the edit to where the target and source descriptions disagree; the
 page then shows the mask over the clip's spectrogram. Concepts (LEDITS semantic guidance) add or
-remove up to three things besides, or instead of, the target description.
+remove up to three things besides, or instead of, the target description. Prompt-to-Prompt edits a
+DDPM inversion with the source description's attention (its mode, injection fractions, reweighting
+and local blend under Advanced), and draws each word's attention over a clip of one model window.
 
 With no prompt at all, the page finds the top principal components of the posterior at the edit's
 first step (optionally within a time range) and plays the clip moved along a chosen one, by minus and
@@ -32,7 +34,8 @@ Modules:
 - ``options``: the settings the page offers, their bounds and preset values (:data:`DEFAULTS`), and
   the methods (:data:`METHODS`).
 - ``checks``: checks of an upload (:func:`check_clip`), of the page's concept rows
-  (:func:`page_concepts`) and time range (:func:`parse_time_range`); the ``EditRequest`` of the page's
+  (:func:`page_concepts`), time range (:func:`parse_time_range`) and Prompt-to-Prompt settings
+  (:func:`p2p_options`, and :func:`p2p_prompts` against the model's tokenizer); the ``EditRequest`` of the page's
   values (:func:`edit_request`, :func:`components_request`), which ``check_request`` checks in the
   page's words (:data:`PAGE`) and ``run_request`` runs.
 - ``cache``: the inversion cache (:class:`InversionCache` of :class:`CachedInversion` under an
@@ -50,11 +53,13 @@ from .cache import (
     DEFAULT_CACHE_MB, KEPT_COMPONENT_SETS, MIB, CachedInversion, ComponentsKey, InversionCache, InversionKey,
     inversion_bytes, tensor_bytes,
 )
-from .checks import PAGE, check_clip, components_request, edit_request, page_concepts, parse_time_range
+from .checks import (
+    PAGE, check_clip, components_request, edit_request, p2p_options, p2p_prompts, page_concepts, parse_time_range,
+)
 from .cli import main, parse_args
 from .options import (
     DEFAULT_MAX_SECONDS, DEFAULT_STRENGTH, DEFAULTS, INVERSION_METHODS, MAX_AMOUNT, MAX_COMPONENTS, MAX_CONCEPTS,
-    MAX_PC_ITERATIONS, MAX_STRENGTH, MAX_VARIATIONS, METHODS,
+    MAX_PC_ITERATIONS, MAX_STRENGTH, MAX_VARIATIONS, METHODS, P2P_MODES,
 )
 from .outputs import ComponentsResult, RunResult, describe_edit, mask_share
 from .page import GRADIO_MISSING, build_app
@@ -64,7 +69,7 @@ __all__ = [
     "CachedInversion", "ComponentsKey", "ComponentsResult", "DEFAULTS", "DEFAULT_CACHE_MB", "DEFAULT_MAX_SECONDS",
     "DEFAULT_STRENGTH", "DemoRunner", "EditCancelled", "GRADIO_MISSING", "INVERSION_METHODS", "InversionCache",
     "InversionKey", "KEPT_COMPONENT_SETS", "MAX_AMOUNT", "MAX_COMPONENTS", "MAX_CONCEPTS", "MAX_PC_ITERATIONS",
-    "MAX_STRENGTH", "MAX_VARIATIONS", "METHODS", "MIB", "PAGE", "RunResult", "build_app", "check_clip",
+    "MAX_STRENGTH", "MAX_VARIATIONS", "METHODS", "MIB", "P2P_MODES", "PAGE", "RunResult", "build_app", "check_clip",
     "components_request", "describe_edit", "edit_request", "inversion_bytes", "main", "mask_share",
-    "page_concepts", "parse_args", "parse_time_range", "tensor_bytes",
+    "p2p_options", "p2p_prompts", "page_concepts", "parse_args", "parse_time_range", "tensor_bytes",
 ]

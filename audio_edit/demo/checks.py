@@ -1,23 +1,27 @@
 """Checks of what a run is given: the uploaded clip (from its header, fast enough to run on upload),
-the page's concept rows and time range; the requests the page's values make and how the page words
+the page's concept rows, time range and Prompt-to-Prompt settings; the requests the page's values make and how the page words
 what ``check_request`` refuses (:data:`PAGE`); the upload's digest."""
 
+import dataclasses
 import hashlib
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import soundfile as sf
 
+from image_core import p2p as attention_control
 from image_core.errors import InputError
 from image_core.methods.sega import Concept
+from image_core.p2p import P2POptions
 from image_core.request import EditRequest, Frontend, MaskChoice, PCOptions
 
 from ..audio_io import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from .options import (
     DEFAULT_MAX_SECONDS, DEFAULT_STRENGTH, DEFAULTS, MAX_AMOUNT, MAX_COMPONENTS, MAX_PC_ITERATIONS, MAX_STRENGTH,
-    MAX_VARIATIONS, METHODS,
+    MAX_VARIATIONS, METHODS, P2P_INVERSION, P2P_METHOD, P2P_MODES,
 )
 
 # ------------------------------------------------------------------------------------------ the upload
@@ -95,6 +99,8 @@ PAGE = Frontend(
     max_amount=MAX_AMOUNT,
     max_iterations=MAX_PC_ITERATIONS,
     seed="seed",
+    # what the page's user does about each (the only messages that name them: p2p_with)
+    names={"concepts": "clear the concepts", "mask": "untick Automatic mask", "pc": "leave out the principal components"},
     methods=METHODS,
     no_edit='type a target description of the edit, e.g. "jazz piano", or add a concept',
     pc_needs_inversion="principal components need an inversion, and SDEdit makes none: choose another method",
@@ -124,6 +130,11 @@ PAGE = Frontend(
         "the automatic mask compares the target with the source description, so they must differ: "
         "change one, or untick Automatic mask"
     ),
+    p2p_alone="{options} {tune} the method Prompt-to-Prompt: choose it, or leave {them} out",
+    p2p_method=(
+        "Prompt-to-Prompt controls the attention of an inversion's edit, and {method} makes none: choose another method"
+    ),
+    p2p_with="Prompt-to-Prompt edits by attention control alone: {options}, or choose another method",
 )
 """How the page words what ``check_request`` refuses (its controls, not command-line options), and its
 bounds: :data:`MAX_VARIATIONS` seeds, :data:`MAX_COMPONENTS` components, :data:`MAX_AMOUNT` standard
@@ -139,20 +150,26 @@ def page_method(method: str | None) -> str:
 def edit_request(
     target_prompt: str | None, source_prompt: str | None, steps: Any, t_start: Any, cfg_src: float, cfg_tar: float,
     seed: Any, variations: Any, method: str | None, auto_mask: bool, concepts: Sequence[Concept],
+    p2p: P2POptions | None = None,
 ) -> EditRequest:
     """The request of the page's Edit: the target (none when empty: the concepts alone guide), one
-    edit per variation (seeds ``seed ..``), the automatic mask drawn with the first seed; eta 1.
+    edit per variation (seeds ``seed ..``), the automatic mask drawn with the first seed; eta 1. The
+    method "p2p" is a Prompt-to-Prompt edit (``p2p``, its defaults when None) of a DDPM inversion;
+    ``p2p`` is ignored with any other method.
 
     Raises:
         InputError: a setting that is not a whole number (sliders and number boxes may send floats).
     """
+    method = page_method(method)
+    p2p = (p2p or P2POptions()) if method == P2P_METHOD else None
     target = (target_prompt or "").strip()
     steps, t_start, seed, variations = (_integer(v, name) for v, name in
                                         ((steps, "steps"), (t_start, "t_start"), (seed, "seed"), (variations, "variations")))  # fmt: skip
     return EditRequest(
-        method=page_method(method), source=(source_prompt or "").strip(), targets=(target,) if target else (),
-        steps=steps, tstart=t_start, cfg_src=float(cfg_src), cfg_tar=float(cfg_tar), seed=seed, num_outputs=variations,
-        concepts=tuple(concepts), mask=MaskChoice(auto=bool(auto_mask), seed=seed),
+        method=P2P_INVERSION if p2p is not None else method, source=(source_prompt or "").strip(),
+        targets=(target,) if target else (), steps=steps, tstart=t_start, cfg_src=float(cfg_src),
+        cfg_tar=float(cfg_tar), seed=seed, num_outputs=variations, concepts=tuple(concepts),
+        mask=MaskChoice(auto=bool(auto_mask), seed=seed), p2p=p2p,
     )  # fmt: skip
 
 
@@ -210,6 +227,98 @@ def page_concepts(
         remove = choice is True or (isinstance(choice, str) and choice.strip().lower() == "remove")
         concepts.append(Concept(prompt, scale=scale, remove=remove, threshold=float(threshold), warmup=steps))
     return concepts
+
+
+def page_p2p_mode(mode: str | None) -> str:
+    """The Prompt-to-Prompt mode of the page's choice, "auto" when none.
+
+    Raises:
+        InputError: a mode the page does not offer.
+    """
+    value = (mode or "auto").strip().lower()
+    if value not in P2P_MODES:
+        raise InputError(f"the Prompt-to-Prompt mode must be {', '.join(P2P_MODES.values())}, got {mode!r}")
+    return value
+
+
+def p2p_options(
+    mode: str | None, cross_steps: Any, self_steps: Any, reweight: str | None, blend: str | None
+) -> P2POptions:
+    """The Prompt-to-Prompt settings of the page's Advanced controls: the mode ("auto" gives refine,
+    which fits any two descriptions, until :func:`p2p_prompts` counts their tokens), the fractions of
+    the steps with cross- and self-attention injected, the "word=factor, ..." reweighting and the
+    local-blend words (separated by commas or spaces).
+
+    Raises:
+        InputError: a mode the page does not offer, a fraction outside [0, 1], a reweighting that is not
+            "word=factor" pairs of one word and a factor in [0, 100].
+    """
+    chosen = page_p2p_mode(mode)
+    fractions = []
+    for value, name in ((cross_steps, "cross-attention"), (self_steps, "self-attention")):
+        try:
+            fraction = float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"the {name} steps are a fraction of the steps, got {value!r}") from None
+        if not (math.isfinite(fraction) and 0 <= fraction <= 1):
+            raise InputError(f"the {name} steps are a fraction of the steps: give a value in [0, 1], got {fraction:g}")
+        fractions.append(fraction)
+    weights: dict[str, float] = {}
+    for pair in filter(None, (part.strip() for part in (reweight or "").split(","))):
+        word, equals, factor = (part.strip() for part in pair.partition("="))
+        try:
+            scale = float(factor) if equals and word and not re.search(r"\s", word) else math.nan
+        except ValueError:
+            scale = math.nan
+        if math.isnan(scale):
+            raise InputError(
+                f'Reweight takes "word=factor" pairs separated by commas, e.g. "piano=2, drums=0.5", got {pair!r}'
+            )
+        if not (math.isfinite(scale) and 0 <= scale <= 100):
+            raise InputError(f"Reweight {word}={factor}: give a factor between 0 and 100")
+        weights[word] = scale
+    words = tuple(word for word in re.split(r"[\s,]+", blend or "") if word)
+    return P2POptions(
+        mode="refine" if chosen == "auto" else chosen, cross_steps=fractions[0], self_steps=fractions[1],
+        reweight=weights, blend=words,
+    )
+
+
+def p2p_prompts(model: Any, request: EditRequest, automatic: bool) -> EditRequest:
+    """``request`` with its Prompt-to-Prompt mode chosen, if ``automatic`` (replace for a source and a
+    target of the same number of tokens, refine otherwise), once its descriptions are checked against
+    the model's tokenizer, before anything is inverted.
+
+    Raises:
+        InputError: a model without cross-attention to words, Replace for descriptions of different
+            token lengths, a reweighted word the target lacks, a blend word neither description has.
+    """
+    options = request.p2p
+    assert options is not None and request.targets  # ``check_request`` refuses a P2P edit without a target
+    try:
+        tokenizer, _ = attention_control.word_stream(model)
+    except InputError:
+        raise InputError(
+            "Prompt-to-Prompt controls the attention to the descriptions' words, and this demo's model (AudioLDM) "
+            "takes them as one embedding: choose another method"
+        ) from None
+    source, target = request.source, request.targets[0]
+    counts = [len(attention_control.token_ids(tokenizer, text)) for text in (source, target)]
+    mode = options.mode
+    if automatic:
+        mode = "replace" if counts[0] == counts[1] else "refine"
+    elif mode == "replace" and counts[0] != counts[1]:
+        raise InputError(
+            f"Replace swaps words between descriptions of the same number of tokens, and the source description "
+            f"has {counts[0]}, the target {counts[1]}: choose Refine or Automatic"
+        )
+    for word in options.reweight:
+        if not attention_control.word_positions(tokenizer, target, word):
+            raise InputError(f"Reweight {word}: {word!r} is not a word of the target description {target!r}")
+    for word in options.blend:
+        if not any(attention_control.word_positions(tokenizer, text, word) for text in (source, target)):
+            raise InputError(f"Local blend {word}: {word!r} is in neither the source nor the target description")
+    return dataclasses.replace(request, p2p=dataclasses.replace(options, mode=mode))
 
 
 def parse_time_range(text: str | None) -> tuple[float, float] | None:

@@ -52,18 +52,41 @@ DEFAULTS: dict[str, Any] = {
     "components": 3,
     "amount": 2.0,
     "iterations": 50,
+    "p2p_mode": "auto",
+    "cross_steps": 0.6,
+    "self_steps": 0.2,
 }
 """Preset values of the controls: the audio paper's settings, one variation, no mask; the LEDITS
 demo's concept threshold and warm-up; three components moved by 2 standard deviations (the audio
-paper's evaluation) after at most 50 subspace iterations (the official code's count)."""
+paper's evaluation) after at most 50 subspace iterations (the official code's count); Prompt-to-Prompt
+with its mode chosen from the descriptions' token counts and the injection fractions of a DDPM
+inversion's edit (``image_core.p2p``: cross-attention 0.6, self-attention 0.2 of the steps)."""
 
 METHODS: dict[str, str] = {
     "ddpm": "DDPM inversion (default)",
     "ddim": "DDIM inversion",
     "null-text": "Null-text inversion",
     "sdedit": "SDEdit",
+    "p2p": "Prompt-to-Prompt (DDPM inversion + attention control)",
 }
-"""The page's methods: value -> the label of its choice."""
+"""The page's methods: value -> the label of its choice. "p2p" edits a DDPM inversion (the cache
+shares it with "ddpm") with Prompt-to-Prompt attention control."""
 
-INVERSION_METHODS = request.INVERSION_METHODS
-"""The methods that invert the clip: the ones with a cache entry, a reconstruction and a mask."""
+P2P_METHOD = "p2p"
+"""The page's Prompt-to-Prompt method."""
+
+P2P_INVERSION = "ddpm"
+"""The inversion a Prompt-to-Prompt edit of the page runs on."""
+
+P2P_MODES: dict[str, str] = {
+    "auto": "Automatic",
+    "replace": "Replace",
+    "refine": "Refine",
+}
+"""The page's Prompt-to-Prompt modes: value -> the label of its choice. "auto" replaces when the source
+and target descriptions have the same number of tokens and refines otherwise (the official DDPM
+inversion code chooses by the number of words)."""
+
+INVERSION_METHODS = (*request.INVERSION_METHODS, P2P_METHOD)
+"""The page's methods that invert the clip: the ones with a cache entry and a reconstruction (all but
+"p2p" also take a mask and concepts)."""

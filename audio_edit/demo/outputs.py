@@ -1,6 +1,6 @@
 """What a run gives back (:class:`RunResult`, :class:`ComponentsResult`): the files it writes (the
 clips as WAV, their spectrograms as one PNG) and its status line, with the share of the clip an
-automatic mask let the edit change."""
+automatic mask let the edit change and the settings of a Prompt-to-Prompt edit."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,6 +13,7 @@ import torch
 from image_core.cli_common import slug
 from image_core.inversion import Inversion
 from image_core.methods.sega import Concept
+from image_core.p2p import P2POptions
 
 from ..audio_io import save_audio
 from ..spectrogram import save_spectrograms
@@ -31,9 +32,11 @@ class RunResult:
         status: one line for the page.
         sample_rate: Hz of all outputs (the input's).
         num_frames: samples per output (the input's length).
-        method: "ddpm", "ddim", "null-text" or "sdedit".
+        method: "ddpm", "ddim", "null-text", "sdedit" or "p2p" (the page's choice).
         mask: PNG of the automatic (DiffEdit) mask over the input's spectrogram, None without one;
             ``AudioEditor.load_mask`` reads the exact mask back from it.
+        attention: PNG of a Prompt-to-Prompt edit's word maps (each token's attention over the input's
+            spectrogram, one row per description), None without one.
     """
 
     reconstruction: Path | None
@@ -45,6 +48,7 @@ class RunResult:
     num_frames: int
     method: str = "ddpm"
     mask: Path | None = None
+    attention: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,8 @@ class _Made:
     sample_rate: int
     reused: bool = False
     mask_share: float | None = None  # fraction of the clip's time-frequency cells the mask lets the edit change
-    folder: Path | None = None  # the run's output folder, when made early (for the mask picture)
+    folder: Path | None = None  # the run's output folder, when made early (for the mask or attention picture)
+    attention: Path | None = None  # the picture of a Prompt-to-Prompt edit's word maps
 
 
 def write_edits(
@@ -167,6 +172,25 @@ def edit_status(
         kept = "" if target else " (no target: the source description kept)"
         status += f" Concepts{kept}: {', '.join(_concept_text(c) for c in concepts)}."
     return status
+
+
+def describe_p2p(options: P2POptions, method: str, automatic: bool, drawn: bool, window: float | None = None) -> str:
+    """The part of the status line that tells a Prompt-to-Prompt edit's settings (of an inversion of
+    ``method``) and whether its attention was drawn (for clips of at most ``window`` seconds)."""
+    cross, self_, _ = options.resolved(method)
+    mode = options.mode + (" (chosen automatically)" if automatic else "")
+    text = (
+        f"Prompt-to-Prompt: {mode}, cross-attention injected for {cross:g} and self-attention for {self_:g} "
+        "of the steps"
+    )
+    if options.reweight:
+        text += ", reweighted " + ", ".join(f"{word} ×{factor:g}" for word, factor in options.reweight.items())
+    if options.blend:
+        text += ", local blend on " + ", ".join(options.blend)
+    if drawn:
+        return text + "; the attention picture shows each word's attention over the clip."
+    short = "of one model window" if window is None else f"of at most {window:g} s (one model window)"
+    return text + f"; no attention picture: it is drawn for clips {short}."
 
 
 def components_status(

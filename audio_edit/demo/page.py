@@ -19,9 +19,9 @@ from .cache import DEFAULT_CACHE_MB
 from .checks import check_clip, page_concepts
 from .options import (
     DEFAULT_MAX_SECONDS, DEFAULT_STRENGTH, DEFAULTS, MAX_AMOUNT, MAX_COMPONENTS, MAX_CONCEPTS, MAX_PC_ITERATIONS,
-    MAX_STRENGTH, MAX_VARIATIONS, METHODS,
+    MAX_STRENGTH, MAX_VARIATIONS, METHODS, P2P_MODES,
 )
-from .runner import DemoRunner, EditCancelled
+from .runner import DemoRunner, EditCancelled, one_window_seconds
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -44,7 +44,8 @@ change only the target or its guidance and only the edit runs again. Cancel drop
 or stops the running one after its current stage. Method: edit-friendly DDPM inversion with AudioLDM 2
 (Manor & Michaeli, *Zero-Shot Unsupervised and Text-Based Audio Editing Using DDPM Inversion*, ICML 2024);
 DDIM inversion and SDEdit are there to compare with, and an automatic DiffEdit mask can keep the edit
-to where the target and source descriptions disagree. Concepts add or remove things besides, or instead
+to where the target and source descriptions disagree; Prompt-to-Prompt edits with the source
+description's attention, so the words that stay keep their place in the clip. Concepts add or remove things besides, or instead
 of, the target (LEDITS semantic guidance). With no prompt at all, the last section moves the clip along
 the principal components of the posterior.
 """
@@ -70,6 +71,18 @@ _METHOD_HELP = """- **DDPM inversion** (default): keeps the clip's structure and
   model calls, and a new inversion whenever the target guidance changes.
 - **SDEdit**: noises the clip to t_start and generates the target from there; keeps less of the clip, and
   inverts nothing (no reconstruction, nothing reused).
+- **Prompt-to-Prompt**: DDPM inversion (shared with the first method), edited with the attention to the
+  source description's words for the first steps; describe the clip as the source and change a few words
+  for the target. Its settings are under *Advanced: Prompt-to-Prompt*; no concepts or automatic mask.
+"""
+
+_P2P_HELP = """For the method Prompt-to-Prompt only. Describe the clip in the source description (e.g. *a
+recording of a guitar*) and change a few words in the target (*a recording of a piano*): the target's rows
+take the source's attention maps, so the words that stay attend where they did. **Mode**: *Replace* swaps
+words one for one and needs descriptions of the same number of tokens; *Refine* aligns the target's tokens
+to the source's, for words added or changed; *Automatic* replaces when the two descriptions have the same
+number of tokens and refines otherwise. After a Prompt-to-Prompt edit of a clip {short}, a
+picture shows each word's attention over the clip's spectrogram.
 """
 
 _READY = "Upload or record a clip, type a target description and press Edit."
@@ -96,6 +109,15 @@ _HELP = {
     "time_range": "Optional 'start:end' in seconds, e.g. '0.5:2': components of that part of the clip only.",
     "iterations": "Most subspace iterations (default 50). On a CPU each is one batched model call: "
                   "fewer are faster and less precise.",
+    "p2p_mode": "Automatic: Replace for descriptions of the same number of tokens, else Refine.",
+    "cross_steps": "Share of the steps whose cross-attention (to the words) comes from the source (0.6 "
+                   "for DDPM inversion). Higher: more of the clip's structure, less of the target.",
+    "self_steps": "Share of the steps whose self-attention comes from the source (0.2 for DDPM inversion). "
+                  "Higher: closer to the clip's timing.",
+    "reweight": "Optional 'word=factor, ...' for words of the target, e.g. 'piano=2': more (or, below 1, "
+                "less) of that word.",
+    "blend": "Optional words, e.g. 'guitar, piano': edit only where they attend and keep the rest of the "
+             "clip. For clips {short}.",
 }
 
 
@@ -131,7 +153,7 @@ def build_app(
         max_seconds: longest clip accepted, in seconds; default :data:`DEFAULT_MAX_SECONDS`.
         defaults: preset values of the controls, overriding :data:`DEFAULTS` (keys steps, t_start,
             cfg_src, cfg_tar, seed, variations, method, auto_mask, concept_threshold, concept_warmup,
-            components, amount, iterations).
+            components, amount, iterations, p2p_mode, cross_steps, self_steps).
         output_dir: where outputs are written; a temporary folder by default.
     """
     gr = _import_gradio()
@@ -141,10 +163,14 @@ def build_app(
         raise ValueError(f"unknown defaults {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     if preset["method"] not in METHODS:
         raise ValueError(f"unknown default method {preset['method']!r}; known: {sorted(METHODS)}")
+    if preset["p2p_mode"] not in P2P_MODES:
+        raise ValueError(f"unknown default Prompt-to-Prompt mode {preset['p2p_mode']!r}; known: {sorted(P2P_MODES)}")
     if max_upload_mb <= 0:
         raise ValueError(f"max_upload_mb must be positive, got {max_upload_mb}")
     runner = DemoRunner(editor, cache_mb, output_dir, max_seconds)
     editor.progress = True
+    window = one_window_seconds(editor)
+    short = "of one model window" if window is None else f"of at most {window:g} s (one model window)"
 
     with gr.Blocks(title="Audio editing with text", delete_cache=_CACHE_CLEANUP) as demo:
         gr.Markdown(_INTRO.format(max_seconds=runner.max_seconds), elem_id="intro")
@@ -182,6 +208,23 @@ def build_app(
                 gr.Markdown(_METHOD_HELP, elem_id="method-help")
                 auto_mask = gr.Checkbox(value=bool(preset["auto_mask"]), label="Automatic mask (DiffEdit)",
                                         info=_HELP["auto_mask"], elem_id="auto-mask")
+                with gr.Accordion("Advanced: Prompt-to-Prompt", open=False, elem_id="p2p-advanced"):
+                    gr.Markdown(_P2P_HELP.format(short=short), elem_id="p2p-help")
+                    p2p_mode = gr.Radio([(label, value) for value, label in P2P_MODES.items()],
+                                        value=preset["p2p_mode"], label="Mode", info=_HELP["p2p_mode"],
+                                        elem_id="p2p-mode")
+                    with gr.Row():
+                        cross_steps = gr.Slider(0, 1, value=preset["cross_steps"], step=0.05,
+                                                label="Cross-attention steps", info=_HELP["cross_steps"],
+                                                elem_id="p2p-cross")
+                        self_steps = gr.Slider(0, 1, value=preset["self_steps"], step=0.05,
+                                               label="Self-attention steps", info=_HELP["self_steps"],
+                                               elem_id="p2p-self")
+                    with gr.Row():
+                        reweight = gr.Textbox(label="Reweight (optional)", info=_HELP["reweight"],
+                                              placeholder="piano=2", max_lines=1, elem_id="p2p-reweight")
+                        blend = gr.Textbox(label="Local blend words (optional)", info=_HELP["blend"].format(short=short),
+                                           placeholder="guitar, piano", max_lines=1, elem_id="p2p-blend")
                 with gr.Row():
                     run = gr.Button("Edit", variant="primary", elem_id="run")
                     cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
@@ -214,6 +257,9 @@ def build_app(
             mask_picture = gr.Image(label="Automatic mask (edited where bright)", type="filepath",
                                     interactive=False, elem_id="mask", buttons=["download", "fullscreen"],
                                     visible=False, scale=1)
+        attention_picture = gr.Image(label="Attention of each word over the clip (Prompt-to-Prompt)",
+                                     type="filepath", interactive=False, elem_id="attention",
+                                     buttons=["download", "fullscreen"], visible=False)
 
         gr.Markdown(_PCS_INTRO, elem_id="pcs-intro")
         with gr.Row():
@@ -265,7 +311,8 @@ def build_app(
             cfg_src_value: float, cfg_tar_value: float, seed_value: float | None, variations_value: float,
             method_value: str | None, auto_mask_value: bool, threshold_value: float, warmup_value: float,
             concept_1: str, sign_1: str, strength_1: float, concept_2: str, sign_2: str, strength_2: float,
-            concept_3: str, sign_3: str, strength_3: float,
+            concept_3: str, sign_3: str, strength_3: float, p2p_mode_value: str | None, cross_steps_value: float,
+            self_steps_value: float, reweight_text: str | None, blend_text: str | None,
             request: gr.Request, progress: gr.Progress = gr.Progress(track_tqdm=True),
         ) -> list[Any]:
             rows = [(concept_1, sign_1, strength_1), (concept_2, sign_2, strength_2), (concept_3, sign_3, strength_3)]
@@ -275,7 +322,9 @@ def build_app(
                     cfg_tar_value, 0 if seed_value is None else seed_value, variations_value,
                     method_value, bool(auto_mask_value), session=getattr(request, "session_hash", None) or "",
                     report=lambda fraction, text: progress(fraction, desc=text),
-                    concepts=page_concepts(rows, threshold_value, warmup_value),
+                    concepts=page_concepts(rows, threshold_value, warmup_value), p2p_mode=p2p_mode_value,
+                    cross_steps=cross_steps_value, self_steps=self_steps_value, reweight=reweight_text or "",
+                    blend=blend_text or "",
                 )
             except EditCancelled:
                 return _failure(gr, "Cancelled.")
@@ -294,7 +343,11 @@ def build_app(
                 mask_shown = gr.Image(value=None, visible=False)
             else:
                 mask_shown = gr.Image(value=str(result.mask), visible=True)
-            return [result.status, reconstructed, *slots, str(result.spectrogram), mask_shown]
+            if result.attention is None:
+                attention_shown = gr.Image(value=None, visible=False)
+            else:
+                attention_shown = gr.Image(value=str(result.attention), visible=True)
+            return [result.status, reconstructed, *slots, str(result.spectrogram), mask_shown, attention_shown]
 
         def components_run(only_cached: bool) -> Callable[..., list[Any]]:
             """The handler of Find components (``only_cached`` False) or of a slider's move (True: a
@@ -341,8 +394,8 @@ def build_app(
         for added in (clip.upload, clip.stop_recording):
             added(on_upload, clip, [status, clip], queue=False, show_progress="hidden")
         inputs = [clip, target, source, steps, t_start, cfg_src, cfg_tar, seed, variations, method, auto_mask,
-                  threshold, warmup, *concept_rows]
-        outputs = [status, reconstruction, *edits, spectrogram, mask_picture]
+                  threshold, warmup, *concept_rows, p2p_mode, cross_steps, self_steps, reweight, blend]
+        outputs = [status, reconstruction, *edits, spectrogram, mask_picture, attention_picture]
         jobs = [trigger(on_edit, inputs, outputs, concurrency_limit=1, concurrency_id="jobs")
                 for trigger in (run.click, target.submit)]
         pc_inputs = [clip, source, steps, t_start, cfg_src, seed, method, components, pc, amount, time_range, iterations]
@@ -361,7 +414,8 @@ def build_app(
 def _failure(gr: Any, message: str) -> list[Any]:
     """Outputs for a run that failed: the message in the status line, the outputs cleared."""
     slots = [gr.Audio(value=None, visible=index == 0) for index in range(MAX_VARIATIONS)]
-    return [message, gr.Audio(value=None, visible=True), *slots, None, gr.Image(value=None, visible=False)]
+    hidden = [gr.Image(value=None, visible=False) for _ in range(2)]  # the mask and attention pictures
+    return [message, gr.Audio(value=None, visible=True), *slots, None, *hidden]
 
 
 def _unexpected(error: BaseException, what: str, lighter: str) -> str:

@@ -2,6 +2,7 @@
 moves it along a principal component and writes the outputs; one job computes at a time, and a job
 can be cancelled between its stages."""
 
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -14,10 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import soundfile as sf
+import torch
 
 from image_core import adapters
 from image_core.errors import EditError, InputError
 from image_core.methods.sega import Concept
+from image_core.p2p import windows_of
 from image_core.request import EditRequest, check_request
 from image_core.runner import Stages, run_request
 from image_core.settings import check_interval
@@ -29,11 +33,12 @@ from .cache import (
 )
 from .checks import (
     PAGE, _check_length, _clip_seconds, _digest, _hide_folder, check_clip, components_request, edit_request,
-    parse_time_range,
+    p2p_options, p2p_prompts, page_method, page_p2p_mode, parse_time_range,
 )
-from .options import DEFAULT_MAX_SECONDS, DEFAULTS
+from .options import DEFAULT_MAX_SECONDS, DEFAULTS, P2P_METHOD
 from .outputs import (
-    ComponentsResult, RunResult, _Made, components_status, edit_status, mask_share, write_edits, write_moves,
+    ComponentsResult, RunResult, _Made, components_status, describe_p2p, edit_status, mask_share, write_edits,
+    write_moves,
 )
 
 if TYPE_CHECKING:
@@ -105,6 +110,11 @@ class DemoRunner:
         session: str = "",
         report: Callable[[float, str], None] | None = None,
         concepts: Sequence[Concept] = (),
+        p2p_mode: str = DEFAULTS["p2p_mode"],
+        cross_steps: float = DEFAULTS["cross_steps"],
+        self_steps: float = DEFAULTS["self_steps"],
+        reweight: str = "",
+        blend: str = "",
     ) -> RunResult:
         """Invert the clip (or reuse its cached inversion), edit it and write the outputs.
 
@@ -113,12 +123,18 @@ class DemoRunner:
                 edit then keeps the source description and only the concepts guide it).
             method: "ddpm" (edit-friendly DDPM inversion), "ddim" (DDIM inversion: one variation),
                 "null-text" (DDIM inversion optimised for ``cfg_tar``, which replaces ``cfg_src`` in
-                its cache key: one variation) or "sdedit" (noise the clip and sample the target:
-                nothing inverted, cached or reconstructed).
+                its cache key: one variation), "sdedit" (noise the clip and sample the target:
+                nothing inverted, cached or reconstructed) or "p2p" (Prompt-to-Prompt: a DDPM inversion,
+                shared with "ddpm" in the cache, edited with the source description's attention).
             auto_mask: edit only inside the DiffEdit mask of the target against the source description
                 (an inversion method only); its picture is written next to the outputs.
             report: called with (fraction done, what is happening) between the stages.
             concepts: LEDITS semantic guidance (an inversion method only), e.g. from :func:`page_concepts`.
+            p2p_mode, cross_steps, self_steps, reweight, blend: the Prompt-to-Prompt settings (method
+                "p2p" only; :func:`p2p_options`): "auto" (replace for descriptions of the same number of
+                tokens, else refine), "replace" or "refine"; the fractions of the steps with cross- and
+                self-attention injected; "word=factor, ..." and the local-blend words. Its word maps
+                are drawn over the clip's spectrogram for a clip of one model window (:func:`one_window_seconds`).
 
         Raises:
             InputError: no clip, an unreadable or too long clip, neither a target nor a concept, or
@@ -129,9 +145,14 @@ class DemoRunner:
         if not audio_path:
             raise InputError("upload or record a clip first")
         concepts = list(concepts)
+        p2p = page_method(method) == P2P_METHOD
+        options = p2p_options(p2p_mode, cross_steps, self_steps, reweight, blend) if p2p else None
         request = edit_request(target_prompt, source_prompt, steps, t_start, cfg_src, cfg_tar, seed, variations,
-                               method, auto_mask, concepts)  # fmt: skip
+                               method, auto_mask, concepts, options)  # fmt: skip
         check_request(request, PAGE)
+        automatic = p2p and page_p2p_mode(p2p_mode) == "auto"
+        if p2p:
+            request = p2p_prompts(self.editor.model, request, automatic)
         target, method = request.targets[0] if request.targets else "", request.method
 
         started = time.perf_counter()
@@ -159,9 +180,12 @@ class DemoRunner:
                                                                    request.num_outputs)  # fmt: skip
         seconds = time.perf_counter() - started
         status = edit_status(method, request.steps, request.tstart, made, target, concepts, seconds)
+        if request.p2p is not None:
+            status += " " + describe_p2p(request.p2p, method, automatic, made.attention is not None,
+                                         one_window_seconds(self.editor))
         mask_file = folder / "mask.png" if made.mask_share is not None else None
         return RunResult(reconstruction_file, edits, spectrogram_file, made.reused, status, rate,
-                         int(made.original.size), method, mask_file)
+                         int(made.original.size), P2P_METHOD if p2p else method, mask_file, made.attention)
 
     def components(
         self,
@@ -303,7 +327,8 @@ class DemoRunner:
         cancelled: threading.Event,
     ) -> _Made:
         """Edit from the clip's inversion (cached, or made now), inside its automatic mask if asked;
-        with concepts, by semantic guidance too (no target keeps the source description)."""
+        with concepts, by semantic guidance too (no target keeps the source description); with
+        Prompt-to-Prompt, drawing its word maps when the clip is one model window long."""
         entry = self.cache.get(key)
         reused = entry is not None
         job = _Job(self, key, notify, cancelled, entry, {
@@ -322,12 +347,37 @@ class DemoRunner:
             drawn["share"] = mask_share(self.editor, mask, inversion)
             _stop_if(cancelled)
 
+        if request.p2p is not None:
+            request = self._p2p_windows(request, entry, path)
         audio = None if reused else self._prepare(path, key, notify, cancelled)
         edited = run_request(self.editor, request, audio, entry and entry.inversion,
                              stages=Stages(job.starting, job.inverted(audio), masked=masked))  # fmt: skip
         entry = job.entry
+        if edited.attention is not None:
+            _stop_if(cancelled)
+            notify(0.9, "Drawing the attention")
+            drawn["folder"] = folder = drawn.get("folder") or self._new_run_folder()
+            drawn["attention"] = folder / "attention.png"
+            self.editor.draw_attention(edited.attention, edited.inversion, drawn["attention"])
         return _Made(list(edited.outputs), entry.original, entry.reconstruction, entry.sample_rate, reused,
-                     drawn.get("share"), drawn.get("folder"))
+                     drawn.get("share"), drawn.get("folder"), drawn.get("attention"))
+
+    def _p2p_windows(self, request: EditRequest, entry: CachedInversion | None, path: Path) -> EditRequest:
+        """``request`` asking for the word maps when the clip is one model window long (they are
+        drawn over it; a longer clip is edited window by window); InputError for a local blend of a
+        longer clip, before it is read and inverted (the length of one not inverted yet is its header's)."""
+        if entry is not None:
+            windows = windows_of(self.editor.denoiser, entry.inversion.x0)
+        else:
+            check_clip(path, self.max_seconds)
+            info = sf.info(str(path))
+            windows = _windows(self.editor, info.frames, info.samplerate)
+        if windows > 1 and request.p2p.blend:  # type: ignore[union-attr]
+            raise InputError(
+                f"Local blend works on clips of at most {one_window_seconds(self.editor):g} s (one model window), and "
+                f"this one spans {windows}: clear the local-blend words, or cut the clip"
+            )
+        return dataclasses.replace(request, save_attention=windows == 1)
 
     def _prepare(
         self, path: Path, key: InversionKey, notify: Callable[[float, str], None], cancelled: threading.Event
@@ -407,6 +457,25 @@ def _stop_if(cancelled: threading.Event) -> None:
     """EditCancelled once the run's cancel flag is set."""
     if cancelled.is_set():
         raise EditCancelled("the edit was cancelled")
+
+
+def _windows(editor: "AudioEditor", frames: int, sample_rate: int) -> int:
+    """Model windows the inversion of a clip of ``frames`` at ``sample_rate`` will span."""
+    shape = editor.latent_shape(round(frames * editor.model.sample_rate / sample_rate))
+    return windows_of(editor.denoiser, torch.empty((1, *shape), device="meta"))
+
+
+def one_window_seconds(editor: "AudioEditor") -> float | None:
+    """Longest clip the model edits as one window, in seconds: the 10.24 s training window and half
+    an overlap (``image_core.windows.spans``; 11.52 s for the real models). None for an editor
+    without windows."""
+    try:
+        model = editor.model
+        multiple = model.latent_multiple
+        frames = (model.latent_window + editor.overlap // 2) // multiple * multiple
+        return frames * model.vae_factor * editor.mel_config.hop_length / model.sample_rate
+    except (AttributeError, TypeError):
+        return None
 
 
 def _mono(audio: Audio) -> np.ndarray:
