@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .files import json_object
 
 RESULTS = "results.jsonl"
 """The results file in the output folder: one JSON object per output file."""
@@ -260,16 +261,7 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
 
 def _json_rows(text: str) -> list[dict[str, Any]]:
     lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    rows = []
-    for number, line in enumerate(lines, 1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(f"row {number}: not JSON ({error.msg} at column {error.colno})") from None
-        if not isinstance(row, dict):
-            raise InputError(f"row {number}: a row is a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    return rows
+    return [json_object(line, f"row {number}") for number, line in enumerate(lines, 1)]
 
 
 def _csv_rows(text: str, delimiter: str) -> list[dict[str, Any]]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Iterator
+from typing import Any
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -83,3 +85,14 @@ def final_path(path: str | os.PathLike[str]) -> Path:
     name): for messages about a write, which should name the file the user asked for."""
     path = Path(path)
     return _PENDING.get(path, path)
+
+
+def json_object(line: str, where: str) -> dict[str, Any]:
+    """One line of a JSON-lines file as an object; InputError naming ``where`` (e.g. "row 3") otherwise."""
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{where}: not JSON ({error.msg} at column {error.colno})") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: a line is a JSON object, got {type(value).__name__}")
+    return value

@@ -317,10 +317,12 @@ def prompt_to_prompt(
         words = blend_words(tokenizer, prompts, options.blend, keys)
         start = int(options.resolved(s.method)[2] * s.num_steps)
 
-        def callback(step: Step) -> torch.Tensor:
+        def blended(step: Step) -> torch.Tensor:
             if step.j < start or control.maps is None:
                 return step.x_s
             return p2p.blend(step.x_s, p2p.blend_mask(control.maps, words, grid, size, options.threshold))  # type: ignore[arg-type]
+
+        callback = blended
 
     with _controlled(model, control):
         latents = run.regenerate(Stepped(guidance, control), P, callback, editor.progress)

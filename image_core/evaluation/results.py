@@ -13,7 +13,6 @@ Relative paths are looked up beside the results file first, then from the curren
 from __future__ import annotations
 
 import csv
-import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..files import json_object
 
 RESULTS_NAME = "results.jsonl"
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".aiff", ".aif")
@@ -98,12 +98,7 @@ def read_results(path: str | Path) -> Rows:
         if not line.strip():
             continue
         where = f"{file.name} line {number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(f"{where}: not JSON ({error.msg})") from None
-        if not isinstance(record, dict):
-            raise InputError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        record = json_object(line, where)
         status = record.get("status", "done" if record.get("output") else "failed")
         if status != "done":
             failed[(str(record.get("method", "")), str(record.get("setting") or ""))] += 1
