@@ -25,8 +25,8 @@ def _parser() -> cli_common.Parser:
     """The arguments of ``audio-edit`` (every row of ``audio-edit batch`` is parsed by them too)."""
     parser = cli_common.edit_parser(
         "audio-edit",
-        "Edit a recording with text by edit-friendly DDPM inversion (AudioLDM / AudioLDM2). "
-        "The edit is mono, at the input's sample rate, length and loudness.",
+        "Edit a recording with text by edit-friendly DDPM inversion (AudioLDM / AudioLDM2: mono; Stable Audio "
+        "Open: stereo, with --cfg-src 1 by default). The edit is at the input's sample rate, length and loudness.",
         model=defaults.MODEL,
         steps=defaults.NUM_STEPS,
         t_start=defaults.T_START,
@@ -57,6 +57,12 @@ def _read(args: Any) -> Prepared:
         facts = {"sample_rate": clip.sample_rate, "num_frames": clip.num_frames}
         cli_common.check_inversion_fits(loaded, facts, "sample rate and length", args.inversion)
     seeds = list(loaded.settings.seeds) if loaded else list(range(args.seed, args.seed + args.num_outputs))
+    from .stable_audio import is_stable_audio
+
+    if "cfg_src" not in args.given and is_stable_audio(args.model):
+        from .stable_audio_editor import DEFAULTS as STABLE_AUDIO
+
+        args.cfg_src = STABLE_AUDIO.cfg_src  # the audio paper's recommendation for this model
     request = cli_common.request_from_args(args, ranges, pc_ranges, parsed=True)
     return Prepared(args, clip, request, loaded, seeds)
 

@@ -74,7 +74,15 @@ class AudioEditor(Editor):
         compile: bool = False, **kwargs: Any,
     ) -> AudioEditor:
         """Load a hub id, a local folder (diffusers layout), "tiny" (AudioLDM2) or "tiny-audioldm";
-        ``compile``: denoise with ``torch.compile`` of the UNet (the first call of each shape compiles)."""
+        ``compile``: denoise with ``torch.compile`` of the UNet (the first call of each shape compiles).
+        Stable Audio Open (its hub id, "tiny-sao" or a folder of its layout) gives a
+        ``StableAudioEditor`` (44.1 kHz stereo; same methods)."""
+        from .stable_audio import is_stable_audio
+
+        if is_stable_audio(name):
+            from .stable_audio_editor import StableAudioEditor
+
+            return StableAudioEditor.from_pretrained(name, device, dtype, **kwargs)  # type: ignore[return-value]
         resolved = adapters.resolve_device(device)
         model = AudioModel.from_pretrained(name, resolved, adapters.resolve_dtype(dtype, resolved))
         if compile:

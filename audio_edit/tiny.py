@@ -157,6 +157,38 @@ def _clap_config() -> ClapConfig:
     return ClapConfig(text_config=_clap_text_config(), audio_config=audio, projection_dim=_CLAP_PROJECTION)
 
 
+SAO_SCHEDULER = {  # Stable Audio Open 1.0's scheduler_config.json (CosineDPMSolverMultistepScheduler)
+    "sigma_min": 0.3, "sigma_max": 500.0, "sigma_data": 1.0, "sigma_schedule": "exponential", "num_train_timesteps": 1000,
+    "solver_order": 2, "prediction_type": "v_prediction", "rho": 7.0, "solver_type": "midpoint", "lower_order_final": True,
+    "euler_at_final": False, "final_sigmas_type": "zero",
+}  # fmt: skip
+_SAO_WIDTH = 16  # the conditioning width (cross-attention input; the global states are twice it)
+
+
+def build_tiny_sao() -> dict[str, Any]:
+    """The components of a tiny Stable Audio Open (``audio_edit.stable_audio.StableAudioModel``):
+    44.1 kHz stereo, 4 latent channels, 8 samples a latent frame, a one-layer DiT; fixed random weights."""
+    from diffusers import AutoencoderOobleck, StableAudioDiTModel, StableAudioProjectionModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        return {
+            "transformer": StableAudioDiTModel(
+                sample_size=1024, in_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=2,
+                num_key_value_attention_heads=1, out_channels=4, cross_attention_dim=16, time_proj_dim=16,
+                global_states_input_dim=2 * _SAO_WIDTH, cross_attention_input_dim=_SAO_WIDTH,
+            ).eval(),
+            "vae": AutoencoderOobleck(
+                encoder_hidden_size=8, downsampling_ratios=[2, 4], channel_multiples=[1, 2], decoder_channels=4,
+                decoder_input_channels=4, audio_channels=2, sampling_rate=44100,
+            ).eval(),
+            "projection_model": StableAudioProjectionModel(text_encoder_dim=_T5_HIDDEN, conditioning_dim=_SAO_WIDTH, min_value=0, max_value=512),
+            "text_encoder": _t5_encoder(),
+            "tokenizer": _t5_tokenizer(),
+            "scheduler_config": dict(SAO_SCHEDULER),
+        }  # fmt: skip
+
+
 def _clap_text_encoder() -> ClapTextModelWithProjection:
     return ClapTextModelWithProjection(ClapTextConfig(**_clap_text_config())).eval()
 

@@ -134,6 +134,34 @@ def eps_from_output(
     raise ModelLoadError(f"unsupported prediction_type {prediction_type!r}")
 
 
+PREDICTIONS = ("epsilon", "v_prediction", "sample", "flow")
+
+
+def eps_from_prediction(
+    output: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor, prediction_type: str
+) -> torch.Tensor:
+    """Convert a model output to ε on the path x_t = α x0 + σ ε, so that the core sees one
+    parametrisation whatever the model predicts (as k-diffusion's and EDM's wrappers do).
+
+    Args:
+        output, x_t: (B, ...) the model's prediction and its input (in the path's own scaling).
+        alpha, sigma: (B,) α_t and σ_t of each row.
+        prediction_type: "epsilon"; "sample" (x0: ε = (x_t - α x0) / σ); "v_prediction" (v = α ε - σ x0
+            on a variance-preserving path, α² + σ² = 1: ε = σ x_t + α v); "flow" (the rectified-flow
+            velocity u = ε - x0 with α = 1 - t, σ = t: ε = x_t + α u).
+    """
+    if prediction_type == "epsilon":
+        return output
+    a, s = append_dims(alpha, x_t), append_dims(sigma, x_t)
+    if prediction_type == "v_prediction":
+        return s * x_t + a * output
+    if prediction_type == "sample":
+        return (x_t - a * output) / s
+    if prediction_type == "flow":
+        return x_t + a * output
+    raise ModelLoadError(f"unsupported prediction_type {prediction_type!r}")
+
+
 def fingerprint(family: str, configs: Mapping[str, Mapping[str, Any]], modules: Mapping[str, torch.nn.Module], dtype: torch.dtype) -> str:
     """A short stable id of a model, e.g. "audioldm2-1f0c...": family, configs (private "_" keys left
     out), the denoiser's dtype (it changes the noise estimates) and a checksum of the weights.

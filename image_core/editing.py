@@ -296,15 +296,16 @@ class LatentEditor:
         x_t = run.inversion.xts[:, step]
         with torch.no_grad():
             vectors, values, info = pcs_method.posterior_pcs(
-                guidance, float(schedule.alphas[later[0]]), int(schedule.timesteps[later[0]]), x_t, n, region,
+                guidance, float(schedule.alphas[later[0]]), schedule.timesteps[later[0]].item(), x_t, n, region,
                 max_iterations, tolerance, seed=seed, progress=self.progress, batch_size=self.product_rows(x_t),
+                v_t=float(schedule.variances[later[0]]),
             )
             variances = pcs_method.variances_along(  # the variance along each vector at every later step
                 guidance.at_steps(torch.arange(len(later))), schedule.alphas[later], schedule.timesteps[later],
-                run.inversion.xts[0, step:], vectors, self.product_rows(x_t), self.progress,
+                run.inversion.xts[0, step:], vectors, self.product_rows(x_t), self.progress, schedule.variances[later],
             )  # fmt: skip
         info = {**info, "max_iterations": max_iterations, "tolerance": tolerance, "source_prompt": s.source_prompt, "cfg_src": s.cfg_src}
-        return pcs_method.PosteriorPCs(vectors.cpu(), values.cpu(), x_t[0].cpu(), step, int(schedule.timesteps[later[0]]),
+        return pcs_method.PosteriorPCs(vectors.cpu(), values.cpu(), x_t[0].cpu(), step, schedule.timesteps[later[0]].item(),
                                        None if region is None else region.cpu(), info, variances)  # fmt: skip
 
     @torch.no_grad()

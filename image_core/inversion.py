@@ -56,7 +56,8 @@ class Inversion:
         xts: (B, K, ...) x_t at the K = t_start timesteps the edit runs, xts[:, 0] = x_{t_start}.
         zs: (B, K, ...) noise maps z ~ N(0, I); sampling from xts[:, 0] with them regenerates x0.
             None for DDIM and null-text inversions (deterministic: xts is their trajectory).
-        timesteps: (K,) int64, descending.
+        timesteps: (K,) descending: int64 on the VP path, float64 (EDM noise levels, flow times)
+            on the others (see ``schedule``).
         settings: how it was made.
         meta: JSON-able facts of the input a frontend needs to write outputs (size, sample rate...).
         residual: (B, ...) x0 - μ of the chain's last step where σ is zero there (a scheduler whose

@@ -112,6 +112,11 @@ def word_stream(model: Any) -> tuple[Any, str]:
         )
     if family == "audioldm2":
         return model.tokenizer_2, "t5"
+    if not hasattr(model, "unet"):
+        raise InputError(
+            "Prompt-to-Prompt controls a UNet's cross-attention to the prompt's words (Stable Diffusion, AudioLDM 2); "
+            "this model has none: use a text edit without --p2p"
+        )
     return model.tokenizer, "text"
 
 

@@ -382,3 +382,10 @@ def test_cli_p2p_edit_writes_its_outputs_and_attention_picture(picture, tmp_path
     record = json.loads((tmp_path / "dog.png.json").read_text())
     assert record["files"]["attention"] == "att.png"
     assert "replace" in json.dumps(record) and "dog=2" in json.dumps(record)
+
+
+def test_stable_audio_open_is_refused_in_one_line():
+    editor = AudioEditor.from_pretrained("tiny-sao", device="cpu", progress=False)
+    inv = editor.invert(tone(0.15, 44100), "a melody", num_steps=6, t_start=3)  # the tiny model's window: 0.19 s
+    with pytest.raises(InputError, match="UNet's cross-attention"):
+        editor.edit_p2p(inv, "a melody")

@@ -1,12 +1,15 @@
 """Edit-friendly DDPM inversion (Huberman-Spiegelglas, Kulikov, Michaeli, CVPR 2024).
 
-Every x_t is drawn independently from x_0,
+Every x_t is drawn independently from x_0 on the schedule's path,
 
-    x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) n_t,   n_t ~ N(0, I),
+    x_t = α_t x_0 + σ_t n_t,   n_t ~ N(0, I),
 
-and each reverse step is solved for its noise map, z_t = (x_s - μ(x_t)) / σ_t, x_s being the next
-x_t of the chain (x_0 after the last). Sampling from x_{t_start} with these z_t regenerates x_0
-exactly; sampling with another condition edits while the maps keep the structure. Because the x_t
+and each reverse step is solved for its noise map, z_t = (x_s - μ(x_t)) / c_t, x_s being the next
+x_t of the chain (x_0 after the last) and μ, c the sampler's step (``sampling``): the DDPM posterior,
+or on a second-order schedule the DPM-Solver++(2M) SDE step, whose data estimate also takes the
+model's x0_hat at the step before (at that step's own independent x_t, which sampling from the maps
+retraces; a run's first step is first-order). Sampling from x_{t_start} with these z_t regenerates
+x_0 exactly; sampling with another condition edits while the maps keep the structure. Because the x_t
 are independent, the denoiser calls of all steps are independent and run as large batches.
 
 Where σ is zero (after the chain's last step when the scheduler's final alpha is one) there is no
@@ -23,7 +26,7 @@ from ..progress import Progress
 
 from ..batching import append_dims
 from ..guidance import ClassifierFreeGuidance, Guidance
-from ..sampling import Callback, RecordedNoise, gaussian, generators, posterior_mean, sample, sigma
+from ..sampling import Callback, RecordedNoise, corrected, gaussian, generators, mean_from_x0, multistep, predicted_x0, sample, sigma
 from ..schedule import Schedule
 
 
@@ -36,7 +39,7 @@ class DDPMInversion(NamedTuple):
 
 
 def noised(schedule: Schedule, x0: torch.Tensor, steps: range, seeds: Sequence[int]) -> torch.Tensor:
-    """(B, len(steps), ...) independent x_t = sqrt(ᾱ_t) x0 + sqrt(1 - ᾱ_t) n_t, one generator per row.
+    """(B, len(steps), ...) independent x_t = α_t x0 + σ_t n_t, one generator per row.
 
     The noise is drawn from the smallest timestep up, so the x_t of a shorter edit are a prefix of
     those of a longer one with the same seed.
@@ -46,8 +49,9 @@ def noised(schedule: Schedule, x0: torch.Tensor, steps: range, seeds: Sequence[i
     for j in reversed(range(len(steps))):
         xts[:, j] = gaussian(gens, x0.shape[1:])
     xts = xts.to(x0.device)
-    for j, a in enumerate(schedule.alphas[list(steps)].tolist()):  # in place: one full-size tensor
-        xts[:, j].mul_((1 - a) ** 0.5).add_(a**0.5 * x0)
+    chosen = list(steps)
+    for j, (a, v) in enumerate(zip(schedule.alphas[chosen].tolist(), schedule.variances[chosen].tolist())):
+        xts[:, j].mul_(v**0.5).add_(a**0.5 * x0)  # in place: one full-size tensor
     return xts
 
 
@@ -83,15 +87,27 @@ def ddpm_invert(
     k = torch.tensor(list(steps)).repeat(B)
     b, j = torch.arange(B).repeat_interleave(K), torch.arange(K).repeat(B)
     sigmas = sigma(schedule, eta)
+    weights = torch.tensor(multistep(schedule, eta), dtype=torch.float64)
+    second = bool(weights.any())
     zs = torch.empty_like(flat)
     residual = None
+    carry: torch.Tensor | None = None  # the model's x0_hat of the row before the batch (second order)
     for lo in Progress(range(0, B * K, batch_size), desc="inversion", disable=not progress):
         part = slice(lo, lo + batch_size)
         kp, bp, jp = k[part], b[part], j[part]
-        eps = guidance.take(bp)(flat[part], schedule.timesteps[kp].to(x0.device))
+        x = flat[part]
+        eps = guidance.take(bp)(x, schedule.times_like(x0)[kp.to(x0.device)])
         last = append_dims((jp == K - 1).double(), flat) > 0  # x_s: the next x_t of the sample, x0 after its last step
         x_s = torch.where(last, x0[bp], xts[bp, (jp + 1).clamp(max=K - 1)])
-        step = x_s - posterior_mean(schedule, kp, flat[part], eps, eta)
+        a_t, v_t = schedule.alphas[kp], schedule.variances[kp]
+        x0_hat = predicted_x0(a_t, x, eps, v_t)
+        if second:  # the data estimate of the SDE solver's second-order steps (the run's first is first-order)
+            model_x0 = x0_hat
+            before = torch.cat([x0_hat[:1] if carry is None else carry, x0_hat[:-1]])  # row r - 1 (same sample where j > 0)
+            w = torch.where(jp > 0, weights[kp], 0.0)
+            x0_hat, eps = corrected(w, a_t, v_t, x, x0_hat, before)
+            carry = model_x0[-1:]
+        step = x_s - mean_from_x0(schedule.alphas_prev[kp], sigmas[kp], x0_hat, eps, schedule.variances_prev[kp])
         s = sigmas[kp]
         zs[part] = step / append_dims(torch.where(s > 0, s, 1.0), step) * append_dims((s > 0).double(), step)
         if (s == 0).any():  # only the chain's last step can have σ = 0

@@ -59,12 +59,12 @@ def diffedit_mask(
         (1, ...) float mask in {0, 1}, shaped like x0 without its channel axis (kept with size 1).
     """
     k = min(schedule.num_steps - 1, max(0, round((1 - strength) * schedule.num_steps)))
-    a = float(schedule.alphas[k])
+    a, v = float(schedule.alphas[k]), float(schedule.variances[k])
     noise = gaussian(generators([seed]), (draws, *x0.shape[1:]))[0].to(x0.device, x0.dtype)
-    x_t = a**0.5 * x0 + (1 - a) ** 0.5 * noise  # (draws, ...)
+    x_t = a**0.5 * x0 + v**0.5 * noise  # x_t = α x0 + σ n  # (draws, ...)
     rows = torch.cat([x_t, x_t])  # target draws, then source draws
     cond = batching.cat([batching.repeat(target, draws), batching.repeat(source, draws)])
-    t = schedule.timesteps[k].expand(len(rows)).to(x0.device)
+    t = schedule.times_like(x0)[k].expand(len(rows))
     eps = torch.cat([
         denoiser(rows[lo : lo + batch_size], t[lo : lo + batch_size], batching.take(cond, slice(lo, lo + batch_size)))
         for lo in range(0, len(rows), batch_size)

@@ -134,20 +134,21 @@ def null_text_invert(
     losses: list[list[torch.Tensor]] = []  # on the device: read once at the end unless the early stop needs them
     healthy = torch.ones((), dtype=torch.bool, device=x0.device)  # every loss and gradient finite so far
     reads = early_stop > 0  # comparing a loss with its threshold reads it back: one read per inner step
-    timesteps = schedule.timesteps.to(x0.device)
+    timesteps = schedule.times_like(x0)
     x = xts[:, 0]
     bar = Progress(steps, desc="null-text inversion", disable=not progress)
     for j, k in enumerate(bar):
         target = xts[:, j + 1] if j + 1 < K else x0
         t = timesteps[k].expand(x.shape[0])
         a_t, a_s = float(schedule.alphas[k]), float(schedule.alphas_prev[k])
+        v_t, v_s = float(schedule.variances[k]), float(schedule.variances_prev[k])
         with torch.no_grad():
             eps_c = denoiser(x, t, cond)
 
         def step(variables: dict[str, torch.Tensor]) -> torch.Tensor:
             eps_u = denoiser(x, t, {**uncond, **{key: v.to(uncond[key].dtype) for key, v in variables.items()}})
             eps = eps_u + scale * (eps_c - eps_u)
-            return mean_from_x0(a_s, 0.0, predicted_x0(a_t, x, eps), eps)
+            return mean_from_x0(a_s, 0.0, predicted_x0(a_t, x, eps, v_t), eps, v_s)
 
         variables = {key: value.clone().requires_grad_(True) for key, value in embedding.items()}
         optimizer = torch.optim.Adam(list(variables.values()), lr=learning_rate * (1 - j / (2 * K)))

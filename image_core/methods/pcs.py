@@ -2,7 +2,7 @@
 
 At a timestep t the posterior covariance of the clean latent given x_t is, by Tweedie's formula,
 
-    Cov[x0 | x_t] = (1 - ᾱ_t) / sqrt(ᾱ_t) · ∂x0_hat / ∂x_t,
+    Cov[x0 | x_t] = (1 - ᾱ_t) / sqrt(ᾱ_t) · ∂x0_hat / ∂x_t      (σ_t² / α_t · ∂x0_hat / ∂x_t on any path),
 
 x0_hat(x_t) = (x_t - sqrt(1 - ᾱ_t) ε(x_t)) / sqrt(ᾱ_t) the (guided) posterior mean. Its top
 eigenvectors are the directions in which the model is most uncertain about the input: moving along
@@ -80,7 +80,7 @@ class PosteriorPCs:
     values: torch.Tensor
     point: torch.Tensor
     step: int
-    timestep: int
+    timestep: int | float
     region: torch.Tensor | None = None
     info: dict[str, Any] = field(default_factory=dict)
     variances: torch.Tensor | None = None
@@ -121,7 +121,7 @@ class PosteriorPCs:
                     raise InputError(f"{path} is not a file of principal components (format {metadata.get('format')!r})")
                 keys = ("vectors", "values", "point", "region", "variances")
                 tensors = {key: f.get_tensor(key) for key in keys if key in f.keys()}
-            pcs = cls(**tensors, step=int(metadata["step"]), timestep=int(metadata["timestep"]), info=json.loads(metadata["info"]))
+            pcs = cls(**tensors, step=int(metadata["step"]), timestep=_time(metadata["timestep"]), info=json.loads(metadata["info"]))
         except InputError:
             raise
         except Exception as error:
@@ -131,14 +131,21 @@ class PosteriorPCs:
         return pcs
 
 
+def _time(text: str) -> int | float:
+    """A timestep as written by ``save``: an integer (VP path) or a float (continuous paths)."""
+    return int(text) if text.lstrip("-").isdigit() else float(text)
+
+
 def x0_jvp(
-    guidance: Guidance, a_t: torch.Tensor, t: torch.Tensor, x_t: torch.Tensor, tangents: torch.Tensor
+    guidance: Guidance, a_t: torch.Tensor, t: torch.Tensor, x_t: torch.Tensor, tangents: torch.Tensor,
+    v_t: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """J v = ∂x0_hat/∂x_t · v per row, by forward-mode automatic differentiation (exact up to the
     model's rounding, in any dtype).
 
     Args:
-        guidance: B rows; a_t: (B,) float64 ᾱ of each row; t: (B,) timesteps; x_t: (B, ...) points.
+        guidance: B rows; a_t: (B,) float64 ᾱ (α_t²) of each row; t: (B,) timesteps; x_t: (B, ...) points.
+        v_t: (B,) float64 σ_t² of each row; None: 1 - α_t² (variance-preserving).
         tangents: (B, ...) directions v (any norm).
     Returns:
         (B, ...) J v in ``x_t``'s dtype.
@@ -154,7 +161,7 @@ def x0_jvp(
     rms = torch.where(rms > 0, rms, torch.ones_like(rms))
     with sdpa_kernel([SDPBackend.MATH]), fwAD.dual_level():
         dual = fwAD.make_dual(x_t.contiguous(), tangents / append_dims(rms, tangents))
-        out = predicted_x0(a_t, dual, guidance(dual, t))
+        out = predicted_x0(a_t, dual, guidance(dual, t), v_t)
         product = fwAD.unpack_dual(out).tangent
     return product * append_dims(rms, product)
 
@@ -162,7 +169,7 @@ def x0_jvp(
 def posterior_pcs(
     guidance: ClassifierFreeGuidance,
     a_t: float,
-    t: int,
+    t: int | float,
     x_t: torch.Tensor,
     n: int = 3,
     region: torch.Tensor | None = None,
@@ -172,11 +179,12 @@ def posterior_pcs(
     seed: int = 0,
     progress: bool = True,
     batch_size: int | None = None,
+    v_t: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """The top ``n`` eigenpairs of Cov[x0 | x_t] by subspace iteration (see the module docstring).
 
     Args:
-        a_t: ᾱ at the timestep ``t`` of ``x_t``.
+        a_t: ᾱ (α_t²) at the timestep ``t`` of ``x_t``; v_t: σ_t² there (None: 1 - α_t²).
         guidance: one row (the source prompt's); x_t: (1, ...) one latent.
         region: 0/1 mask broadcastable to ``x_t``, or None.
         batch_size: directions per denoiser call (None: all n + oversample in one).
@@ -193,7 +201,7 @@ def posterior_pcs(
     cells = d if region is None else int((region.detach().cpu() > 0).expand(shape).sum())  # counted on the host
     if not 1 <= n <= cells:
         raise InputError(f"the number of components must be between 1 and the {cells} latent cells, got {n}")
-    scale = (1 - a_t) / a_t**0.5
+    scale = ((1 - a_t) if v_t is None else v_t) / a_t**0.5  # σ_t² / α_t
 
     def covariance_times(V: torch.Tensor) -> torch.Tensor:
         """P Cov P V for V (d, m): the m products in one denoiser call."""
@@ -204,8 +212,9 @@ def posterior_pcs(
             rows = len(chunk)
             repeated = guidance.take(torch.zeros(rows, dtype=torch.long))
             a_rows = torch.full((rows,), a_t, dtype=torch.float64)  # on the host: cast before it moves (MPS has no float64)
-            t_rows = torch.full((rows,), t, dtype=torch.long, device=x_t.device)
-            parts.append(x0_jvp(repeated, a_rows, t_rows, x_t.expand(rows, *shape), chunk))
+            v_rows = None if v_t is None else torch.full((rows,), v_t, dtype=torch.float64)
+            t_rows = torch.full((rows,), t, dtype=torch.long if isinstance(t, int) else x_t.dtype, device=x_t.device)
+            parts.append(x0_jvp(repeated, a_rows, t_rows, x_t.expand(rows, *shape), chunk, v_rows))
         return scale * P[:, None] * torch.cat(parts).reshape(m, d).T
 
     g = torch.Generator().manual_seed(seed)
@@ -250,12 +259,14 @@ def variances_along(
     vectors: torch.Tensor,
     batch_size: int = 16,
     progress: bool = True,
+    variances: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """σ_t(v)² = v^T Cov[x0 | x_t] v of each vector at each of K points of a trajectory.
 
     Args:
         guidance: K rows, the guidance at each point (e.g. ``ClassifierFreeGuidance.at_steps``).
-        alphas, timesteps: (K,) ᾱ and t of the points; xts: (K, ...) the points.
+        alphas, timesteps: (K,) ᾱ (α_t²) and t of the points; xts: (K, ...) the points.
+        variances: (K,) σ_t² of the points; None: 1 - α_t².
         vectors: (n, ...) unit vectors.
         batch_size: (point, vector) products per denoiser call.
     Returns:
@@ -265,12 +276,13 @@ def variances_along(
     i, k = torch.arange(n).repeat_interleave(K), torch.arange(K).repeat(n)  # row r: vector i[r] at point k[r]
     out = torch.empty(n * K, dtype=xts.dtype, device=xts.device)  # read back once, at the end
     a = alphas.to(torch.float64)
+    var = (1 - a) if variances is None else variances.to(torch.float64)
     for lo in Progress(range(0, n * K, batch_size), desc="variance along the components", disable=not progress):
         ip, kp = i[lo : lo + batch_size], k[lo : lo + batch_size]
         v = vectors[ip].to(xts.device, xts.dtype)
         x = xts[kp.to(xts.device)]
-        jv = x0_jvp(guidance.take(kp), a[kp], timesteps[kp].to(x.device), x, v)  # ᾱ from the host (MPS has no float64)
-        scale = to_like((1 - a[kp]) / a[kp].sqrt(), jv)
+        jv = x0_jvp(guidance.take(kp), a[kp], timesteps[kp].to(x.device), x, v, None if variances is None else var[kp])  # ᾱ from the host (MPS has no float64)
+        scale = to_like(var[kp] / a[kp].sqrt(), jv)
         out[lo : lo + len(kp)] = scale * (v * jv).flatten(1).sum(1)
     return out.view(n, K).clamp(min=0).cpu().double()
 

@@ -1,6 +1,6 @@
 """SDEdit (Meng et al., ICLR 2022): noise the input to an intermediate timestep, then sample.
 
-x_{t_start} = sqrt(ᾱ) x_0 + sqrt(1 - ᾱ) n, and the reverse process runs from there with fresh
+x_{t_start} = α x_0 + σ n (on the schedule's path), and the reverse process runs from there with fresh
 noise. All of a row's noise (n and every z) comes from that row's one generator, so rows with
 consecutive seeds are independent and a row does not depend on the rest of the batch.
 """
@@ -38,6 +38,6 @@ def sdedit(
         raise ValueError(f"need one seed per latent: {x0.shape[0]} latents, {len(seeds)} seeds")
     steps = schedule.last(t_start)
     gens = generators(seeds)
-    a = float(schedule.alphas[steps.start])
-    x_t = a**0.5 * x0 + (1 - a) ** 0.5 * gaussian(gens, x0.shape[1:]).to(x0.device, x0.dtype)
+    a, v = float(schedule.alphas[steps.start]), float(schedule.variances[steps.start])
+    x_t = a**0.5 * x0 + v**0.5 * gaussian(gens, x0.shape[1:]).to(x0.device, x0.dtype)
     return sample(guidance, schedule, x_t, steps, eta, GaussianNoise(gens), None, callback, progress, "sdedit")
