@@ -15,9 +15,10 @@ Conditions, one row per prompt: ``{"text": (B, L, D) the projected T5 states (ze
 by the seconds_start and seconds_total states; the unconditional branch ("") is all zeros there, as
 the scheduler's pipeline and the audio paper's code make it (null-text inversion optimises its
 "text" rows, starting from those zeros). The global states carry the two seconds states in every
-row. seconds_start is 0 and seconds_total the length of the latents in seconds: the clip is encoded
-at its own length (not padded to the 47 s training window), so the conditions depend on nothing but
-the latents.
+row. seconds_start is 0 and seconds_total the length of the latents of the call in seconds: the clip
+is encoded at its own length (not padded to the 47 s training window), so the conditions depend on
+nothing but the latents. Longer clips run window by window (``StableAudioEditor``): each DiT call
+is one window of at most the training length, and its seconds_total is that window's length.
 """
 
 from __future__ import annotations

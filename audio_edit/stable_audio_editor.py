@@ -1,8 +1,16 @@
 """``StableAudioEditor``: the core's ``Editor`` with Stable Audio Open's 44.1 kHz stereo codec.
 
-waveform (any rate, channel count, length up to the model's 47 s window) -> 44.1 kHz stereo (mono
-duplicated, stereo kept, more channels folded to two, see ``to_stereo``) -> Oobleck latent
-(C, frames); and back: the VAE decoder -> 44.1 kHz stereo trimmed to the input's length.
+waveform (any rate, channel count, length) -> 44.1 kHz stereo (mono duplicated, stereo kept, more
+channels folded to two, see ``to_stereo``) -> Oobleck latent (C, frames); and back: the VAE decoder
+-> 44.1 kHz stereo trimmed to the input's length.
+
+Clips longer than the model's window (1024 frames, 47.55 s) run on overlapping windows along the
+latent's time axis, as the AudioLDM frontend does (``image_core.windows``): the DiT denoises each
+window and the noise estimates are blended (``WindowedDenoiser``), and the VAE encodes and decodes
+window by window with an overlap-add (``windowed_map``), so memory per call stays that of one window
+at any length. Each window is one DiT call of at most the training length, so its seconds_total is
+that window's length (``StableAudioModel.predict_eps`` reads it from the latents it is given) and
+its seconds_start 0, as for a short clip.
 
 Defaults: the audio paper's code (AudioEditingCode) with Stable Audio Open: its 200-step chain with
 the edit running the last 100, target guidance 12, and source guidance 1, which its README
@@ -12,6 +20,7 @@ recommends for this model.
 from __future__ import annotations
 
 import os
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -21,6 +30,7 @@ from image_core import adapters
 from image_core.errors import InputError
 from image_core.frontend import Defaults, Editor, Source
 from image_core.inversion import Inversion
+from image_core.windows import WindowedDenoiser, spans, windowed_map
 
 from .audio_io import Audio, check_audio, load_audio
 from .resample import resample_sinc
@@ -50,8 +60,9 @@ class StableAudioCodec:
     defaults = DEFAULTS
     output_types = ("np", "native")
 
-    def __init__(self, model: StableAudioModel) -> None:
+    def __init__(self, model: StableAudioModel, overlap: int | None = None) -> None:
         self.model = model
+        self.overlap = model.max_frames // 4 if overlap is None else overlap
 
     def read(self, item: str | os.PathLike[str] | Audio) -> Source:
         clip = item if isinstance(item, Audio) else load_audio(item)
@@ -60,10 +71,6 @@ class StableAudioCodec:
         wave = to_stereo(clip.samples.astype(np.float32))
         if clip.sample_rate != rate:
             wave = resample_sinc(wave, clip.sample_rate, rate)
-        frames = -(-wave.shape[1] // self.model.hop_length)
-        if frames > self.model.max_frames:
-            most = self.model.max_frames * self.model.hop_length / rate
-            raise InputError(f"the clip is {clip.duration:.1f} s long; this model edits at most {most:.2f} s: cut it shorter")
         meta = {
             "sample_rate": rate, "num_samples": int(wave.shape[1]), "input_rate": clip.sample_rate,
             "input_samples": clip.num_frames, "input_channels": clip.channels,
@@ -73,12 +80,25 @@ class StableAudioCodec:
     def latent_shape(self, source: Source) -> tuple[int, int]:
         return (self.model.latent_channels, -(-source.data.shape[1] // self.model.hop_length))
 
+    @torch.no_grad()
     def encode(self, source: Source) -> torch.Tensor:
-        return self.model.encode_audio(torch.from_numpy(source.data).unsqueeze(0))
+        """(1, C, frames) float32 latent of the stereo waveform, zero-padded to whole frames; window by
+        window (``max_frames`` frames, ``overlap`` shared) for clips longer than a window."""
+        hop = self.model.hop_length
+        wave = torch.from_numpy(source.data).unsqueeze(0)
+        wave = torch.nn.functional.pad(wave, (0, -wave.shape[-1] % hop))
+        window, overlap = self.model.max_frames * hop, self.overlap * hop
+        return windowed_map(self.model.encode_audio, wave, 2, 2, Fraction(1, hop), window, overlap, hop).float()
+
+    @torch.no_grad()
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """(B, C, frames) -> (B, 2, frames * hop) float32 waveforms, window by window for long latents."""
+        hop = self.model.hop_length
+        return windowed_map(self.model.decode_latent, latent, 2, 2, Fraction(hop), self.model.max_frames, self.overlap).float()
 
     def write(self, latents: torch.Tensor, meta: dict[str, Any], output_type: str) -> list[np.ndarray]:
         n = int(meta["num_samples"])
-        waves = [self.model.decode_latent(row.unsqueeze(0))[0, :, :n].cpu().numpy() for row in latents]
+        waves = [self.decode(row.unsqueeze(0))[0, :, :n].cpu().numpy() for row in latents]
         if output_type == "np" and int(meta["input_rate"]) != int(meta["sample_rate"]):
             length = int(meta["input_samples"])
             waves = [resample_sinc(w, int(meta["sample_rate"]), int(meta["input_rate"]))[:, :length] for w in waves]
@@ -110,24 +130,50 @@ class StableAudioCodec:
 
 
 class StableAudioEditor(Editor):
-    """Text-based editing of 44.1 kHz stereo recordings (up to 47 s) with Stable Audio Open.
+    """Text-based editing of 44.1 kHz stereo recordings of any length with Stable Audio Open.
 
     Inversion and edits run on SAO's own sampler: the DPM-Solver++(2M) SDE steps of its cosine
     scheduler, each solved for its noise map (``image_core.methods.ddpm``).
+
+    Args:
+        model: the Stable Audio Open adapter.
+        overlap: latent frames shared by neighbouring windows of a long clip (256 = 11.9 s of the
+            1024-frame, 47.55 s window of the real model; a quarter of the window in general).
+        window_batch: window rows per DiT call; bounds memory per step for any length.
+        kwargs: ``LatentEditor`` options (inversion_batch_size, progress).
+
+    The DiT's windows are ``max_frames - overlap // 2`` frames: ``windows.spans`` runs an input up to
+    half an overlap longer than a window as one slightly longer window, so every DiT call stays within
+    the training length (a clip of up to ``max_frames`` frames is one call, as before).
     """
 
     model: StableAudioModel
     codec: StableAudioCodec
 
-    def __init__(self, model: StableAudioModel, **kwargs: Any) -> None:
-        super().__init__(model, StableAudioCodec(model), **kwargs)
+    def __init__(self, model: StableAudioModel, overlap: int | None = None, window_batch: int = 8, **kwargs: Any) -> None:
+        self.overlap = model.max_frames // 4 if overlap is None else overlap
+        self.window = model.max_frames - self.overlap // 2
+        if not 0 <= self.overlap < self.window:
+            limit = next(o for o in range(model.max_frames + 1) if o >= model.max_frames - o // 2)
+            raise InputError(f"overlap must be in [0, {limit}) latent frames, got {overlap}")
+        denoiser = WindowedDenoiser(model.predict_eps, axis=2, window=self.window, overlap=self.overlap, max_batch=window_batch)
+        super().__init__(model, StableAudioCodec(model, self.overlap), denoiser, **kwargs)
+
+    def inversion_rows(self, x0: torch.Tensor) -> int:
+        """Fewer timesteps per inversion call for clips of several windows: as many window-rows in all
+        as one window's latent takes (as ``AudioEditor.inversion_rows``)."""
+        windows = len(spans(x0.shape[2], self.window, self.overlap))
+        return max(1, super().inversion_rows(x0[..., : self.model.max_frames]) // windows)
+
+    def fingerprint(self) -> str:
+        """The model's fingerprint plus the windows: the blend of overlapping windows changes the noise
+        estimates of long clips, so an inversion made with another overlap would not reconstruct."""
+        return f"{self.model.fingerprint()}-window{self.window}-overlap{self.overlap}"
 
     @classmethod
     def from_pretrained(cls, name: str, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto", **kwargs: Any) -> StableAudioEditor:
         """Load ``stabilityai/stable-audio-open-1.0`` (cached), a local folder of its layout, or "tiny-sao"."""
         kwargs.pop("compile", None)
-        kwargs.pop("overlap", None)
-        kwargs.pop("window_batch", None)
         resolved = adapters.resolve_device(device)
         return cls(StableAudioModel.from_pretrained(name, resolved, adapters.resolve_dtype(dtype, resolved)), **kwargs)
 
