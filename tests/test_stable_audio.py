@@ -261,3 +261,22 @@ def test_a_clip_too_long_for_memory_is_refused_in_one_line(model, tmp_path, caps
                               "--tstart", "6", "--out", str(tmp_path / "out.wav")], capsys)  # fmt: skip
     assert code == 2 and "MiB are free" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out.wav").exists()
+
+
+def test_command_line_uses_source_guidance_one_for_stable_audio_open(tmp_path, capsys):
+    """The audio paper's recommendation for this model, unless --cfg-src is given."""
+    import json
+
+    import soundfile as sf
+
+    from audio_edit.cli import main
+    from commands import run
+
+    clip = tmp_path / "clip.wav"
+    rate = 44100
+    sf.write(clip, (0.3 * np.sin(2 * np.pi * 220 * np.arange(int(0.15 * rate)) / rate)).astype(np.float32), rate)
+    for extra, expected in (([], 1.0), (["--cfg-src", "3"], 3.0)):
+        out = tmp_path / f"edit{expected:g}.wav"
+        code, _, err = run(main, [str(clip), "--model", "tiny-sao", "--target", "a flute", "--steps", "6", "--tstart", "3", "--out", str(out), *extra], capsys)
+        assert code == 0, err
+        assert json.loads(out.with_name(out.name + ".json").read_text())["settings"]["cfg_src"] == expected
