@@ -936,3 +936,149 @@ def test_prompt_to_prompt_in_the_browser(page, recording: Path) -> None:
     status = _run(page, "a recording of a flute", status)
     assert status.startswith("Reused the inversion: only the edit ran") and "Prompt-to-Prompt" not in status, status
     page.locator("#attention").wait_for(state="hidden")
+
+
+# ------------------------------------------------------------------------------------------ Stable Audio Open
+
+
+@pytest.fixture(scope="module")
+def tiny_sao():
+    from audio_edit.editor import AudioEditor
+
+    return AudioEditor.from_pretrained("tiny-sao", device="cpu", progress=False)
+
+
+def stereo_clip(path: Path, sample_rate: int = 44100, seconds: float = 0.15, channels: int = 2) -> Path:
+    """A short tone, its right channel a fifth above the left (a mono clip keeps the left)."""
+    t = np.arange(round(sample_rate * seconds)) / sample_rate
+    wave = np.stack([np.sin(2 * np.pi * 440 * t), 0.5 * np.sin(2 * np.pi * 660 * t)], axis=1)[:, :channels]
+    sf.write(path, (0.4 * wave).astype(np.float32), sample_rate, subtype="PCM_16")
+    return path
+
+
+def test_stable_audio_open_edits_in_stereo_at_the_clips_rate(tiny_sao, tmp_path: Path) -> None:
+    runner = DemoRunner(tiny_sao, output_dir=tmp_path / "out")
+    assert runner.presets == {"steps": 200, "t_start": 100, "cfg_src": 1.0, "cfg_tar": 12.0}
+    clip = stereo_clip(tmp_path / "tone.wav")  # 0.15 s: within the tiny model's window
+    frames = sf.info(clip).frames
+    result = runner.run(str(clip), "a piano", "a tone", steps=STEPS, t_start=T_START)
+    ((key, entry),) = runner.cache._entries.items()
+    assert key.cfg_src == entry.inversion.settings.cfg_src == 1.0  # the model's preset source guidance
+    assert (result.sample_rate, result.num_frames) == (44100, frames) and result.reconstruction is not None
+    for file in [result.reconstruction, *(file for _, file in result.edits)]:
+        info = sf.info(file)
+        assert (info.channels, info.samplerate, info.frames) == (2, 44100, frames)
+        assert np.isfinite(sf.read(file, dtype="float32")[0]).all()
+    assert result.spectrogram.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert runner.run(str(clip), "a choir", "a tone", steps=STEPS, t_start=T_START).reused
+
+    mono = stereo_clip(tmp_path / "mono.wav", sample_rate=32000, channels=1)  # another rate, one channel
+    result = runner.run(str(mono), "a piano", steps=STEPS, t_start=T_START, variations=2, method="sdedit")
+    for _, file in result.edits:
+        info = sf.info(file)
+        assert (info.channels, info.samplerate, info.frames) == (2, 32000, sf.info(mono).frames)
+
+
+def test_stable_audio_open_refuses_what_it_cannot_do_in_one_line(
+    tiny_sao, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = DemoRunner(tiny_sao, output_dir=tmp_path / "out")
+    clip = stereo_clip(tmp_path / "tone.wav")
+    with pytest.raises(InputError, match="Prompt-to-Prompt controls a UNet's attention .* no UNet: choose another"):
+        runner.run(str(clip), "a piano", "a tone", steps=STEPS, t_start=T_START, method="p2p")
+    assert len(runner.cache) == 0  # refused before anything ran
+
+    def half(inv, *args, **kwargs):  # the mask of time alone a trained model finds (the tiny one finds none)
+        mask = torch.zeros(1, 1, inv.x0.shape[-1])
+        mask[..., : inv.x0.shape[-1] // 2] = 1
+        return mask
+
+    monkeypatch.setattr(tiny_sao, "mask", half)
+    result = runner.run(str(clip), "a piano", "a tone", steps=STEPS, t_start=T_START, auto_mask=True)
+    assert result.mask is None  # no picture of a mask over time alone
+    assert "The automatic mask let the edit change 50% of the clip's length and kept the rest exactly." in result.status
+
+
+def test_stable_audio_open_page_presets_and_errors(tiny_sao, tiny_editor, tmp_path: Path) -> None:
+    pytest.importorskip("gradio", reason="the demo needs gradio")
+    app = build_app(tiny_sao, output_dir=tmp_path / "out")
+
+    def value(app, label: str):
+        return next(b.value for b in app.blocks.values() if getattr(b, "label", None) == label)
+
+    assert [value(app, label) for label in ("Steps", "t_start", "Source guidance (cfg_src)",
+                                            "Target guidance (cfg_tar)")] == [200, 100, 1.0, 12.0]  # fmt: skip
+    intro = next(b.value for b in app.blocks.values() if getattr(b, "elem_id", None) == "intro")
+    assert "edit-friendly DDPM inversion with Stable Audio Open" in intro and "stereo" in intro
+    assert value(build_app(tiny_editor, output_dir=tmp_path / "ldm"), "Source guidance (cfg_src)") == 3.0
+
+    clip = stereo_clip(tmp_path / "tone.wav")
+    edit = _app_function(app, "on_edit", "click").fn
+    rows = ["", "add", 10.0] * 3
+    outputs = edit(str(clip), "a piano", "a tone", STEPS, T_START, 1.0, 12.0, 0, 1, "p2p", False, 0.95, 1, *rows,
+                   "auto", 0.6, 0.2, "", "", None, progress=lambda *args, **kwargs: None)  # fmt: skip
+    assert outputs[0].startswith("Error: Prompt-to-Prompt controls a UNet's attention") and "\n" not in outputs[0]
+    outputs = edit(str(clip), "a piano", "a tone", STEPS, T_START, 1.0, 12.0, 0, 1, "ddpm", False, 0.95, 1, *rows,
+                   "auto", 0.6, 0.2, "", "", None, progress=lambda *args, **kwargs: None)  # fmt: skip
+    assert outputs[0].startswith("Inverted the clip (DDPM inversion"), outputs[0]
+    assert all(sf.info(output.value["path"] if isinstance(output.value, dict) else output.value).channels == 2
+               for output in outputs[1:3])  # fmt: skip
+
+
+class OneWindow:
+    """A model that edits one window of 1024 latent frames of 8 samples at 44.1 kHz (0.186 s) and a codec
+    that refuses longer clips, as Stable Audio Open's did before it edited window by window."""
+
+    class model:
+        max_frames, hop_length, sample_rate = 1024, 8, 44100
+
+    class codec:
+        @staticmethod
+        def read(audio) -> None:
+            if audio.num_frames > 1024 * 8:
+                raise InputError("the clip is too long for this model")
+
+
+def test_clip_length_follows_a_model_window(tiny_sao, tmp_path: Path) -> None:
+    assert demo_module.model_max_seconds(OneWindow()) == 0.18  # rounded down to what the page states
+    runner = DemoRunner(OneWindow(), output_dir=tmp_path / "out", max_seconds=30)
+    assert runner.max_seconds == 0.18
+    assert DemoRunner(OneWindow(), output_dir=tmp_path / "out", max_seconds=0.1).max_seconds == 0.1
+    with pytest.raises(InputError, match=r"^long.wav is 0.5 s long; this demo takes clips of at most 0.18 s: cut it"):
+        runner.run(str(stereo_clip(tmp_path / "long.wav", seconds=0.5)), "a piano", steps=STEPS, t_start=T_START)
+    assert check_clip(stereo_clip(tmp_path / "short.wav"), runner.max_seconds).startswith("Ready: short.wav, 0.1 s")
+    window = demo_module.model_max_seconds(tiny_sao)  # None once the model edits longer clips window by window
+    assert DemoRunner(tiny_sao, output_dir=tmp_path / "sao").max_seconds == min(30.0, window or 30.0)
+
+
+def test_stable_audio_open_in_the_browser(browser, tiny_sao, tmp_path: Path) -> None:
+    """The page of Stable Audio Open: its source guidance preset, a stereo download at the clip's rate and
+    Prompt-to-Prompt refused in one line."""
+    pytest.importorskip("gradio", reason="the demo needs gradio")
+    app = build_app(tiny_sao, defaults={"steps": STEPS, "t_start": T_START}, output_dir=tmp_path / "out")
+    port = _free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.get_by_text("Stable Audio Open edits 44.1 kHz stereo").wait_for()
+        cfg_src = page.locator("input[type=number][aria-label='number input for Source guidance (cfg_src)']")
+        assert cfg_src.input_value() == "1"
+        clip = stereo_clip(tmp_path / "tone.wav")
+        _upload(page, clip)
+        _status_starts(page, "Ready: tone.wav")
+        status = _run(page, "a piano", page.locator("#status textarea").input_value())
+        assert status.startswith("Inverted the clip"), status
+        link = page.locator("#edit-0 a[download]")
+        link.wait_for()
+        samples, rate = sf.read(io.BytesIO(page.request.get(link.get_attribute("href")).body()), dtype="float32")
+        assert (samples.shape, rate) == ((sf.info(clip).frames, 2), 44100) and np.isfinite(samples).all()
+
+        page.locator("#method").get_by_text("Prompt-to-Prompt (DDPM inversion + attention control)", exact=True).click()
+        status = _run(page, "a flute", status)
+        assert status.startswith("Error: Prompt-to-Prompt controls a UNet's attention") and "\n" not in status, status
+    finally:
+        context.close()
+        app.close()

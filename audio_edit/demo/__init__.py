@@ -12,6 +12,13 @@ remove up to three things besides, or instead of, the target description. Prompt
 DDPM inversion with the source description's attention (its mode, injection fractions, reweighting
 and local blend under Advanced), and draws each word's attention over a clip of one model window.
 
+The page follows the editor's model: AudioLDM 2 (16 kHz mono) or Stable Audio Open (44.1 kHz stereo,
+whose reconstruction and edits are stereo at the clip's rate). The steps, t_start and guidance it
+presets are the audio paper's for that model (:func:`model_presets`: source guidance 3 for AudioLDM 2,
+1 for Stable Audio Open), and a model that edits one window only caps the clip length at that window
+(:func:`model_max_seconds`). What a model cannot do is refused in one line: Prompt-to-Prompt needs a
+UNet, which Stable Audio Open has not; its automatic mask, over time alone, has no picture.
+
 With no prompt at all, the page finds the top principal components of the posterior at the edit's
 first step (optionally within a time range) and plays the clip moved along a chosen one, by minus and
 plus a chosen amount of standard deviations (Manor & Michaeli, ICML 2024). The components are cached
@@ -31,7 +38,8 @@ Gradio is an optional dependency (``pip install '.[demo]'``); it is imported onl
 
 Modules:
 
-- ``options``: the settings the page offers, their bounds and preset values (:data:`DEFAULTS`), and
+- ``options``: the settings the page offers, their bounds and preset values (:data:`DEFAULTS`, and
+  the model's: :func:`model_presets`), the clip length a model takes (:func:`model_max_seconds`), and
   the methods (:data:`METHODS`).
 - ``checks``: checks of an upload (:func:`check_clip`), of the page's concept rows
   (:func:`page_concepts`), time range (:func:`parse_time_range`) and Prompt-to-Prompt settings
@@ -59,7 +67,7 @@ from .checks import (
 from .cli import main, parse_args
 from .options import (
     DEFAULT_MAX_SECONDS, DEFAULT_STRENGTH, DEFAULTS, INVERSION_METHODS, MAX_AMOUNT, MAX_COMPONENTS, MAX_CONCEPTS,
-    MAX_PC_ITERATIONS, MAX_STRENGTH, MAX_VARIATIONS, METHODS, P2P_MODES,
+    MAX_PC_ITERATIONS, MAX_STRENGTH, MAX_VARIATIONS, METHODS, P2P_MODES, model_max_seconds, model_name, model_presets,
 )
 from .outputs import ComponentsResult, RunResult, describe_edit, mask_share
 from .page import GRADIO_MISSING, build_app
@@ -71,5 +79,6 @@ __all__ = [
     "InversionKey", "KEPT_COMPONENT_SETS", "MAX_AMOUNT", "MAX_COMPONENTS", "MAX_CONCEPTS", "MAX_PC_ITERATIONS",
     "MAX_STRENGTH", "MAX_VARIATIONS", "METHODS", "MIB", "P2P_MODES", "PAGE", "RunResult", "build_app", "check_clip",
     "components_request", "describe_edit", "edit_request", "inversion_bytes", "main", "mask_share",
+    "model_max_seconds", "model_name", "model_presets",
     "p2p_options", "p2p_prompts", "page_concepts", "parse_args", "parse_time_range", "tensor_bytes",
 ]

@@ -298,9 +298,14 @@ def p2p_prompts(model: Any, request: EditRequest, automatic: bool) -> EditReques
     try:
         tokenizer, _ = attention_control.word_stream(model)
     except InputError:
+        if getattr(model, "family", None) == "audioldm":
+            raise InputError(
+                "Prompt-to-Prompt controls the attention to the descriptions' words, and this demo's model (AudioLDM) "
+                "takes them as one embedding: choose another method"
+            ) from None
         raise InputError(
-            "Prompt-to-Prompt controls the attention to the descriptions' words, and this demo's model (AudioLDM) "
-            "takes them as one embedding: choose another method"
+            "Prompt-to-Prompt controls a UNet's attention to the descriptions' words, and this demo's model "
+            f"({_model_name(model)}) has no UNet: choose another method"
         ) from None
     source, target = request.source, request.targets[0]
     counts = [len(attention_control.token_ids(tokenizer, text)) for text in (source, target)]
@@ -319,6 +324,11 @@ def p2p_prompts(model: Any, request: EditRequest, automatic: bool) -> EditReques
         if not any(attention_control.word_positions(tokenizer, text, word) for text in (source, target)):
             raise InputError(f"Local blend {word}: {word!r} is in neither the source nor the target description")
     return dataclasses.replace(request, p2p=dataclasses.replace(options, mode=mode))
+
+
+def _model_name(model: Any) -> str:
+    """The name of a model without a UNet for the page (Stable Audio Open's transformer, say)."""
+    return "Stable Audio Open" if type(model).__name__ == "StableAudioModel" else type(model).__name__
 
 
 def parse_time_range(text: str | None) -> tuple[float, float] | None:

@@ -19,17 +19,21 @@ from .page import _import_gradio, _one_line, build_app
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = Parser(
         prog="audio-edit-demo",
-        description="Start a browser demo for editing recordings with text (AudioLDM 2, edit-friendly DDPM inversion).",
+        description="Start a browser demo for editing recordings with text (AudioLDM 2 or Stable Audio Open, "
+        "edit-friendly DDPM inversion).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", default=paper.MODEL, metavar="ID|PATH|tiny",
-                        help="hub id, local folder, or the random 'tiny' model (meaningless output, for trying the page)")
+                        help="hub id (e.g. stabilityai/stable-audio-open-1.0 for 44.1 kHz stereo), local folder, or "
+                        "the random 'tiny' or 'tiny-sao' model (meaningless output, for trying the page); the page "
+                        "presets the audio paper's settings for the model")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 makes the demo reachable from other machines")
     parser.add_argument("--port", type=_port, default=7860, help="port to listen on")
     parser.add_argument("--share", action="store_true", help="also make a temporary public link through Gradio's share servers")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--max-seconds", type=_positive, default=DEFAULT_MAX_SECONDS, metavar="S",
-                        help="longest clip accepted, in seconds (an edit's time grows with the length)")
+                        help="longest clip accepted, in seconds (an edit's time grows with the length; at most the "
+                        "model's window for a model that edits one window only)")
     parser.add_argument("--cache-mb", type=_non_negative, default=DEFAULT_CACHE_MB, metavar="MB",
                         help="MiB of inversions kept in host memory to reuse (0 keeps none)")
     return parser.parse_args(argv)

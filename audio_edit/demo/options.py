@@ -1,10 +1,15 @@
 """The settings the page offers: their bounds, their preset values and the methods to choose from."""
 
+import math
 from typing import Any
 
+import numpy as np
+
 from image_core import request
+from image_core.errors import InputError
 
 from .. import defaults as paper
+from ..audio_io import Audio
 
 MAX_VARIATIONS = 4
 """Most edits (seeds) one run makes and the page plays side by side."""
@@ -90,3 +95,47 @@ inversion code chooses by the number of words)."""
 INVERSION_METHODS = (*request.INVERSION_METHODS, P2P_METHOD)
 """The page's methods that invert the clip: the ones with a cache entry and a reconstruction (all but
 "p2p" also take a mask and concepts)."""
+
+
+MODEL_PRESETS = ("steps", "t_start", "cfg_src", "cfg_tar")
+"""The controls whose preset values follow the model (its editor's defaults)."""
+
+
+def model_presets(editor: Any) -> dict[str, Any]:
+    """Preset steps, t_start, cfg_src and cfg_tar of ``editor``'s model: its codec's defaults (the audio
+    paper's settings for that model: source guidance 3 for AudioLDM 2, 1 for Stable Audio Open), or
+    :data:`DEFAULTS` for an editor without them."""
+    found = getattr(getattr(editor, "codec", None), "defaults", None)
+    if found is None:
+        return {name: DEFAULTS[name] for name in MODEL_PRESETS}
+    return {"steps": int(found.num_steps), "t_start": int(found.t_start), "cfg_src": float(found.cfg_src),
+            "cfg_tar": float(found.cfg_tar)}
+
+
+def model_name(editor: Any) -> str:
+    """The name of ``editor``'s model family for the page: "Stable Audio Open", "AudioLDM" or "AudioLDM 2"."""
+    if type(editor).__name__ == "StableAudioEditor":
+        return "Stable Audio Open"
+    return {"audioldm": "AudioLDM"}.get(getattr(getattr(editor, "model", None), "family", None), "AudioLDM 2")
+
+
+def model_max_seconds(editor: Any) -> float | None:
+    """Longest clip ``editor`` edits, in seconds, rounded down to hundredths, for a model that edits one
+    window only (a model with a ``max_frames`` window, such as Stable Audio Open's 47.55 s, whose codec
+    refuses longer clips); None for one that edits longer clips window by window.
+
+    A clip one latent frame longer than the window is offered to the codec: the limit holds where it
+    is refused.
+    """
+    model = getattr(editor, "model", None)
+    codec = getattr(editor, "codec", None)
+    try:
+        frames, hop, rate = int(model.max_frames), int(model.hop_length), int(model.sample_rate)
+        read = codec.read
+    except (AttributeError, TypeError, ValueError):
+        return None
+    try:
+        read(Audio(np.zeros((2, (frames + 1) * hop), np.float32), rate))
+    except InputError:
+        return math.floor(frames * hop / rate * 100) / 100
+    return None

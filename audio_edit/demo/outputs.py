@@ -89,6 +89,7 @@ class _Made:
     mask_share: float | None = None  # fraction of the clip's time-frequency cells the mask lets the edit change
     folder: Path | None = None  # the run's output folder, when made early (for the mask or attention picture)
     attention: Path | None = None  # the picture of a Prompt-to-Prompt edit's word maps
+    mask: Path | None = None  # the picture of the automatic mask (none for a model whose masks have none)
 
 
 def write_edits(
@@ -164,10 +165,8 @@ def edit_status(
         )
     if masked:
         share = f"{made.mask_share:.0%}" if made.mask_share >= 0.005 else "under 1%"
-        status += (
-            f" The automatic mask let the edit change {share} of the clip's spectrogram"
-            " (bright in the mask picture) and kept the rest exactly."
-        )
+        where = "spectrogram (bright in the mask picture)" if made.mask is not None else "length"
+        status += f" The automatic mask let the edit change {share} of the clip's {where} and kept the rest exactly."
     if concepts:
         kept = "" if target else " (no target: the source description kept)"
         status += f" Concepts{kept}: {', '.join(_concept_text(c) for c in concepts)}."
@@ -215,8 +214,9 @@ def components_status(
 
 
 def mask_share(editor: Any, mask: torch.Tensor, inversion: Inversion) -> float:
-    """Fraction of the clip's latent time-frequency cells inside ``mask`` (1, 1, T, F): the latent
-    frames of the silence that pads a short clip to the model's window are not counted."""
+    """Fraction of the clip's latent time-frequency cells inside ``mask`` (1, 1, T, F), or of its latent
+    frames inside a mask of time alone (1, 1, T) (Stable Audio Open): the latent frames of the silence
+    that pads a short clip to the model's window are not counted."""
     grid = mask[0, 0] > 0
     try:
         per_frame = editor.mel_config.hop_length * editor.model.vae_factor  # samples at the model's rate

@@ -19,7 +19,7 @@ from .cache import DEFAULT_CACHE_MB
 from .checks import check_clip, page_concepts
 from .options import (
     DEFAULT_MAX_SECONDS, DEFAULT_STRENGTH, DEFAULTS, MAX_AMOUNT, MAX_COMPONENTS, MAX_CONCEPTS, MAX_PC_ITERATIONS,
-    MAX_STRENGTH, MAX_VARIATIONS, METHODS, P2P_MODES,
+    MAX_STRENGTH, MAX_VARIATIONS, METHODS, P2P_MODES, model_name, model_presets,
 )
 from .runner import DemoRunner, EditCancelled, one_window_seconds
 
@@ -41,13 +41,20 @@ _INTRO = """\
 Upload or record a clip of at most {max_seconds:g} s, describe what it should become (*target*), and
 listen to the original, its reconstruction and the edits. The clip is inverted once (the slow part);
 change only the target or its guidance and only the edit runs again. Cancel drops your waiting edit,
-or stops the running one after its current stage. Method: edit-friendly DDPM inversion with AudioLDM 2
+or stops the running one after its current stage. Method: edit-friendly DDPM inversion with {model}
 (Manor & Michaeli, *Zero-Shot Unsupervised and Text-Based Audio Editing Using DDPM Inversion*, ICML 2024);
 DDIM inversion and SDEdit are there to compare with, and an automatic DiffEdit mask can keep the edit
 to where the target and source descriptions disagree; Prompt-to-Prompt edits with the source
 description's attention, so the words that stay keep their place in the clip. Concepts add or remove things besides, or instead
 of, the target (LEDITS semantic guidance). With no prompt at all, the last section moves the clip along
-the principal components of the posterior.
+the principal components of the posterior.{note}
+"""
+
+_STEREO_NOTE = """
+
+Stable Audio Open edits 44.1 kHz stereo: the reconstruction and the edits are stereo at the clip's rate
+(a mono clip becomes two equal channels). Its latent has no frequency axis, so the automatic mask keeps
+time ranges (no mask picture), and Prompt-to-Prompt, which needs a UNet, is not available.
 """
 
 _CONCEPTS_HELP = """Add or remove up to three concepts (LEDITS semantic guidance), e.g. *drums* to remove. Each guides
@@ -92,8 +99,9 @@ _HELP = {
     "target": "What the clip should become, e.g. 'jazz piano'.",
     "steps": "Diffusion steps of the full chain. More steps: finer but slower.",
     "t_start": "Steps the edit runs (at most steps). Higher: a stronger edit that keeps less of the original.",
-    "cfg_src": "How strongly the source description guides the inversion (3 in the paper). Null-text "
-    "inversion optimises for the target guidance instead (for principal components: for this one).",
+    "cfg_src": "How strongly the source description guides the inversion ({value:g} in the audio paper for "
+    "{model}). Null-text inversion optimises for the target guidance instead (for principal components: for "
+    "this one).",
     "cfg_tar": "How strongly the edit follows the target. Higher: more of the target, less of the original.",
     "seed": "Seed of the inversion noise. Another seed gives another take on the same edit.",
     "variations": "Edits with seeds seed, seed+1, ... played side by side; each one adds to the run time.",
@@ -150,14 +158,16 @@ def build_app(
         max_upload_mb: largest accepted upload in megabytes.
         cache_mb: MiB of inversions kept in host memory over all sessions (least recently used dropped
             first); default :data:`DEFAULT_CACHE_MB`.
-        max_seconds: longest clip accepted, in seconds; default :data:`DEFAULT_MAX_SECONDS`.
-        defaults: preset values of the controls, overriding :data:`DEFAULTS` (keys steps, t_start,
+        max_seconds: longest clip accepted, in seconds; default :data:`DEFAULT_MAX_SECONDS`, at most the
+            model's window for a model that edits one window only (:func:`model_max_seconds`).
+        defaults: preset values of the controls, overriding the model's (:func:`model_presets`: the
+            audio paper's steps, t_start and guidance for ``editor``'s model) and :data:`DEFAULTS` (keys steps, t_start,
             cfg_src, cfg_tar, seed, variations, method, auto_mask, concept_threshold, concept_warmup,
             components, amount, iterations, p2p_mode, cross_steps, self_steps).
         output_dir: where outputs are written; a temporary folder by default.
     """
     gr = _import_gradio()
-    preset = {**DEFAULTS, **(defaults or {})}
+    preset = {**DEFAULTS, **model_presets(editor), **(defaults or {})}
     unknown = set(preset) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown defaults {sorted(unknown)}; known: {sorted(DEFAULTS)}")
@@ -171,9 +181,11 @@ def build_app(
     editor.progress = True
     window = one_window_seconds(editor)
     short = "of one model window" if window is None else f"of at most {window:g} s (one model window)"
+    name = model_name(editor)
+    note = _STEREO_NOTE if name == "Stable Audio Open" else ""
 
     with gr.Blocks(title="Audio editing with text", delete_cache=_CACHE_CLEANUP) as demo:
-        gr.Markdown(_INTRO.format(max_seconds=runner.max_seconds), elem_id="intro")
+        gr.Markdown(_INTRO.format(max_seconds=runner.max_seconds, model=name, note=note), elem_id="intro")
         with gr.Row():
             with gr.Column(scale=3):
                 clip = gr.Audio(
@@ -234,7 +246,7 @@ def build_app(
                 t_start = gr.Slider(1, max(preset["steps"], 1), value=preset["t_start"], step=1, label="t_start",
                                     info=_HELP["t_start"])
                 cfg_src = gr.Slider(0, 20, value=preset["cfg_src"], step=0.5, label="Source guidance (cfg_src)",
-                                    info=_HELP["cfg_src"])
+                                    info=_HELP["cfg_src"].format(value=preset["cfg_src"], model=name))
                 cfg_tar = gr.Slider(0, 30, value=preset["cfg_tar"], step=0.5, label="Target guidance (cfg_tar)",
                                     info=_HELP["cfg_tar"])
                 with gr.Row():

@@ -35,7 +35,7 @@ from .checks import (
     PAGE, _check_length, _clip_seconds, _digest, _hide_folder, check_clip, components_request, edit_request,
     p2p_options, p2p_prompts, page_method, page_p2p_mode, parse_time_range,
 )
-from .options import DEFAULT_MAX_SECONDS, DEFAULTS, P2P_METHOD
+from .options import DEFAULT_MAX_SECONDS, DEFAULTS, P2P_METHOD, model_max_seconds, model_presets
 from .outputs import (
     ComponentsResult, RunResult, _Made, components_status, describe_p2p, edit_status, mask_share, write_edits,
     write_moves,
@@ -68,7 +68,10 @@ class DemoRunner:
         cache_mb: MiB of inversions kept in host memory (least recently used dropped first);
             default :data:`DEFAULT_CACHE_MB`.
         output_dir: folder for the WAV and PNG outputs; a temporary folder (removed at exit) by default.
-        max_seconds: longest clip accepted, in seconds; default :data:`DEFAULT_MAX_SECONDS`.
+        max_seconds: longest clip accepted, in seconds; default :data:`DEFAULT_MAX_SECONDS`. A model that
+            edits one window only caps it at that window (:func:`model_max_seconds`).
+
+    The steps, t_start and guidance a run is not given are the editor's model's (:func:`model_presets`).
     """
 
     def __init__(
@@ -82,7 +85,9 @@ class DemoRunner:
             raise ValueError(f"max_seconds must be positive, got {max_seconds}")
         self.editor = editor
         self.cache = InversionCache(round(cache_mb * MIB))
-        self.max_seconds = float(max_seconds)
+        limit = model_max_seconds(editor)
+        self.max_seconds = float(max_seconds) if limit is None else min(float(max_seconds), limit)
+        self.presets = model_presets(editor)
         if output_dir is None:
             output_dir = tempfile.mkdtemp(prefix="audio-edit-demo-")
             weakref.finalize(self, shutil.rmtree, output_dir, ignore_errors=True)
@@ -99,10 +104,10 @@ class DemoRunner:
         audio_path: str | Path | None,
         target_prompt: str,
         source_prompt: str = "",
-        steps: int = DEFAULTS["steps"],
-        t_start: int = DEFAULTS["t_start"],
-        cfg_src: float = DEFAULTS["cfg_src"],
-        cfg_tar: float = DEFAULTS["cfg_tar"],
+        steps: int | None = None,
+        t_start: int | None = None,
+        cfg_src: float | None = None,
+        cfg_tar: float | None = None,
         seed: int = DEFAULTS["seed"],
         variations: int = DEFAULTS["variations"],
         method: str = DEFAULTS["method"],
@@ -144,6 +149,7 @@ class DemoRunner:
         notify = report or (lambda fraction, text: None)
         if not audio_path:
             raise InputError("upload or record a clip first")
+        steps, t_start, cfg_src, cfg_tar = self._preset(steps=steps, t_start=t_start, cfg_src=cfg_src, cfg_tar=cfg_tar)
         concepts = list(concepts)
         p2p = page_method(method) == P2P_METHOD
         options = p2p_options(p2p_mode, cross_steps, self_steps, reweight, blend) if p2p else None
@@ -183,17 +189,16 @@ class DemoRunner:
         if request.p2p is not None:
             status += " " + describe_p2p(request.p2p, method, automatic, made.attention is not None,
                                          one_window_seconds(self.editor))
-        mask_file = folder / "mask.png" if made.mask_share is not None else None
         return RunResult(reconstruction_file, edits, spectrogram_file, made.reused, status, rate,
-                         int(made.original.size), P2P_METHOD if p2p else method, mask_file, made.attention)
+                         int(made.original.size), P2P_METHOD if p2p else method, made.mask, made.attention)
 
     def components(
         self,
         audio_path: str | Path | None,
         source_prompt: str = "",
-        steps: int = DEFAULTS["steps"],
-        t_start: int = DEFAULTS["t_start"],
-        cfg_src: float = DEFAULTS["cfg_src"],
+        steps: int | None = None,
+        t_start: int | None = None,
+        cfg_src: float | None = None,
         seed: int = DEFAULTS["seed"],
         method: str = DEFAULTS["method"],
         n: int = DEFAULTS["components"],
@@ -227,6 +232,7 @@ class DemoRunner:
         notify = report or (lambda fraction, text: None)
         if not audio_path:
             raise InputError("upload or record a clip first")
+        steps, t_start, cfg_src = self._preset(steps=steps, t_start=t_start, cfg_src=cfg_src)
         seconds = parse_time_range(time_range)
         request = components_request(source_prompt, steps, t_start, cfg_src, seed, method, n, pc, amount, seconds,
                                      max_iterations)  # fmt: skip
@@ -292,6 +298,10 @@ class DemoRunner:
         flag.set()
         return True
 
+    def _preset(self, **given: Any) -> list[Any]:
+        """The values ``given``, each None replaced by the model's preset of that name."""
+        return [self.presets[name] if value is None else value for name, value in given.items()]
+
     def _start(self, session: str) -> threading.Event:
         """Register a new run of ``session``: its cancel flag."""
         flag = threading.Event()
@@ -343,7 +353,11 @@ class DemoRunner:
                     "describe the source more closely, or untick Automatic mask"
                 )
             drawn["folder"] = folder = self._new_run_folder()
-            self.editor.save_mask(mask, folder / "mask.png", inversion)
+            try:
+                self.editor.save_mask(mask, folder / "mask.png", inversion)
+                drawn["mask"] = folder / "mask.png"
+            except InputError as error:  # a model whose masks have no picture (Stable Audio Open: time only)
+                log.info("no picture of the automatic mask: %s", error)
             drawn["share"] = mask_share(self.editor, mask, inversion)
             _stop_if(cancelled)
 
@@ -360,7 +374,7 @@ class DemoRunner:
             drawn["attention"] = folder / "attention.png"
             self.editor.draw_attention(edited.attention, edited.inversion, drawn["attention"])
         return _Made(list(edited.outputs), entry.original, entry.reconstruction, entry.sample_rate, reused,
-                     drawn.get("share"), drawn.get("folder"), drawn.get("attention"))
+                     drawn.get("share"), drawn.get("folder"), drawn.get("attention"), drawn.get("mask"))
 
     def _p2p_windows(self, request: EditRequest, entry: CachedInversion | None, path: Path) -> EditRequest:
         """``request`` asking for the word maps when the clip is one model window long (they are
