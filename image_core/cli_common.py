@@ -76,8 +76,13 @@ def edit_parser(
         help="ddpm: edit-friendly DDPM inversion (exact reconstruction, keeps the structure); ddim: DDIM inversion "
         "(deterministic baseline, one seed); null-text: DDIM inversion whose unconditional branch is optimised at "
         "every step for the guidance of --cfg-tar (baseline, one seed, about 10x the model calls); "
-        "sdedit: noise to --tstart and sample the target (baseline, nothing inverted)",
+        "sdedit: noise to --tstart and sample the target (baseline, nothing inverted); flowedit: FlowEdit, the "
+        "difference of the target's and the source's steps from --tstart on (nothing inverted; one model call per step)",
     )  # fmt: skip
+    p.add_argument("--n-min", type=int, default=0, metavar="N",
+                   help="flowedit: the last N steps sample the target plainly (the paper's 0)")  # fmt: skip
+    p.add_argument("--n-avg", type=int, default=1, metavar="N",
+                   help="flowedit: noise draws averaged per step, all in one model call (the paper's 1)")  # fmt: skip
     p.add_argument("--inner-steps", type=int, default=10, metavar="N",
                    help="null-text: Adam steps per diffusion step (the paper's 10)")  # fmt: skip
     p.add_argument("--early-stop", type=float, default=1e-5, metavar="LOSS",
@@ -199,7 +204,7 @@ def request_from_args(
         seed=args.seed, num_outputs=args.num_outputs, concepts=tuple(concepts_of(args)), mask=mask, pcs=pcs,
         inner_steps=args.inner_steps, early_stop=args.early_stop, inversion_loaded=args.inversion is not None,
         save_inversion=args.save_inversion is not None, given=frozenset(getattr(args, "given", ())) | p2p_given,
-        p2p=p2p, save_attention=getattr(args, "save_attention", None) is not None,
+        p2p=p2p, save_attention=getattr(args, "save_attention", None) is not None, n_min=args.n_min, n_avg=args.n_avg,
     )  # fmt: skip
 
 

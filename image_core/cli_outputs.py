@@ -257,7 +257,8 @@ def run_record(
         from .inversion import InversionSettings
 
         settings = InversionSettings(
-            editor.fingerprint(), args.steps, args.tstart, args.eta, 0.0, "", tuple(seeds), "sdedit"
+            editor.fingerprint(), args.steps, args.tstart, args.eta, args.cfg_src if args.method == "flowedit" else 0.0,
+            args.source if args.method == "flowedit" else "", tuple(seeds), args.method,
         )
     seeds = list(settings.seeds)
     edits = [
@@ -279,13 +280,14 @@ def run_record(
             "source_prompt": settings.source_prompt,
             "negative_prompt": args.negative,
             "seeds": seeds,
-            "inversion_batch": None if args.inversion or args.method == "sdedit" else rows,  # None: no inversion ran
+            "inversion_batch": None if args.inversion or args.method in ("sdedit", "flowedit") else rows,  # None: no inversion ran
             "method": settings.method,
             "null_text": {"inner_steps": settings.inner_steps, "early_stop": settings.early_stop}
             if settings.method == "null-text" else None,
             "mask": args.mask,
             "principal_components": _components_record(args, pcs) if args.pc else None,
             "prompt_to_prompt": _p2p_record(args, settings.method) if getattr(args, "p2p", None) else None,
+            "flowedit": {"n_max": args.tstart, "n_min": args.n_min, "n_avg": args.n_avg} if args.method == "flowedit" else None,
         },
         "targets": list(args.target),
         "concepts": [dataclasses.asdict(c) for c in concepts_of(args)],

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import InputError
+from .methods.flowedit import MAX_AVG, N_AVG, N_MIN
 from .methods.null_text import EARLY_STOP, INNER_STEPS, LEARNING_RATE, check_null_text_settings
 from .methods.pcs import AMOUNT, MAX_ITERATIONS
 from .methods.sega import Concept, check_concepts
@@ -26,15 +27,16 @@ if TYPE_CHECKING:
 
     from .inversion import Inversion  # noqa: F401 (named in Region)
 
-Method = Literal["ddpm", "ddim", "null-text", "sdedit"]
+Method = Literal["ddpm", "ddim", "null-text", "sdedit", "flowedit"]
 
-METHODS: tuple[str, ...] = ("ddpm", "ddim", "null-text", "sdedit")
-"""Edit-friendly DDPM inversion (the default), DDIM inversion, null-text inversion, SDEdit (nothing inverted)."""
+METHODS: tuple[str, ...] = ("ddpm", "ddim", "null-text", "sdedit", "flowedit")
+"""Edit-friendly DDPM inversion (the default), DDIM inversion, null-text inversion, SDEdit and FlowEdit
+(nothing inverted)."""
 
 INVERSION_METHODS: tuple[str, ...] = ("ddpm", "ddim", "null-text")
 """The methods that invert the input (and so allow a mask, concepts and principal components)."""
 
-TRACKED: tuple[str, ...] = ("cfg_tar", "negative", "concept_scale", "threshold", "warmup", "pc_at", "pc_iterations")
+TRACKED: tuple[str, ...] = ("cfg_tar", "negative", "concept_scale", "threshold", "warmup", "pc_at", "pc_iterations", "n_min", "n_avg")
 P2P_ONLY: tuple[str, ...] = ("cross_steps", "self_steps", "reweight", "blend", "save_attention")
 """The options of a Prompt-to-Prompt edit (named in :attr:`EditRequest.given` when set): refused without it."""
 """Settings besides ``FIXED_BY_INVERSION`` whose being given matters (:attr:`EditRequest.given`): an
@@ -149,6 +151,8 @@ class EditRequest:
         p2p: a Prompt-to-Prompt edit (attention control, :class:`~image_core.p2p.P2POptions`; CLI
             ``--p2p``); None for a plain edit.
         save_attention: the P2P edit's word maps are also drawn (CLI ``--save-attention``).
+        n_min, n_avg: FlowEdit's last steps sampled plainly and noise draws per step (its paper's 0
+            and 1); ``tstart`` is its n_max.
         inversion_loaded: the edit uses an inversion loaded from a file (CLI ``--inversion``), whose
             settings are its own: those in ``given`` are refused.
         save_inversion: the inversion is also written to a file (CLI ``--save-inversion``).
@@ -175,6 +179,8 @@ class EditRequest:
     early_stop: float = EARLY_STOP
     p2p: P2POptions | None = None
     save_attention: bool = False
+    n_min: int = N_MIN
+    n_avg: int = N_AVG
     inversion_loaded: bool = False
     save_inversion: bool = False
     given: frozenset[str] = frozenset()
@@ -276,6 +282,9 @@ class Frontend:
     p2p_alone: str = "{options} {tune} --p2p (Prompt-to-Prompt): give --p2p replace or refine, or leave {them} out"
     p2p_method: str = "--p2p controls the attention of an inversion's edit: use --method ddpm, ddim or null-text, not {method}"
     p2p_with: str = "--p2p edits by attention control alone: leave out {options}"
+    flowedit_clash: str = "--method flowedit inverts nothing, so {options} cannot be given with it"
+    flowedit_alone: str = "{options} {tune} --method flowedit: give it, or leave {them} out"
+    flowedit_range: str = "--n-min must be between 0 and --tstart ({tstart}) and --n-avg between 1 and {limit}, got {n_min} and {n_avg}"
 
     def name(self, setting: str) -> str:
         """How messages name a request field."""
@@ -423,3 +432,24 @@ def _check_method(r: EditRequest, words: Frontend) -> None:
         check_null_text_settings(r.inner_steps, LEARNING_RATE, r.early_stop)
     if r.concepts and r.method == "sdedit":
         raise _refuse(words.concepts_sdedit)
+    _check_flowedit(r, words)
+
+
+def _check_flowedit(r: EditRequest, words: Frontend) -> None:
+    """FlowEdit's rules: nothing inverted, its own two settings."""
+    own = [words.name(name) for name in ("n_min", "n_avg") if name in r.given]
+    if r.method != "flowedit":
+        if own:
+            many = len(own) > 1
+            raise _refuse(words.flowedit_alone, options=", ".join(own), tune="go with" if many else "goes with", them="them" if many else "it")
+        return
+    clashing = [name for name, value in (
+        (words.name("inversion"), r.inversion_loaded), (words.name("save_inversion"), r.save_inversion),
+        (words.name("mask"), r.mask.given), (words.name("eta"), "eta" in r.given),
+        (words.names.get("concepts", "--add / --remove"), bool(r.concepts)), (words.name("pc"), bool(r.pcs.components)),
+        (words.name("p2p"), r.p2p is not None),
+    ) if value]  # fmt: skip
+    if clashing:
+        raise _refuse(words.flowedit_clash, options=", ".join(clashing))
+    if not (0 <= r.n_min <= r.tstart and 1 <= r.n_avg <= MAX_AVG):
+        raise _refuse(words.flowedit_range, tstart=r.tstart, limit=MAX_AVG, n_min=r.n_min, n_avg=r.n_avg)

@@ -100,6 +100,14 @@ def run_request(
             cfg_tar=request.cfg_tar, eta=request.eta, seed=request.seeds, **negative,
         )  # fmt: skip
         return Edited(outputs, None)
+    if request.method == "flowedit":
+        stages.starting("sdedit")
+        outputs = editor.flowedit(
+            item, list(request.targets), source_prompt=request.source, num_steps=request.steps, n_max=request.tstart,
+            n_min=request.n_min, n_avg=request.n_avg, cfg_src=request.cfg_src, cfg_tar=request.cfg_tar, seed=request.seeds,
+            **negative,
+        )  # fmt: skip
+        return Edited(outputs, None)
     inv = loaded_inversion
     if request.p2p is not None:  # the prompts' tokens, before anything is inverted
         check_prompts(editor.model, inv.settings.source_prompt if inv is not None else request.source, request.targets, request.p2p)

@@ -254,7 +254,7 @@ def test_saved_inversion_gives_the_same_edits(photo: Path, capsys: pytest.Captur
     assert record["settings"] == {
         "num_steps": 4, "t_start": 2, "eta": 1.0, "cfg_src": 3.5, "cfg_tar": 15.0, "source_prompt": "a photo",
         "negative_prompt": "", "seeds": [5, 6], "inversion_batch": 1, "method": "ddpm", "null_text": None, "mask": None,
-        "principal_components": None, "prompt_to_prompt": None,
+        "principal_components": None, "prompt_to_prompt": None, "flowedit": None,
     }  # fmt: skip
     assert record["inversion_saved_to"] == str(inv_file.resolve()) and record["inversion_loaded_from"] is None
     assert set(record["versions"]) == {"ddpm-edit", "torch", "diffusers", "transformers", "python"}

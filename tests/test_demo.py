@@ -284,7 +284,7 @@ def test_runner_refuses_method_clashes_with_one_line(recording: Path, tmp_path: 
         ({"method": "sdedit", "auto_mask": True}, "the automatic mask needs an inversion, and SDEdit makes none"),
         ({"auto_mask": True, "source_prompt": " jazz "}, "so they must differ"),
         ({"method": "null-text", "variations": 3}, "Null-text inversion is deterministic, so several variations"),
-        ({"method": "dpm-solver"}, "unknown method 'dpm-solver': choose ddpm, ddim, null-text, sdedit"),
+        ({"method": "dpm-solver"}, "unknown method 'dpm-solver': choose ddpm, ddim, null-text, sdedit, flowedit"),
     ]:
         with pytest.raises(InputError, match=words) as caught:
             runner.run(str(recording), "jazz", steps=STEPS, t_start=T_START, **kwargs)

@@ -346,3 +346,36 @@ def test_both_editors_offer_flowedit(tmp_path):
     clip = Audio((0.3 * np.sin(np.arange(16000) / 10.0))[None].astype(np.float32), 16000)
     waves = sounds.flowedit(clip, "a flute", "a piano", num_steps=8, n_max=5)
     assert len(waves) == 1 and waves[0].shape[-1] == 16000
+
+
+def test_command_line_flowedit(tmp_path, capsys):
+    """--method flowedit: --tstart is n_max; nothing inverted; refusals in one line, nothing written."""
+    import json
+    import re
+
+    import numpy as np
+    from PIL import Image
+
+    from commands import run
+    from image_core.stable_diffusion.cli import main
+
+    picture = tmp_path / "in.png"
+    Image.fromarray((np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)).save(picture)
+    out = tmp_path / "edit.png"
+    base = [str(picture), "--model", "tiny", "--source", "a cat", "--target", "a dog", "--steps", "8", "--tstart", "5", "--method", "flowedit"]
+    code, _, err = run(main, [*base, "--n-min", "1", "--n-avg", "2", "--num-outputs", "2", "--out", str(out)], capsys)
+    assert code == 0, err
+    files = sorted(path.name for path in tmp_path.iterdir())
+    assert files == ["edit_a-dog_s0.png", "edit_a-dog_s0.png.json", "edit_a-dog_s1.png", "in.png"]
+    record = json.loads((tmp_path / "edit_a-dog_s0.png.json").read_text())["settings"]
+    assert record["method"] == "flowedit" and record["flowedit"] == {"n_max": 5, "n_min": 1, "n_avg": 2}
+    assert record["source_prompt"] == "a cat" and record["inversion_batch"] is None
+    for extra, message in (
+        (["--mask", "auto"], "inverts nothing.*--mask"), (["--add", "rain"], "inverts nothing"), (["--eta", "0.5"], "--eta"),
+        (["--n-min", "9"], "--n-min must be between 0 and --tstart"), (["--n-avg", "0"], "--n-avg"),
+    ):
+        code, _, err = run(main, [*base, "--out", str(tmp_path / "x.png"), *extra], capsys)
+        assert code == 2 and re.search(message, err) and len(err.strip().splitlines()) == 1, err
+    code, _, err = run(main, [str(picture), "--model", "tiny", "--target", "a dog", "--n-avg", "3", "--out", str(tmp_path / "x.png")], capsys)
+    assert code == 2 and "--n-avg goes with --method flowedit" in err
+    assert not (tmp_path / "x.png").exists()

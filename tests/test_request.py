@@ -35,7 +35,7 @@ BOTH = "give either --target / --add / --remove (a text edit) or --pc (a prompt-
 
 # case -> (the request's changes, the whole message of the command line)
 COMMAND_LINE_REFUSES = {
-    "unknown method": ({"method": "dpm-solver"}, "unknown method 'dpm-solver': choose ddpm, ddim, null-text, sdedit"),
+    "unknown method": ({"method": "dpm-solver"}, "unknown method 'dpm-solver': choose ddpm, ddim, null-text, sdedit, flowedit"),
     "settings an inversion file fixes": (
         {**LOADED, "given": {"seed", "steps", "cfg_tar"}},
         "--steps, --seed cannot be given with --inversion: the file fixes steps, tstart, cfg-src, eta, seeds, source "
