@@ -83,6 +83,9 @@ class AudioEditor(Editor):
             from .stable_audio_editor import StableAudioEditor
 
             return StableAudioEditor.from_pretrained(name, device, dtype, **kwargs)  # type: ignore[return-value]
+        from .ace_step_editor import AceStepEditor, is_ace_step
+        if is_ace_step(name):  # ACE-Step 1.5 (its hub id, "tiny-acestep" or a folder of its layout): 48 kHz stereo
+            return AceStepEditor.from_pretrained(name, device, dtype, **kwargs)  # type: ignore[return-value]
         resolved = adapters.resolve_device(device)
         model = AudioModel.from_pretrained(name, resolved, adapters.resolve_dtype(dtype, resolved))
         if compile:

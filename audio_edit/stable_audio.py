@@ -43,7 +43,28 @@ COMPONENTS = {  # folder -> (library, class)
 }
 
 
-class StableAudioModel:
+class WaveformVAE:
+    """What a model with a waveform VAE (``AutoencoderOobleck`` and kin, ``self.vae``) tells of its audio."""
+
+    vae: Any
+
+    @property
+    def sample_rate(self) -> int:
+        """The VAE's rate in Hz (44100 for Stable Audio Open, 48000 for ACE-Step)."""
+        return int(self.vae.config.sampling_rate)
+
+    @property
+    def audio_channels(self) -> int:
+        """2 (stereo) for the real models."""
+        return int(self.vae.config.audio_channels)
+
+    @property
+    def hop_length(self) -> int:
+        """Waveform samples per latent frame (2048 for Stable Audio Open, 1920 for ACE-Step)."""
+        return int(math.prod(self.vae.config.downsampling_ratios))
+
+
+class StableAudioModel(WaveformVAE):
     """A Stable Audio Open checkpoint as a ``LatentModel`` over (B, C, frames) latents.
 
     Args:
@@ -65,21 +86,6 @@ class StableAudioModel:
         self._rotary: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # ------------------------------------------------------------------ facts
-
-    @property
-    def sample_rate(self) -> int:
-        """44100 for the real model."""
-        return int(self.vae.config.sampling_rate)
-
-    @property
-    def audio_channels(self) -> int:
-        """2 (stereo) for the real model."""
-        return int(self.vae.config.audio_channels)
-
-    @property
-    def hop_length(self) -> int:
-        """Waveform samples per latent frame (2048 for the real model)."""
-        return int(math.prod(self.vae.config.downsampling_ratios))
 
     @property
     def latent_channels(self) -> int:

@@ -1,0 +1,133 @@
+"""``AceStepEditor``: the core's ``Editor`` with ACE-Step 1.5's 48 kHz stereo codec.
+
+waveform (any rate, channel count, length) -> 48 kHz stereo (``stable_audio_editor.to_stereo``:
+mono duplicated, stereo kept, more channels folded to two) -> Oobleck latent (C, frames), 25 frames
+a second; and back: the VAE decoder -> 48 kHz stereo trimmed to the input's length, resampled to the
+input's rate (output "np"), or left at 48 kHz ("native").
+
+A clip of up to ``max_frames`` latent frames (the silence latent's length: 15000 frames, 600 s, in
+the diffusers conversion) is one DiT call per step. Longer clips run on overlapping windows of that
+length (``image_core.windows``, as for Stable Audio Open), each window denoised as a clip of its own
+(the silence context from its first frame).
+
+Defaults, from the ``AceStepPipeline`` call's own: 8 steps (its ``num_inference_steps``; the turbo
+checkpoint is made for 8), guidance 1 on the guidance-distilled (turbo) checkpoints, which the
+pipeline forces, and 7 on the others (its ``guidance_scale``); the path's shift is its 3.0. The
+edit running the last 6 of the 8 steps and source guidance 1 are this project's choice: DDPM
+inversion on this model has no published defaults. The pipeline guides base checkpoints with
+adaptive projected guidance; the core uses classifier-free guidance with the same null condition.
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from typing import Any
+
+import torch
+
+from image_core import adapters
+from image_core.errors import InputError
+from image_core.frontend import Defaults, Editor, Source
+from image_core.inversion import Inversion
+from image_core.windows import WindowedDenoiser, spans, windowed_map
+
+from .ace_step import AceStepModel, is_ace_step
+from .audio_io import Audio
+from .stable_audio_editor import StableAudioCodec, to_stereo
+
+__all__ = ["AceStepCodec", "AceStepEditor", "defaults_for", "is_ace_step", "to_stereo"]
+
+STEPS, T_START, CFG_SRC, CFG_TAR, CFG_TAR_TURBO = 8, 6, 1.0, 7.0, 1.0
+VAE_SECONDS = 30  # the VAE's window for long clips (overlap-added)
+
+
+def defaults_for(model: AceStepModel) -> Defaults:
+    """The defaults of ``model``: target guidance 1 for turbo checkpoints, 7 otherwise."""
+    return Defaults(STEPS, T_START, CFG_SRC, CFG_TAR_TURBO if model.is_turbo else CFG_TAR, "np")
+
+
+class AceStepCodec(StableAudioCodec):
+    """Recordings in, stereo waveforms out, for one ACE-Step 1.5 model (``StableAudioCodec``'s reading,
+    resampling and trimming at 48 kHz). Reading a clip sets the duration that prompts are encoded with.
+
+    The VAE runs on windows of ``VAE_SECONDS`` (overlap a quarter) for longer clips.
+    """
+
+    def __init__(self, model: AceStepModel, overlap: int | None = None) -> None:
+        super().__init__(model, overlap)  # type: ignore[arg-type]
+        self.defaults = defaults_for(model)
+        self.vae_frames = max(1, round(VAE_SECONDS * model.sample_rate / model.hop_length))
+
+    def read(self, item: str | os.PathLike[str] | Audio) -> Source:
+        source = super().read(item)
+        self.model.duration = source.meta["num_samples"] / self.model.sample_rate  # type: ignore[attr-defined]
+        return source
+
+    @torch.no_grad()
+    def encode(self, source: Source) -> torch.Tensor:
+        hop, frames = self.model.hop_length, self.vae_frames
+        wave = torch.from_numpy(source.data).unsqueeze(0)
+        wave = torch.nn.functional.pad(wave, (0, -wave.shape[-1] % hop))
+        return windowed_map(self.model.encode_audio, wave, 2, 2, Fraction(1, hop), frames * hop, frames // 4 * hop, hop).float()
+
+    @torch.no_grad()
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        frames = self.vae_frames
+        return windowed_map(self.model.decode_latent, latent, 2, 2, Fraction(self.model.hop_length), frames, frames // 4).float()
+
+    def region_mask(self, inv: Inversion, seconds: tuple[float, float] | None = None, hz: Any = None) -> torch.Tensor:
+        if hz is not None:
+            raise InputError("ACE-Step's latent has no frequency axis: give a time range only")
+        return super().region_mask(inv, seconds)
+
+    def save_mask(self, mask: torch.Tensor, path: str | os.PathLike[str], inv: Inversion) -> None:
+        raise InputError("mask pictures are not available for ACE-Step: give a time range")
+
+    def load_mask(self, path: str | os.PathLike[str], inv: Inversion) -> torch.Tensor:
+        raise InputError("mask pictures are not available for ACE-Step: give a time range")
+
+    def picture(self, inv: Inversion, grids: torch.Tensor) -> Any:
+        raise InputError("pictures of the input are not available for ACE-Step")
+
+
+class AceStepEditor(Editor):
+    """Text-based editing of 48 kHz stereo recordings with ACE-Step 1.5 on the rectified-flow path
+    (the core's DDPM steps on x_t = (1 - t) x0 + t ε, each solved for its noise map).
+
+    Args:
+        model: the ACE-Step adapter.
+        overlap: latent frames shared by neighbouring DiT windows of a clip longer than
+            ``max_frames`` (a quarter of the window by default).
+        window_batch: window rows per DiT call.
+        kwargs: ``LatentEditor`` options (inversion_batch_size, progress).
+    """
+
+    model: AceStepModel
+    codec: AceStepCodec
+
+    def __init__(self, model: AceStepModel, overlap: int | None = None, window_batch: int = 8, **kwargs: Any) -> None:
+        self.overlap = model.max_frames // 4 if overlap is None else overlap
+        self.window = model.max_frames - self.overlap // 2  # ``spans`` may stretch a window by half an overlap
+        if not 0 <= self.overlap < self.window:
+            raise InputError(f"overlap must be in [0, {model.max_frames // 2}) latent frames, got {overlap}")
+        denoiser = WindowedDenoiser(model.predict_eps, axis=2, window=self.window, overlap=self.overlap, max_batch=window_batch)
+        super().__init__(model, AceStepCodec(model, self.overlap), denoiser, **kwargs)
+
+    def inversion_rows(self, x0: torch.Tensor) -> int:
+        """Fewer timesteps per inversion call for clips of several windows."""
+        windows = len(spans(x0.shape[2], self.window, self.overlap))
+        return max(1, super().inversion_rows(x0[..., : self.window]) // windows)
+
+    def fingerprint(self) -> str:
+        return f"{self.model.fingerprint()}-window{self.window}-overlap{self.overlap}"
+
+    @classmethod
+    def from_pretrained(cls, name: str, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto", **kwargs: Any) -> AceStepEditor:
+        """Load ``ACE-Step/acestep-v15-xl-turbo-diffusers`` (cached), a local folder of its layout, or "tiny-acestep"."""
+        kwargs.pop("compile", None)
+        resolved = adapters.resolve_device(device)
+        return cls(AceStepModel.from_pretrained(name, resolved, adapters.resolve_dtype(dtype, resolved)), **kwargs)
+
+    def save_pretrained(self, folder: str | os.PathLike[str]) -> None:
+        self.model.save_pretrained(folder)

@@ -1,0 +1,139 @@
+"""ACE-Step 1.5 as a frontend: the tiny random-weight model, its denoiser against diffusers'
+pipeline pieces, exact DDPM inversion on the rectified-flow path, edits at the input's format."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from audio_edit.ace_step import ACE_STEP_ID, AceStepModel, is_ace_step
+from audio_edit.ace_step_editor import AceStepEditor
+from audio_edit.audio_io import Audio
+from audio_edit.editor import AudioEditor
+from image_core.schedule import Schedule
+
+RATE = 48000
+
+
+@pytest.fixture(scope="module")
+def model() -> AceStepModel:
+    return AceStepModel.from_pretrained("tiny-acestep")
+
+
+@pytest.fixture(scope="module")
+def editor(model) -> AceStepEditor:
+    return AceStepEditor(model, progress=False)
+
+
+def clip(seconds: float = 0.3, rate: int = RATE, channels: int = 2, seed: int = 0) -> Audio:
+    g = np.random.default_rng(seed)
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    tone = 0.3 * np.sin(2 * np.pi * 440 * t)[None] + 0.05 * g.standard_normal((channels, n))
+    return Audio(tone.astype(np.float32), rate)
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+def test_tiny_model_round_trips_through_from_pretrained(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    assert is_ace_step(str(tmp_path)) and is_ace_step(ACE_STEP_ID) and is_ace_step("tiny-acestep")
+    assert not is_ace_step("tiny-sao")
+    loaded = AceStepModel.from_pretrained(str(tmp_path))
+    assert loaded.fingerprint() == model.fingerprint()
+    assert Schedule.from_config(loaded.scheduler_config, 8).path == "flow"
+    assert (loaded.sample_rate, loaded.audio_channels, loaded.hop_length) == (48000, 2, 1920)
+    x = torch.randn(2, model.latent_channels, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.9, 0.2], dtype=torch.float64)
+    cond = model.encode_prompts(["warm analog synth", ""])
+    assert torch.equal(loaded.encode_prompts(["warm analog synth", ""])["text"], cond["text"])
+    assert rel(loaded.predict_eps(x, t, cond), model.predict_eps(x, t, cond)) < 1e-6  # same weights, float32 rounding
+    editor = AudioEditor.from_pretrained(str(tmp_path), device="cpu", dtype="float32", progress=False)
+    assert isinstance(editor, AceStepEditor)
+
+
+def test_the_adapter_is_the_pipelines_denoiser(model):
+    """ε from the diffusers pipeline's own pieces (prompt encoding, silence timbre and context,
+    chunk mask, learned null condition broadcast over the sequence) and the DiT's velocity u at the
+    flow time t: ε = x_t + (1 - t) u."""
+    pipe = model.pipeline()
+    frames, seconds = 7, 7 * model.hop_length / RATE
+    model.duration = seconds
+    text, text_mask, lyric, lyric_mask = pipe.encode_prompt(["warm analog synth"], [""], "cpu", audio_duration=seconds)
+    timbre = pipe.condition_encoder.silence_latent[:, : int(np.ceil(30 * pipe.latents_per_second))]
+    states, _ = pipe.condition_encoder(text, text_mask, lyric, lyric_mask, timbre, torch.arange(1))
+    src, length = pipe.prepare_src_latents("cpu", torch.float32, 1, latent_length=frames)
+    chunk = pipe._build_chunk_mask("text2music", length, 1, "cpu", torch.float32, model.latent_channels)
+    context = torch.cat([src, chunk], dim=-1)
+    null = pipe.condition_encoder.null_condition_emb.expand_as(states)
+    cond = model.encode_prompts(["warm analog synth", ""])
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, model.latent_channels, frames, generator=g, dtype=torch.float64)
+    for t in (0.95, 0.5, 0.1):
+        for row, reference_states in ((0, states), (1, null)):
+            with torch.no_grad():
+                u = pipe.transformer(x.float().transpose(1, 2), torch.tensor([t]), torch.tensor([t]), reference_states, context, return_dict=False)[0]
+            reference = x + (1 - t) * u.transpose(1, 2).double()
+            ours = model.predict_eps(x, torch.tensor([t], dtype=torch.float64), {k: v[row : row + 1] for k, v in cond.items()})
+            assert rel(ours, reference) < 1e-5, (t, row)
+
+
+def test_prompts_in_a_batch_are_their_own_rows(model):
+    x = torch.randn(3, model.latent_channels, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    t = torch.full((3,), 0.6, dtype=torch.float64)
+    together = model.predict_eps(x, t, model.encode_prompts(["jazz piano", "", "a very long description of rain"]))
+    for row, prompt in enumerate(["jazz piano", "", "a very long description of rain"]):
+        alone = model.predict_eps(x[row : row + 1], t[:1], model.encode_prompts([prompt]))
+        assert rel(together[row : row + 1], alone) < 1e-5
+
+
+def test_ddpm_inversion_reconstructs_exactly(model, editor):
+    audio = clip(channels=2)
+    inv = editor.invert(audio, "a tone", num_steps=8, t_start=6, cfg_src=1.0, seed=[0, 1])
+    assert inv.zs is not None and torch.isfinite(inv.zs).all()
+    assert rel(editor.reconstruct_latent(inv), inv.x0) <= 1e-4
+    one_call = AceStepEditor(model, progress=False, inversion_batch_size=1)
+    inv3 = one_call.invert(audio, "a tone", num_steps=8, t_start=7, cfg_src=3.0)
+    assert rel(one_call.reconstruct_latent(inv3), inv3.x0) <= 1e-10
+
+
+def test_edits_come_back_in_the_input_format(model, editor):
+    audio = clip(seconds=0.25, rate=22050, channels=1, seed=3)
+    inv = editor.invert(audio, "a tone", num_steps=8, t_start=6, cfg_src=1.0)
+    waves = editor.edit(inv, ["jazz piano", "rain"], 3.0)
+    assert [w.shape for w in waves] == [(2, audio.num_frames)] * 2 and all(np.isfinite(w).all() for w in waves)
+    native = editor.reconstruct(inv, "native")
+    assert native[0].shape == (2, int(np.ceil(audio.num_frames * RATE / 22050)))
+    flowed = editor.flowedit(audio, "jazz piano", "a tone", num_steps=6, n_max=4, cfg_src=1.0, cfg_tar=2.0)
+    assert len(flowed) == 1 and flowed[0].shape == (2, audio.num_frames) and np.isfinite(flowed[0]).all()
+
+
+def test_sdedit_and_ddim_run(editor):
+    audio = clip(channels=2, seed=4)
+    waves = editor.sdedit(audio, "jazz piano", num_steps=8, t_start=5, cfg_tar=1.0, seed=[0, 1])
+    assert len(waves) == 2 and waves[0].shape == (2, audio.num_frames) and np.isfinite(waves[0]).all()
+    inv = editor.invert(audio, "a tone", num_steps=8, t_start=6, cfg_src=1.0, method="ddim")
+    assert inv.zs is None and torch.isfinite(editor.reconstruct_latent(inv)).all()
+
+
+def test_defaults_follow_the_pipeline(editor):
+    d = editor.codec.defaults
+    assert (d.num_steps, d.cfg_tar) == (8, 1.0) and editor.model.is_turbo  # the turbo checkpoint: no guidance
+
+
+def test_the_command_line_edits_with_tiny_acestep(tmp_path, capsys):
+    import soundfile as sf
+    from commands import run
+
+    from audio_edit.cli import main
+
+    audio = clip(seconds=0.2, rate=44100, channels=1)
+    sf.write(tmp_path / "in.wav", audio.samples.T, audio.sample_rate)
+    code, _, err = run(main, [str(tmp_path / "in.wav"), "--model", "tiny-acestep", "--target", "jazz piano", "--steps", "6",
+                              "--tstart", "3", "--out", str(tmp_path / "out.wav")], capsys)  # fmt: skip
+    assert code == 0, err
+    wave, rate = sf.read(tmp_path / "out.wav")
+    assert rate == 44100 and wave.shape == (audio.num_frames, 2)
