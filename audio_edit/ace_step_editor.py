@@ -16,10 +16,13 @@ pipeline forces, and 7 on the others (its ``guidance_scale``); the path's shift 
 edit running the last 6 of the 8 steps and source guidance 1 are this project's choice: DDPM
 inversion on this model has no published defaults. The pipeline guides base checkpoints with
 adaptive projected guidance; the core uses classifier-free guidance with the same null condition.
+``defaults_for_name`` gives the same defaults from a model's name before it loads (for the command
+line): the hub id and "tiny-acestep" are turbo, a local folder is what its transformer config says.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from fractions import Fraction
 from typing import Any
@@ -32,11 +35,11 @@ from image_core.frontend import Defaults, Editor, Source
 from image_core.inversion import Inversion
 from image_core.windows import WindowedDenoiser, spans, windowed_map
 
-from .ace_step import AceStepModel, is_ace_step
+from .ace_step import ACE_STEP_ID, TINY_NAME, AceStepModel, is_ace_step
 from .audio_io import Audio
 from .stable_audio_editor import StableAudioCodec, to_stereo
 
-__all__ = ["AceStepCodec", "AceStepEditor", "defaults_for", "is_ace_step", "to_stereo"]
+__all__ = ["AceStepCodec", "AceStepEditor", "defaults_for", "defaults_for_name", "is_ace_step", "to_stereo"]
 
 STEPS, T_START, CFG_SRC, CFG_TAR, CFG_TAR_TURBO = 8, 6, 1.0, 7.0, 1.0
 VAE_SECONDS = 30  # the VAE's window for long clips (overlap-added)
@@ -44,7 +47,25 @@ VAE_SECONDS = 30  # the VAE's window for long clips (overlap-added)
 
 def defaults_for(model: AceStepModel) -> Defaults:
     """The defaults of ``model``: target guidance 1 for turbo checkpoints, 7 otherwise."""
-    return Defaults(STEPS, T_START, CFG_SRC, CFG_TAR_TURBO if model.is_turbo else CFG_TAR, "np")
+    return _defaults(model.is_turbo)
+
+
+def defaults_for_name(name: str) -> Defaults:
+    """The defaults of the ACE-Step model ``name`` without loading it: the hub id and "tiny-acestep"
+    are turbo checkpoints; a local folder is turbo when its ``transformer/config.json`` says so
+    (``is_turbo``, or ``model_version`` "turbo", as ``AceStepModel.is_turbo`` reads the loaded config)."""
+    if name in (ACE_STEP_ID, TINY_NAME):
+        return _defaults(True)
+    config: dict[str, Any] = {}
+    path = os.path.join(name, "transformer", "config.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            config = json.load(f)
+    return _defaults(bool(config.get("is_turbo", False) or config.get("model_version") == "turbo"))
+
+
+def _defaults(turbo: bool) -> Defaults:
+    return Defaults(STEPS, T_START, CFG_SRC, CFG_TAR_TURBO if turbo else CFG_TAR, "np")
 
 
 class AceStepCodec(StableAudioCodec):

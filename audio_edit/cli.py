@@ -26,7 +26,9 @@ def _parser() -> cli_common.Parser:
     parser = cli_common.edit_parser(
         "audio-edit",
         "Edit a recording with text by edit-friendly DDPM inversion (AudioLDM / AudioLDM2: mono; Stable Audio "
-        "Open: stereo, with --cfg-src 1 by default). The edit is at the input's sample rate, length and loudness.",
+        "Open and ACE-Step 1.5: stereo). The edit is at the input's sample rate, length and loudness. The defaults of "
+        "--steps, --tstart, --cfg-src and --cfg-tar shown are AudioLDM's: Stable Audio Open (200 / 100 / 1 / 12) and "
+        "ACE-Step (8 / 6 / 1, and --cfg-tar 1 on turbo checkpoints, 7 on others) use their own unless given.",
         model=defaults.MODEL,
         steps=defaults.NUM_STEPS,
         t_start=defaults.T_START,
@@ -38,6 +40,7 @@ def _parser() -> cli_common.Parser:
     parser.add_argument("--region", default=None, metavar="START:END", help="limit the --pc components to this time range in seconds")
     parser.add_argument("--band", default=None, metavar="LOW:HIGH", help="limit the --pc components to this band in Hz (0..8000)")
     parser.add_argument("--spectrogram", action="store_true", help="also write a PNG of the input's and the edits' spectrograms")
+    parser.model_defaults = _model_defaults  # Stable Audio Open's and ACE-Step's own defaults
     return parser
 
 
@@ -57,14 +60,27 @@ def _read(args: Any) -> Prepared:
         facts = {"sample_rate": clip.sample_rate, "num_frames": clip.num_frames}
         cli_common.check_inversion_fits(loaded, facts, "sample rate and length", args.inversion)
     seeds = list(loaded.settings.seeds) if loaded else list(range(args.seed, args.seed + args.num_outputs))
-    from .stable_audio import is_stable_audio
-
-    if "cfg_src" not in args.given and is_stable_audio(args.model):
-        from .stable_audio_editor import DEFAULTS as STABLE_AUDIO
-
-        args.cfg_src = STABLE_AUDIO.cfg_src  # the audio paper's recommendation for this model
     request = cli_common.request_from_args(args, ranges, pc_ranges, parsed=True)
     return Prepared(args, clip, request, loaded, seeds)
+
+
+def _model_defaults(args: Any) -> None:
+    """Give --steps, --tstart, --cfg-src and --cfg-tar not given on the command line the editor
+    defaults of Stable Audio Open or ACE-Step when --model is one (the parser's are AudioLDM's)."""
+    from .ace_step import is_ace_step
+    from .stable_audio import is_stable_audio
+
+    if is_stable_audio(args.model):
+        from .stable_audio_editor import DEFAULTS as model_defaults
+    elif is_ace_step(args.model):
+        from .ace_step_editor import defaults_for_name
+
+        model_defaults = defaults_for_name(args.model)
+    else:
+        return
+    for dest, field in (("steps", "num_steps"), ("tstart", "t_start"), ("cfg_src", "cfg_src"), ("cfg_tar", "cfg_tar")):
+        if dest not in args.given:
+            setattr(args, dest, getattr(model_defaults, field))
 
 
 def _main(argv: Sequence[str]) -> None:

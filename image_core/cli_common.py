@@ -29,7 +29,11 @@ _UNSET = object()  # marks an option the command line did not give
 
 
 class Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line (and exit code 2)."""
+    """An argument parser whose errors are one line (and exit code 2). ``model_defaults``, when a
+    command sets it, gives the settings a model has its own defaults for (a parsed namespace in,
+    changed in place) before the arguments are checked."""
+
+    model_defaults: Callable[[argparse.Namespace], None] | None = None
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -165,6 +169,8 @@ def parse_arguments(parser: Parser, argv: Sequence[str]) -> argparse.Namespace:
     for dest in set(tracked) - args.given:
         setattr(args, dest, parser.get_default(dest))
     args.target = args.target or []
+    if parser.model_defaults is not None:
+        parser.model_defaults(args)
     check_request(request_from_args(args))
     _check_command_line(args)
     return args

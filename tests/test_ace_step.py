@@ -137,3 +137,104 @@ def test_the_command_line_edits_with_tiny_acestep(tmp_path, capsys):
     assert code == 0, err
     wave, rate = sf.read(tmp_path / "out.wav")
     assert rate == 44100 and wave.shape == (audio.num_frames, 2)
+
+
+def test_the_command_line_uses_the_models_defaults_unless_given(tmp_path, capsys):
+    """Without --steps, --tstart, --cfg-src and --cfg-tar the record shows the editor's defaults (turbo:
+    8 steps, the last 6 edited, guidance 1 and 1); options given win."""
+    import json
+
+    import soundfile as sf
+    from commands import run
+
+    from audio_edit.cli import main
+
+    audio = clip(seconds=0.1, rate=44100, channels=1)
+    sf.write(tmp_path / "in.wav", audio.samples.T, audio.sample_rate)
+    given = ["--steps", "6", "--tstart", "4", "--cfg-src", "2", "--cfg-tar", "3"]
+    for name, extra, expected in (("plain", [], (8, 6, 1.0, 1.0)), ("given", given, (6, 4, 2.0, 3.0))):
+        out = tmp_path / f"{name}.wav"
+        code, _, err = run(main, [str(tmp_path / "in.wav"), "--model", "tiny-acestep", "--target", "jazz piano", "--out", str(out), *extra], capsys)
+        assert code == 0, err
+        settings = json.loads(out.with_name(out.name + ".json").read_text())["settings"]
+        assert (settings["num_steps"], settings["t_start"], settings["cfg_src"], settings["cfg_tar"]) == expected
+
+
+def test_defaults_are_known_from_the_name_before_loading(model, tmp_path):
+    import json
+
+    from audio_edit.ace_step_editor import defaults_for, defaults_for_name
+
+    assert defaults_for_name(ACE_STEP_ID) == defaults_for_name("tiny-acestep") == defaults_for(model)
+    model.save_pretrained(tmp_path)
+    assert defaults_for_name(str(tmp_path)).cfg_tar == 1.0  # the tiny model's config says turbo
+    config_path = tmp_path / "transformer" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["is_turbo"], config["model_version"] = False, "base"
+    config_path.write_text(json.dumps(config))
+    d = defaults_for_name(str(tmp_path))
+    assert (d.num_steps, d.t_start, d.cfg_src, d.cfg_tar) == (8, 6, 1.0, 7.0)
+
+
+def test_concepts_masks_and_components_run_on_ace_step(editor):
+    """LEDITS concepts, DiffEdit's mask and time-range masks (the edit equals the input's latents
+    outside them), and posterior principal components on ACE-Step's latents (time on the last axis)."""
+    from audio_edit import Concept
+
+    audio = clip(seconds=0.3, channels=2, seed=5)
+    inv = editor.invert(audio, "a tone", num_steps=8, t_start=6, cfg_src=1.0)
+    guided = editor.edit_latent(inv, None, 1.0, concepts=[Concept("drums", scale=5)])
+    assert torch.isfinite(guided).all() and rel(guided, inv.x0) > 1e-4
+    waves = editor.edit(inv, "jazz piano", 2.0, concepts=[Concept("drums", scale=5)])
+    assert waves[0].shape == (2, audio.num_frames) and np.isfinite(waves[0]).all()
+    frames = inv.x0.shape[-1]
+    region = editor.region_mask(inv, seconds=(0.0, 0.1))
+    auto = editor.mask(inv, "jazz piano", draws=2)
+    for mask in (region, auto):
+        assert mask.shape == (1, 1, frames) and set(mask.unique().tolist()) <= {0.0, 1.0}
+    outside = region[0, 0] == 0
+    assert outside.any() and not outside.all()
+    masked = editor.edit_latent(inv, "jazz piano", 3.0, mask=region)
+    assert torch.equal(masked[..., outside], inv.x0[..., outside]) and rel(masked, inv.x0) > 1e-4
+    pcs = editor.principal_components(inv, n=2, step=2, max_iterations=3)
+    moved = editor.edit_pc_latent(inv, pcs, 1, [0.0, 2.0])
+    assert rel(moved[0], editor.reconstruct_latent(inv)[0]) < 1e-5 and rel(moved[1], inv.x0) > 1e-4  # amount 0: the reconstruction
+    pc_waves = editor.edit_pc(inv, pcs, pc=1, amount=2)
+    assert pc_waves[0].shape == (2, audio.num_frames) and np.isfinite(pc_waves[0]).all()
+
+
+def test_null_text_inversion_runs_and_prompt_to_prompt_is_refused(editor):
+    """Null-text inversion optimises the learned null condition (the unconditional branch); P2P needs
+    cross-attention maps to the prompt's words, which the DiT's condition encoder does not give."""
+    from image_core.errors import InputError
+
+    audio = clip(seconds=0.2, channels=2, seed=6)
+    pivot = editor.invert(audio, "a tone", num_steps=8, t_start=6, cfg_src=5.0, method="null-text", inner_steps=0)
+    null = editor.invert(audio, "a tone", num_steps=8, t_start=6, cfg_src=5.0, method="null-text", inner_steps=5)
+    assert null.uncond is not None and set(null.uncond) == {"text", "mask"}
+    assert null.uncond["text"].shape[:2] == (1, 6)  # one optimised null condition per edited step
+    # the optimisation moves the guided reconstruction toward the input (the DDIM pivot's alone is further)
+    assert rel(editor.reconstruct_latent(null), null.x0) < rel(editor.reconstruct_latent(pivot), pivot.x0)
+    waves = editor.edit(null, "jazz piano", 5.0)
+    assert waves[0].shape == (2, audio.num_frames) and np.isfinite(waves[0]).all()
+    with pytest.raises(InputError) as refused:
+        editor.edit_p2p(pivot, "jazz piano", cfg_tar=5.0)
+    assert len(str(refused.value).splitlines()) == 1
+
+
+def test_fewer_steps_alone_are_checked_against_the_models_tstart(tmp_path, capsys):
+    """--steps 7 without --tstart: the model's tstart (6) applies before the arguments are checked."""
+    import json
+
+    import soundfile as sf
+
+    from audio_edit.cli import main
+    from commands import run
+
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, np.zeros((4800, 2), np.float32) + 0.1 * np.sin(np.arange(4800) / 7.0)[:, None], 48000)
+    out = tmp_path / "e.wav"
+    code, _, err = run(main, [str(clip), "--model", "tiny-acestep", "--target", "a flute", "--steps", "7", "--out", str(out)], capsys)
+    assert code == 0, err
+    settings = json.loads(out.with_name("e.wav.json").read_text())["settings"]
+    assert (settings["num_steps"], settings["t_start"]) == (7, 6)

@@ -33,11 +33,14 @@ from audio_edit.demo import (
     MAX_VARIATIONS, METHODS, CachedInversion, ComponentsKey, DemoRunner, EditCancelled, InversionCache, InversionKey,
     build_app, check_clip, inversion_bytes, page_concepts, parse_time_range, tensor_bytes,
 )
+from audio_edit.demo.checks import edit_request
 from audio_edit.spectrogram import save_spectrograms, spectrogram_image
 from image_core import adapters
 from image_core.errors import InputError
 from image_core.inversion import Inversion, InversionSettings
 from image_core.methods.sega import Concept
+from image_core.p2p import P2POptions
+from image_core.request import check_request
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -290,7 +293,7 @@ def test_runner_refuses_method_clashes_with_one_line(recording: Path, tmp_path: 
             runner.run(str(recording), "jazz", steps=STEPS, t_start=T_START, **kwargs)
         assert "\n" not in str(caught.value)
     assert runner.editor.calls == []  # refused before anything ran
-    assert set(METHODS) == {"ddpm", "ddim", "null-text", "sdedit", "p2p"}
+    assert set(METHODS) == {"ddpm", "ddim", "null-text", "sdedit", "flowedit", "p2p"}
 
 
 def test_check_clip_reads_only_the_header(recording: Path, tmp_path: Path) -> None:
@@ -755,6 +758,12 @@ def test_method_and_automatic_mask_in_the_browser(page, recording: Path) -> None
     for hidden in ("#reconstruction", "#mask"):  # nothing inverted, no mask
         page.locator(hidden).wait_for(state="hidden")
 
+    method.get_by_text("FlowEdit (no inversion)", exact=True).click()
+    status = _run(page, "a flute", status)
+    assert status.startswith("Ran FlowEdit with") and "no reconstruction" in status, status
+    assert "a-flute" in page.locator("#edit-0 a[download]").get_attribute("download")
+    page.locator("#reconstruction").wait_for(state="hidden")
+
 
 def test_bad_upload_is_refused_at_once_while_an_edit_holds_the_queue(
     browser, served, recording: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -1082,3 +1091,115 @@ def test_stable_audio_open_in_the_browser(browser, tiny_sao, tmp_path: Path) -> 
     finally:
         context.close()
         app.close()
+
+
+# ------------------------------------------------------------------------------------------ FlowEdit, ACE-Step
+
+
+def test_flowedit_on_the_tiny_model(tiny_editor, recording: Path, tmp_path: Path) -> None:
+    """FlowEdit inverts nothing (no cache entry, no reconstruction); t_start is its n_max."""
+    runner = DemoRunner(tiny_editor, output_dir=tmp_path)
+    info = sf.info(recording)
+    result = runner.run(str(recording), "jazz", "a melody", steps=STEPS, t_start=T_START, variations=2,
+                        method="flowedit")  # fmt: skip
+    assert result.reconstruction is None and result.mask is None and not result.reused and len(runner.cache) == 0
+    assert result.method == "flowedit"
+    assert [label for label, _ in result.edits] == ["Edit 1 (seed 0)", "Edit 2 (seed 1)"]
+    assert result.status.startswith(f"Ran FlowEdit with {STEPS} steps, n_max (t_start) {T_START} (")
+    assert "no reconstruction" in result.status
+    clips = [sf.read(file, dtype="float32")[0] for _, file in result.edits]
+    assert all(clip.shape[0] == info.frames and np.isfinite(clip).all() for clip in clips)
+    assert not any(path.name == "reconstruction.wav" for path in result.spectrogram.parent.iterdir())
+
+
+def test_runner_refuses_flowedit_clashes_with_one_line(recording: Path, tmp_path: Path) -> None:
+    runner = DemoRunner(FakeEditor(), output_dir=tmp_path)
+    drums = [Concept("drums", remove=True)]
+    clash = "FlowEdit inverts nothing, so it takes no automatic mask or concepts: "
+    for kwargs, words in [
+        ({"auto_mask": True}, clash + "untick Automatic mask, or choose another method"),
+        ({"concepts": drums}, clash + "clear the concepts, or choose another method"),
+        ({"concepts": drums, "auto_mask": True}, clash + "untick Automatic mask, clear the concepts, or choose"),
+    ]:
+        with pytest.raises(InputError, match=words) as caught:
+            runner.run(str(recording), "jazz", "a melody", steps=STEPS, t_start=T_START, method="flowedit", **kwargs)
+        assert "\n" not in str(caught.value)
+    with pytest.raises(InputError, match="principal components need an inversion, and FlowEdit makes none"):
+        runner.components(str(recording), steps=STEPS, t_start=T_START, method="flowedit")
+    assert runner.editor.calls == []  # refused before anything ran
+
+    # Prompt-to-Prompt is a method of its own on the page; a request joining it to FlowEdit reads the page's words
+    request = edit_request("jazz", "a melody", STEPS, T_START, 3.0, 12.0, 0, 1, "flowedit", False, ())
+    assert (request.method, request.n_min, request.n_avg) == ("flowedit", 0, 1)
+    with pytest.raises(InputError, match=clash + "leave out Prompt-to-Prompt, or choose another method") as caught:
+        check_request(dataclasses.replace(request, p2p=P2POptions()), demo_module.PAGE)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.fixture(scope="module")
+def tiny_acestep():
+    from audio_edit.editor import AudioEditor
+
+    return AudioEditor.from_pretrained("tiny-acestep", device="cpu", progress=False)
+
+
+def test_ace_step_edits_in_stereo_at_the_clips_rate(tiny_acestep, tmp_path: Path) -> None:
+    """ACE-Step's presets (8 steps, t_start 6, guidance 1 on the turbo checkpoint), stereo outputs at the
+    clip's rate with DDPM inversion and FlowEdit, and Prompt-to-Prompt refused in one line."""
+    runner = DemoRunner(tiny_acestep, output_dir=tmp_path / "out")
+    assert runner.presets == {"steps": 8, "t_start": 6, "cfg_src": 1.0, "cfg_tar": 1.0}
+    assert demo_module.model_name(tiny_acestep) == "ACE-Step" and runner.max_seconds == 30.0  # edits window by window
+    clip = stereo_clip(tmp_path / "tone.wav", sample_rate=32000, seconds=0.25)
+    frames = sf.info(clip).frames
+    result = runner.run(str(clip), "a piano", "a tone")  # the model's presets
+    assert result.status.startswith("Inverted the clip (DDPM inversion, 8 steps, t_start 6)"), result.status
+    ((key, entry),) = runner.cache._entries.items()
+    assert key.cfg_src == entry.inversion.settings.cfg_src == 1.0
+    for method in ("ddpm", "flowedit"):
+        result = runner.run(str(clip), "a piano", "a tone", method=method)
+        assert (result.sample_rate, result.num_frames) == (32000, frames)
+        files = [file for _, file in result.edits] + [result.reconstruction] * (method == "ddpm")
+        for file in files:
+            info = sf.info(file)
+            assert (info.channels, info.samplerate, info.frames) == (2, 32000, frames)
+            assert np.isfinite(sf.read(file, dtype="float32")[0]).all()
+    assert result.status.startswith("Ran FlowEdit with 8 steps, n_max (t_start) 6") and len(runner.cache) == 1
+    no_unet = r"Prompt-to-Prompt .* \(ACE-Step\) has no UNet: choose another method"
+    with pytest.raises(InputError, match=no_unet) as caught:
+        runner.run(str(clip), "a piano", "a tone", method="p2p")
+    assert "\n" not in str(caught.value)
+
+
+def test_ace_step_page_presets_and_errors(tiny_acestep, tmp_path: Path) -> None:
+    pytest.importorskip("gradio", reason="the demo needs gradio")
+    app = build_app(tiny_acestep, output_dir=tmp_path / "out")
+
+    def block(**found):
+        return next(b for b in app.blocks.values() if all(getattr(b, k, None) == v for k, v in found.items()))
+
+    assert [block(label=label).value for label in ("Steps", "t_start", "Source guidance (cfg_src)",
+                                                   "Target guidance (cfg_tar)")] == [8, 6, 1.0, 1.0]  # fmt: skip
+    intro = block(elem_id="intro").value
+    assert "edit-friendly DDPM inversion with ACE-Step" in intro and "ACE-Step edits 48 kHz stereo" in intro
+    assert ("FlowEdit (no inversion)", "flowedit") in [tuple(choice) for choice in block(elem_id="method").choices]
+    assert "n_max" in block(elem_id="method-help").value
+
+    clip = stereo_clip(tmp_path / "tone.wav", seconds=0.25)
+    edit = _app_function(app, "on_edit", "click").fn
+    rows = ["", "add", 10.0] * 3
+
+    def run(method: str, auto_mask: bool = False) -> list:
+        return edit(str(clip), "a piano", "a tone", 8, 6, 1.0, 1.0, 0, 1, method, auto_mask, 0.95, 1, *rows,
+                    "auto", 0.6, 0.2, "", "", None, progress=lambda *args, **kwargs: None)  # fmt: skip
+
+    for method, auto_mask, start in [
+        ("p2p", False, "Error: Prompt-to-Prompt controls a UNet's attention"),
+        ("flowedit", True, "Error: FlowEdit inverts nothing, so it takes no automatic mask"),
+    ]:
+        status = run(method, auto_mask)[0]
+        assert status.startswith(start) and "\n" not in status, status
+    outputs = run("flowedit")
+    assert outputs[0].startswith("Ran FlowEdit with 8 steps"), outputs[0]
+    assert outputs[1].visible is False  # no reconstruction
+    edited = outputs[2].value["path"] if isinstance(outputs[2].value, dict) else outputs[2].value
+    assert (sf.info(edited).channels, sf.info(edited).samplerate) == (2, 44100)

@@ -280,3 +280,28 @@ def test_command_line_uses_source_guidance_one_for_stable_audio_open(tmp_path, c
         code, _, err = run(main, [str(clip), "--model", "tiny-sao", "--target", "a flute", "--steps", "6", "--tstart", "3", "--out", str(out), *extra], capsys)
         assert code == 0, err
         assert json.loads(out.with_name(out.name + ".json").read_text())["settings"]["cfg_src"] == expected
+
+
+def test_command_line_uses_the_models_defaults_unless_given(tmp_path, capsys):
+    """Without --steps, --tstart, --cfg-src and --cfg-tar the record shows the editor's defaults
+    (200 / 100 / 1 / 12), not AudioLDM's; options given win."""
+    import json
+
+    import soundfile as sf
+
+    from audio_edit.cli import main
+    from audio_edit.stable_audio_editor import DEFAULTS
+    from commands import run
+
+    clip = tmp_path / "clip.wav"
+    rate = 44100
+    sf.write(clip, (0.3 * np.sin(2 * np.pi * 220 * np.arange(int(0.05 * rate)) / rate)).astype(np.float32), rate)
+    given = ["--steps", "6", "--tstart", "4", "--cfg-src", "2", "--cfg-tar", "3"]
+    plain = (DEFAULTS.num_steps, DEFAULTS.t_start, DEFAULTS.cfg_src, DEFAULTS.cfg_tar)
+    assert plain == (200, 100, 1.0, 12.0)
+    for name, extra, expected in (("plain", [], plain), ("given", given, (6, 4, 2.0, 3.0))):
+        out = tmp_path / f"{name}.wav"
+        code, _, err = run(main, [str(clip), "--model", "tiny-sao", "--target", "a flute", "--out", str(out), *extra], capsys)
+        assert code == 0, err
+        settings = json.loads(out.with_name(out.name + ".json").read_text())["settings"]
+        assert (settings["num_steps"], settings["t_start"], settings["cfg_src"], settings["cfg_tar"]) == expected

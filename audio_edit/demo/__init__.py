@@ -4,20 +4,22 @@ Someone uploads or records a clip, describes what it should become, and hears th
 reconstruction from the inversion and up to four edits side by side, with their spectrograms. The
 method is a choice: edit-friendly DDPM inversion (the default), DDIM inversion (the deterministic
 baseline, one variation), null-text inversion (DDIM inversion with its unconditional branch optimised
-for the target guidance, one variation) or SDEdit (nothing inverted, so no reconstruction). With any
-inversion an
+for the target guidance, one variation), SDEdit or FlowEdit (nothing inverted, so no reconstruction;
+FlowEdit's n_max is the page's t_start, its n_min and n_avg its paper's 0 and 1). With any inversion an
 automatic DiffEdit mask can limit the edit to where the target and source descriptions disagree; the
 page then shows the mask over the clip's spectrogram. Concepts (LEDITS semantic guidance) add or
 remove up to three things besides, or instead of, the target description. Prompt-to-Prompt edits a
 DDPM inversion with the source description's attention (its mode, injection fractions, reweighting
 and local blend under Advanced), and draws each word's attention over a clip of one model window.
 
-The page follows the editor's model: AudioLDM 2 (16 kHz mono) or Stable Audio Open (44.1 kHz stereo,
-whose reconstruction and edits are stereo at the clip's rate). The steps, t_start and guidance it
-presets are the audio paper's for that model (:func:`model_presets`: source guidance 3 for AudioLDM 2,
-1 for Stable Audio Open), and a model that edits one window only caps the clip length at that window
-(:func:`model_max_seconds`). What a model cannot do is refused in one line: Prompt-to-Prompt needs a
-UNet, which Stable Audio Open has not; its automatic mask, over time alone, has no picture.
+The page follows the editor's model: AudioLDM 2 (16 kHz mono), Stable Audio Open (44.1 kHz stereo) or
+ACE-Step (48 kHz stereo); the stereo models' reconstruction and edits are stereo at the clip's rate.
+The steps, t_start and guidance it presets are the model's (:func:`model_presets`: the audio paper's,
+source guidance 3 for AudioLDM 2 and 1 for Stable Audio Open; 8 steps, t_start 6 and guidance 1 for
+ACE-Step's turbo checkpoints), and a model that edits one window only caps the clip length at that
+window (:func:`model_max_seconds`). What a model cannot do is refused in one line: Prompt-to-Prompt
+needs a UNet, which Stable Audio Open and ACE-Step have not; their automatic mask, over time alone,
+has no picture.
 
 With no prompt at all, the page finds the top principal components of the posterior at the edit's
 first step (optionally within a time range) and plays the clip moved along a chosen one, by minus and

@@ -21,7 +21,7 @@ from image_core.request import EditRequest, Frontend, MaskChoice, PCOptions
 from ..audio_io import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from .options import (
     DEFAULT_MAX_SECONDS, DEFAULT_STRENGTH, DEFAULTS, MAX_AMOUNT, MAX_COMPONENTS, MAX_PC_ITERATIONS, MAX_STRENGTH,
-    MAX_VARIATIONS, METHODS, P2P_INVERSION, P2P_METHOD, P2P_MODES,
+    FLOWEDIT, MAX_VARIATIONS, METHODS, P2P_INVERSION, P2P_METHOD, P2P_MODES, model_name,
 )
 
 # ------------------------------------------------------------------------------------------ the upload
@@ -100,7 +100,10 @@ PAGE = Frontend(
     max_iterations=MAX_PC_ITERATIONS,
     seed="seed",
     # what the page's user does about each (the only messages that name them: p2p_with)
-    names={"concepts": "clear the concepts", "mask": "untick Automatic mask", "pc": "leave out the principal components"},
+    names={
+        "concepts": "clear the concepts", "mask": "untick Automatic mask", "pc": "leave out the principal components",
+        "p2p": "leave out Prompt-to-Prompt",
+    },
     methods=METHODS,
     no_edit='type a target description of the edit, e.g. "jazz piano", or add a concept',
     pc_needs_inversion="principal components need an inversion, and SDEdit makes none: choose another method",
@@ -135,6 +138,13 @@ PAGE = Frontend(
         "Prompt-to-Prompt controls the attention of an inversion's edit, and {method} makes none: choose another method"
     ),
     p2p_with="Prompt-to-Prompt edits by attention control alone: {options}, or choose another method",
+    flowedit_clash=(
+        "FlowEdit inverts nothing, so it takes no automatic mask or concepts: {options}, or choose another method"
+    ),
+    flowedit_range=(
+        "FlowEdit's n_min must be between 0 and t_start ({tstart}) and its n_avg between 1 and {limit}, "
+        "got {n_min} and {n_avg}"
+    ),
 )
 """How the page words what ``check_request`` refuses (its controls, not command-line options), and its
 bounds: :data:`MAX_VARIATIONS` seeds, :data:`MAX_COMPONENTS` components, :data:`MAX_AMOUNT` standard
@@ -154,6 +164,7 @@ def edit_request(
 ) -> EditRequest:
     """The request of the page's Edit: the target (none when empty: the concepts alone guide), one
     edit per variation (seeds ``seed ..``), the automatic mask drawn with the first seed; eta 1. The
+    method "flowedit" runs with t_start as its n_max and :data:`FLOWEDIT`'s n_min and n_avg; the
     method "p2p" is a Prompt-to-Prompt edit (``p2p``, its defaults when None) of a DDPM inversion;
     ``p2p`` is ignored with any other method.
 
@@ -169,7 +180,7 @@ def edit_request(
         method=P2P_INVERSION if p2p is not None else method, source=(source_prompt or "").strip(),
         targets=(target,) if target else (), steps=steps, tstart=t_start, cfg_src=float(cfg_src),
         cfg_tar=float(cfg_tar), seed=seed, num_outputs=variations, concepts=tuple(concepts),
-        mask=MaskChoice(auto=bool(auto_mask), seed=seed), p2p=p2p,
+        mask=MaskChoice(auto=bool(auto_mask), seed=seed), p2p=p2p, **(FLOWEDIT if method == "flowedit" else {}),
     )  # fmt: skip
 
 
@@ -305,7 +316,7 @@ def p2p_prompts(model: Any, request: EditRequest, automatic: bool) -> EditReques
             ) from None
         raise InputError(
             "Prompt-to-Prompt controls a UNet's attention to the descriptions' words, and this demo's model "
-            f"({_model_name(model)}) has no UNet: choose another method"
+            f"({model_name(model)}) has no UNet: choose another method"
         ) from None
     source, target = request.source, request.targets[0]
     counts = [len(attention_control.token_ids(tokenizer, text)) for text in (source, target)]
@@ -324,11 +335,6 @@ def p2p_prompts(model: Any, request: EditRequest, automatic: bool) -> EditReques
         if not any(attention_control.word_positions(tokenizer, text, word) for text in (source, target)):
             raise InputError(f"Local blend {word}: {word!r} is in neither the source nor the target description")
     return dataclasses.replace(request, p2p=dataclasses.replace(options, mode=mode))
-
-
-def _model_name(model: Any) -> str:
-    """The name of a model without a UNet for the page (Stable Audio Open's transformer, say)."""
-    return "Stable Audio Open" if type(model).__name__ == "StableAudioModel" else type(model).__name__
 
 
 def parse_time_range(text: str | None) -> tuple[float, float] | None:

@@ -19,14 +19,15 @@ from .page import _import_gradio, _one_line, build_app
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = Parser(
         prog="audio-edit-demo",
-        description="Start a browser demo for editing recordings with text (AudioLDM 2 or Stable Audio Open, "
-        "edit-friendly DDPM inversion).",
+        description="Start a browser demo for editing recordings with text (AudioLDM 2, Stable Audio Open or "
+        "ACE-Step; edit-friendly DDPM inversion, FlowEdit and more).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", default=paper.MODEL, metavar="ID|PATH|tiny",
-                        help="hub id (e.g. stabilityai/stable-audio-open-1.0 for 44.1 kHz stereo), local folder, or "
-                        "the random 'tiny' or 'tiny-sao' model (meaningless output, for trying the page); the page "
-                        "presets the audio paper's settings for the model")
+                        help="hub id (e.g. stabilityai/stable-audio-open-1.0 for 44.1 kHz stereo, "
+                        "ACE-Step/acestep-v15-xl-turbo-diffusers for 48 kHz stereo), local folder, or the random "
+                        "'tiny', 'tiny-sao' or 'tiny-acestep' model (meaningless output, for trying the page); the "
+                        "page presets the settings for the model (the audio paper's where it has them)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 makes the demo reachable from other machines")
     parser.add_argument("--port", type=_port, default=7860, help="port to listen on")
     parser.add_argument("--share", action="store_true", help="also make a temporary public link through Gradio's share servers")

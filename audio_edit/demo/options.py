@@ -72,9 +72,11 @@ METHODS: dict[str, str] = {
     "ddim": "DDIM inversion",
     "null-text": "Null-text inversion",
     "sdedit": "SDEdit",
+    "flowedit": "FlowEdit (no inversion)",
     "p2p": "Prompt-to-Prompt (DDPM inversion + attention control)",
 }
-"""The page's methods: value -> the label of its choice. "p2p" edits a DDPM inversion (the cache
+"""The page's methods: value -> the label of its choice. "flowedit" runs FlowEdit with t_start as its
+n_max and its paper's n_min 0 and n_avg 1 (:data:`FLOWEDIT`). "p2p" edits a DDPM inversion (the cache
 shares it with "ddpm") with Prompt-to-Prompt attention control."""
 
 P2P_METHOD = "p2p"
@@ -92,6 +94,13 @@ P2P_MODES: dict[str, str] = {
 and target descriptions have the same number of tokens and refines otherwise (the official DDPM
 inversion code chooses by the number of words)."""
 
+SAMPLING_METHODS = ("sdedit", "flowedit")
+"""The page's methods that invert nothing: no cache entry, no reconstruction, no mask, no concepts."""
+
+FLOWEDIT: dict[str, int] = {"n_min": 0, "n_avg": 1}
+"""FlowEdit's own settings on the page, fixed at its paper's: no last steps sampled plainly, one noise
+draw per step."""
+
 INVERSION_METHODS = (*request.INVERSION_METHODS, P2P_METHOD)
 """The page's methods that invert the clip: the ones with a cache entry and a reconstruction (all but
 "p2p" also take a mask and concepts)."""
@@ -103,7 +112,8 @@ MODEL_PRESETS = ("steps", "t_start", "cfg_src", "cfg_tar")
 
 def model_presets(editor: Any) -> dict[str, Any]:
     """Preset steps, t_start, cfg_src and cfg_tar of ``editor``'s model: its codec's defaults (the audio
-    paper's settings for that model: source guidance 3 for AudioLDM 2, 1 for Stable Audio Open), or
+    paper's settings for that model: source guidance 3 for AudioLDM 2, 1 for Stable Audio Open; 8 steps,
+    t_start 6 and guidance 1 for ACE-Step's turbo checkpoints), or
     :data:`DEFAULTS` for an editor without them."""
     found = getattr(getattr(editor, "codec", None), "defaults", None)
     if found is None:
@@ -112,11 +122,20 @@ def model_presets(editor: Any) -> dict[str, Any]:
             "cfg_tar": float(found.cfg_tar)}
 
 
+_NAMES = {
+    "StableAudioEditor": "Stable Audio Open", "StableAudioModel": "Stable Audio Open",
+    "AceStepEditor": "ACE-Step", "AceStepModel": "ACE-Step",
+}  # fmt: skip
+
+
 def model_name(editor: Any) -> str:
-    """The name of ``editor``'s model family for the page: "Stable Audio Open", "AudioLDM" or "AudioLDM 2"."""
-    if type(editor).__name__ == "StableAudioEditor":
-        return "Stable Audio Open"
-    return {"audioldm": "AudioLDM"}.get(getattr(getattr(editor, "model", None), "family", None), "AudioLDM 2")
+    """The name of the model family of ``editor`` (or of a model itself) for the page: "Stable Audio Open",
+    "ACE-Step", "AudioLDM" or "AudioLDM 2"."""
+    for kind in (editor, getattr(editor, "model", None)):
+        if type(kind).__name__ in _NAMES:
+            return _NAMES[type(kind).__name__]
+    family = getattr(editor, "family", None) or getattr(getattr(editor, "model", None), "family", None)
+    return {"audioldm": "AudioLDM"}.get(family, "AudioLDM 2")
 
 
 def model_max_seconds(editor: Any) -> float | None:

@@ -25,14 +25,15 @@ class RunResult:
     """What one run of the demo produced.
 
     Attributes:
-        reconstruction: WAV file of the reconstruction (first seed); None with SDEdit, which inverts nothing.
+        reconstruction: WAV file of the reconstruction (first seed); None with SDEdit and FlowEdit, which
+            invert nothing.
         edits: (label, WAV file) per variation, in seed order.
         spectrogram: PNG with the spectrograms of the original, the reconstruction (if any) and the edits.
         reused: whether the inversion came from the cache (only the edit ran).
         status: one line for the page.
         sample_rate: Hz of all outputs (the input's).
         num_frames: samples per output (the input's length).
-        method: "ddpm", "ddim", "null-text", "sdedit" or "p2p" (the page's choice).
+        method: "ddpm", "ddim", "null-text", "sdedit", "flowedit" or "p2p" (the page's choice).
         mask: PNG of the automatic (DiffEdit) mask over the input's spectrogram, None without one;
             ``AudioEditor.load_mask`` reads the exact mask back from it.
         attention: PNG of a Prompt-to-Prompt edit's word maps (each token's attention over the input's
@@ -153,6 +154,11 @@ def edit_status(
         status = (
             f"Ran SDEdit with {steps} steps, t_start {t_start} ({seconds:.1f} s). "
             "SDEdit inverts nothing: there is no reconstruction, and every run starts from the clip again."
+        )
+    elif method == "flowedit":
+        status = (
+            f"Ran FlowEdit with {steps} steps, n_max (t_start) {t_start} ({seconds:.1f} s). "
+            "FlowEdit inverts nothing: there is no reconstruction, and every run starts from the clip again."
         )
     elif made.reused:
         ran = "the mask and the edit" if masked else "the edit"

@@ -43,7 +43,7 @@ listen to the original, its reconstruction and the edits. The clip is inverted o
 change only the target or its guidance and only the edit runs again. Cancel drops your waiting edit,
 or stops the running one after its current stage. Method: edit-friendly DDPM inversion with {model}
 (Manor & Michaeli, *Zero-Shot Unsupervised and Text-Based Audio Editing Using DDPM Inversion*, ICML 2024);
-DDIM inversion and SDEdit are there to compare with, and an automatic DiffEdit mask can keep the edit
+DDIM inversion, SDEdit and FlowEdit are there to compare with, and an automatic DiffEdit mask can keep the edit
 to where the target and source descriptions disagree; Prompt-to-Prompt edits with the source
 description's attention, so the words that stay keep their place in the clip. Concepts add or remove things besides, or instead
 of, the target (LEDITS semantic guidance). With no prompt at all, the last section moves the clip along
@@ -52,14 +52,20 @@ the principal components of the posterior.{note}
 
 _STEREO_NOTE = """
 
-Stable Audio Open edits 44.1 kHz stereo: the reconstruction and the edits are stereo at the clip's rate
+{model} edits {khz:g} kHz stereo: the reconstruction and the edits are stereo at the clip's rate
 (a mono clip becomes two equal channels). Its latent has no frequency axis, so the automatic mask keeps
-time ranges (no mask picture), and Prompt-to-Prompt, which needs a UNet, is not available.
+time ranges (no mask picture), and Prompt-to-Prompt, which needs a UNet, is not available.{presets}
 """
+
+_STEREO_MODELS = {
+    "Stable Audio Open": "",
+    "ACE-Step": " Its presets (few steps, guidance 1 on turbo checkpoints) are the model's own, not the audio paper's.",
+}
+"""The models that edit stereo (the note the page shows for each), and what the note adds about their presets."""
 
 _CONCEPTS_HELP = """Add or remove up to three concepts (LEDITS semantic guidance), e.g. *drums* to remove. Each guides
 the edit where it differs most from the clip; with concepts the target may stay empty (the source
-description is kept). Each concept adds one model evaluation per step. Needs an inversion (not SDEdit).
+description is kept). Each concept adds one model evaluation per step. Needs an inversion (not SDEdit or FlowEdit).
 """
 
 _PCS_INTRO = """## No prompt: principal components
@@ -78,6 +84,9 @@ _METHOD_HELP = """- **DDPM inversion** (default): keeps the clip's structure and
   model calls, and a new inversion whenever the target guidance changes.
 - **SDEdit**: noises the clip to t_start and generates the target from there; keeps less of the clip, and
   inverts nothing (no reconstruction, nothing reused).
+- **FlowEdit**: moves the clip straight to the target along the difference of the target's and the source's
+  predictions over the last t_start steps (its n_max), with no inversion (no reconstruction, nothing reused,
+  no automatic mask or concepts); describe the clip as the source. Its n_min and n_avg are its paper's 0 and 1.
 - **Prompt-to-Prompt**: DDPM inversion (shared with the first method), edited with the attention to the
   source description's words for the first steps; describe the clip as the source and change a few words
   for the target. Its settings are under *Advanced: Prompt-to-Prompt*; no concepts or automatic mask.
@@ -98,9 +107,10 @@ _HELP = {
     "source": "Optional: what the clip is now, e.g. 'a recording of a guitar'. Guides the inversion.",
     "target": "What the clip should become, e.g. 'jazz piano'.",
     "steps": "Diffusion steps of the full chain. More steps: finer but slower.",
-    "t_start": "Steps the edit runs (at most steps). Higher: a stronger edit that keeps less of the original.",
-    "cfg_src": "How strongly the source description guides the inversion ({value:g} in the audio paper for "
-    "{model}). Null-text inversion optimises for the target guidance instead (for principal components: for "
+    "t_start": "Steps the edit runs (at most steps; FlowEdit's n_max). Higher: a stronger edit that keeps less of "
+               "the original.",
+    "cfg_src": "How strongly the source description guides the inversion, or FlowEdit's source branch ({value:g} "
+    "{origin} {model}). Null-text inversion optimises for the target guidance instead (for principal components: for "
     "this one).",
     "cfg_tar": "How strongly the edit follows the target. Higher: more of the target, less of the original.",
     "seed": "Seed of the inversion noise. Another seed gives another take on the same edit.",
@@ -182,7 +192,9 @@ def build_app(
     window = one_window_seconds(editor)
     short = "of one model window" if window is None else f"of at most {window:g} s (one model window)"
     name = model_name(editor)
-    note = _STEREO_NOTE if name == "Stable Audio Open" else ""
+    note = "" if name not in _STEREO_MODELS else _STEREO_NOTE.format(
+        model=name, khz=editor.model.sample_rate / 1000, presets=_STEREO_MODELS[name])
+    origin = "in the audio paper for" if name != "ACE-Step" else "preset for"
 
     with gr.Blocks(title="Audio editing with text", delete_cache=_CACHE_CLEANUP) as demo:
         gr.Markdown(_INTRO.format(max_seconds=runner.max_seconds, model=name, note=note), elem_id="intro")
@@ -246,7 +258,7 @@ def build_app(
                 t_start = gr.Slider(1, max(preset["steps"], 1), value=preset["t_start"], step=1, label="t_start",
                                     info=_HELP["t_start"])
                 cfg_src = gr.Slider(0, 20, value=preset["cfg_src"], step=0.5, label="Source guidance (cfg_src)",
-                                    info=_HELP["cfg_src"].format(value=preset["cfg_src"], model=name))
+                                    info=_HELP["cfg_src"].format(value=preset["cfg_src"], origin=origin, model=name))
                 cfg_tar = gr.Slider(0, 30, value=preset["cfg_tar"], step=0.5, label="Target guidance (cfg_tar)",
                                     info=_HELP["cfg_tar"])
                 with gr.Row():
@@ -347,7 +359,7 @@ def build_app(
             slots = [
                 gr.Audio(value=str(file), label=label, visible=True) for label, file in result.edits
             ] + [gr.Audio(value=None, visible=False) for _ in range(MAX_VARIATIONS - len(result.edits))]
-            if result.reconstruction is None:  # SDEdit: nothing inverted, nothing to reconstruct
+            if result.reconstruction is None:  # SDEdit, FlowEdit: nothing inverted, nothing to reconstruct
                 reconstructed = gr.Audio(value=None, visible=False)
             else:
                 reconstructed = gr.Audio(value=str(result.reconstruction), visible=True)

@@ -35,7 +35,9 @@ from .checks import (
     PAGE, _check_length, _clip_seconds, _digest, _hide_folder, check_clip, components_request, edit_request,
     p2p_options, p2p_prompts, page_method, page_p2p_mode, parse_time_range,
 )
-from .options import DEFAULT_MAX_SECONDS, DEFAULTS, P2P_METHOD, model_max_seconds, model_presets
+from .options import (
+    DEFAULT_MAX_SECONDS, DEFAULTS, METHODS, P2P_METHOD, SAMPLING_METHODS, model_max_seconds, model_presets,
+)
 from .outputs import (
     ComponentsResult, RunResult, _Made, components_status, describe_p2p, edit_status, mask_share, write_edits,
     write_moves,
@@ -64,7 +66,7 @@ class DemoRunner:
 
     Args:
         editor: an ``AudioEditor`` (or anything with its ``invert`` / ``edit`` / ``reconstruct``, and
-            ``sdedit`` / ``mask`` / ``save_mask`` for those methods).
+            ``sdedit`` / ``flowedit`` / ``mask`` / ``save_mask`` for those methods).
         cache_mb: MiB of inversions kept in host memory (least recently used dropped first);
             default :data:`DEFAULT_CACHE_MB`.
         output_dir: folder for the WAV and PNG outputs; a temporary folder (removed at exit) by default.
@@ -129,7 +131,9 @@ class DemoRunner:
             method: "ddpm" (edit-friendly DDPM inversion), "ddim" (DDIM inversion: one variation),
                 "null-text" (DDIM inversion optimised for ``cfg_tar``, which replaces ``cfg_src`` in
                 its cache key: one variation), "sdedit" (noise the clip and sample the target:
-                nothing inverted, cached or reconstructed) or "p2p" (Prompt-to-Prompt: a DDPM inversion,
+                nothing inverted, cached or reconstructed), "flowedit" (FlowEdit from the clip to the
+                target, t_start its n_max, its paper's n_min 0 and n_avg 1: nothing inverted, cached or
+                reconstructed either) or "p2p" (Prompt-to-Prompt: a DDPM inversion,
                 shared with "ddpm" in the cache, edited with the source description's attention).
             auto_mask: edit only inside the DiffEdit mask of the target against the source description
                 (an inversion method only); its picture is written next to the outputs.
@@ -165,10 +169,10 @@ class DemoRunner:
         path = Path(audio_path)
         cancelled = self._start(session)
         try:
-            if method == "sdedit":
+            if method in SAMPLING_METHODS:
                 with self._compute:
                     _stop_if(cancelled)
-                    made = self._sdedit(path, request, notify, cancelled)
+                    made = self._sample(path, request, notify, cancelled)
             else:
                 key = InversionKey.of(session, _digest(path), request)
                 with self._compute:
@@ -225,7 +229,7 @@ class DemoRunner:
                 (for moves made by dragging a slider).
 
         Raises:
-            InputError: no clip, an unreadable or too long clip, SDEdit as the method, a time range
+            InputError: no clip, an unreadable or too long clip, SDEdit or FlowEdit as the method, a time range
                 outside the clip, or settings out of range (one line each).
             EditCancelled: :meth:`cancel` was called for ``session`` while this run was under way.
         """
@@ -234,6 +238,8 @@ class DemoRunner:
             raise InputError("upload or record a clip first")
         steps, t_start, cfg_src = self._preset(steps=steps, t_start=t_start, cfg_src=cfg_src)
         seconds = parse_time_range(time_range)
+        if page_method(method) == "flowedit":
+            raise InputError("principal components need an inversion, and FlowEdit makes none: choose another method")
         request = components_request(source_prompt, steps, t_start, cfg_src, seed, method, n, pc, amount, seconds,
                                      max_iterations)  # fmt: skip
         check_request(request, PAGE)
@@ -322,13 +328,14 @@ class DemoRunner:
         _check_length(path.name, audio.duration, self.max_seconds)
         return audio
 
-    def _sdedit(
+    def _sample(
         self, path: Path, request: EditRequest, notify: Callable[[float, str], None], cancelled: threading.Event,
     ) -> _Made:
-        """SDEdit the clip: one edit per seed, nothing inverted or cached."""
+        """SDEdit or FlowEdit the clip: one edit per seed, nothing inverted or cached."""
         notify(0.0, "Reading the clip")
         audio = self._read(path)
-        job = _Job(self, None, notify, cancelled, None, {"sdedit": (0.05, "Running SDEdit")})
+        name = METHODS[request.method].split(" (")[0]
+        job = _Job(self, None, notify, cancelled, None, {"sdedit": (0.05, f"Running {name}")})
         clips = run_request(self.editor, request, audio, stages=Stages(job.starting)).outputs
         return _Made(list(clips), _mono(audio), None, audio.sample_rate)
 
