@@ -184,22 +184,6 @@ class AceStepModel(WaveformVAE):
         s = t.to(x.dtype)
         return adapters.eps_from_prediction(velocity.transpose(1, 2).to(x.dtype), x, 1 - s, s, "flow")
 
-    # ------------------------------------------------------------------ waveforms
-
-    @torch.no_grad()
-    def encode_audio(self, wave: torch.Tensor) -> torch.Tensor:
-        """(B, channels, n) float waveforms at ``sample_rate`` -> (B, C, ceil(n / hop)) float32 latents:
-        the mean of the VAE's posterior (deterministic), zero-padded to whole frames."""
-        pad = -wave.shape[-1] % self.hop_length
-        wave = torch.nn.functional.pad(wave.float().to(self.device), (0, pad))
-        return self.vae.encode(wave).latent_dist.mean.float()
-
-    @torch.no_grad()
-    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
-        """(B, C, frames) -> (B, channels, frames * hop) float32 waveforms (not peak-normalised as
-        the pipeline's generations are: an edit keeps the input's level)."""
-        return self.vae.decode(latent.float().to(self.device)).sample.float()
-
     # ------------------------------------------------------------------ loading and saving
 
     @classmethod

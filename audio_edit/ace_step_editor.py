@@ -29,15 +29,14 @@ from typing import Any
 
 import torch
 
-from image_core import adapters
 from image_core.errors import InputError
-from image_core.frontend import Defaults, Editor, Source
+from image_core.frontend import Defaults, Source
 from image_core.inversion import Inversion
-from image_core.windows import WindowedDenoiser, spans, windowed_map
+from image_core.windows import windowed_map
 
 from .ace_step import ACE_STEP_ID, TINY_NAME, AceStepModel, is_ace_step
 from .audio_io import Audio
-from .stable_audio_editor import StableAudioCodec, to_stereo
+from .stable_audio_editor import StableAudioCodec, StableAudioEditor, to_stereo
 
 __all__ = ["AceStepCodec", "AceStepEditor", "defaults_for", "defaults_for_name", "is_ace_step", "to_stereo"]
 
@@ -112,43 +111,19 @@ class AceStepCodec(StableAudioCodec):
         raise InputError("pictures of the input are not available for ACE-Step")
 
 
-class AceStepEditor(Editor):
+class AceStepEditor(StableAudioEditor):
     """Text-based editing of 48 kHz stereo recordings with ACE-Step 1.5 on the rectified-flow path
-    (the core's DDPM steps on x_t = (1 - t) x0 + t ε, each solved for its noise map).
-
-    Args:
-        model: the ACE-Step adapter.
-        overlap: latent frames shared by neighbouring DiT windows of a clip longer than
-            ``max_frames`` (a quarter of the window by default).
-        window_batch: window rows per DiT call.
-        kwargs: ``LatentEditor`` options (inversion_batch_size, progress).
+    (the core's DDPM steps on x_t = (1 - t) x0 + t ε, each solved for its noise map). Windows,
+    overlap and loading as ``StableAudioEditor``'s (``overlap``: a quarter of ``max_frames`` by
+    default; ``window_batch``: window rows per DiT call), with ACE-Step's adapter and codec.
     """
 
-    model: AceStepModel
+    model: AceStepModel  # type: ignore[assignment]
     codec: AceStepCodec
-
-    def __init__(self, model: AceStepModel, overlap: int | None = None, window_batch: int = 8, **kwargs: Any) -> None:
-        self.overlap = model.max_frames // 4 if overlap is None else overlap
-        self.window = model.max_frames - self.overlap // 2  # ``spans`` may stretch a window by half an overlap
-        if not 0 <= self.overlap < self.window:
-            raise InputError(f"overlap must be in [0, {model.max_frames // 2}) latent frames, got {overlap}")
-        denoiser = WindowedDenoiser(model.predict_eps, axis=2, window=self.window, overlap=self.overlap, max_batch=window_batch)
-        super().__init__(model, AceStepCodec(model, self.overlap), denoiser, **kwargs)
-
-    def inversion_rows(self, x0: torch.Tensor) -> int:
-        """Fewer timesteps per inversion call for clips of several windows."""
-        windows = len(spans(x0.shape[2], self.window, self.overlap))
-        return max(1, super().inversion_rows(x0[..., : self.window]) // windows)
-
-    def fingerprint(self) -> str:
-        return f"{self.model.fingerprint()}-window{self.window}-overlap{self.overlap}"
+    model_class = AceStepModel
+    codec_class = AceStepCodec
 
     @classmethod
     def from_pretrained(cls, name: str, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto", **kwargs: Any) -> AceStepEditor:
         """Load ``ACE-Step/acestep-v15-xl-turbo-diffusers`` (cached), a local folder of its layout, or "tiny-acestep"."""
-        kwargs.pop("compile", None)
-        resolved = adapters.resolve_device(device)
-        return cls(AceStepModel.from_pretrained(name, resolved, adapters.resolve_dtype(dtype, resolved)), **kwargs)
-
-    def save_pretrained(self, folder: str | os.PathLike[str]) -> None:
-        self.model.save_pretrained(folder)
+        return super().from_pretrained(name, device, dtype, **kwargs)  # type: ignore[return-value]

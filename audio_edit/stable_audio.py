@@ -47,6 +47,7 @@ class WaveformVAE:
     """What a model with a waveform VAE (``AutoencoderOobleck`` and kin, ``self.vae``) tells of its audio."""
 
     vae: Any
+    device: torch.device
 
     @property
     def sample_rate(self) -> int:
@@ -62,6 +63,20 @@ class WaveformVAE:
     def hop_length(self) -> int:
         """Waveform samples per latent frame (2048 for Stable Audio Open, 1920 for ACE-Step)."""
         return int(math.prod(self.vae.config.downsampling_ratios))
+
+    @torch.no_grad()
+    def encode_audio(self, wave: torch.Tensor) -> torch.Tensor:
+        """(B, channels, n) float waveforms at ``sample_rate`` -> (B, C, ceil(n / hop)) float32 latents:
+        the mean of the VAE's posterior (deterministic), zero-padded to whole frames."""
+        pad = -wave.shape[-1] % self.hop_length
+        wave = torch.nn.functional.pad(wave.float().to(self.device), (0, pad))
+        return self.vae.encode(wave).latent_dist.mean.float()
+
+    @torch.no_grad()
+    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """(B, C, frames) -> (B, channels, frames * hop) float32 waveforms (not peak-normalised as the
+        pipelines' generations are: an edit keeps the input's level)."""
+        return self.vae.decode(latent.float().to(self.device)).sample.float()
 
 
 class StableAudioModel(WaveformVAE):
@@ -152,21 +167,6 @@ class StableAudioModel(WaveformVAE):
         s = t.to(x.dtype)
         alpha = 1 / (1 + s**2).sqrt()
         return adapters.eps_from_prediction(v.to(x.dtype), x, alpha, s * alpha, "v_prediction")
-
-    # ------------------------------------------------------------------ waveforms
-
-    @torch.no_grad()
-    def encode_audio(self, wave: torch.Tensor) -> torch.Tensor:
-        """(B, channels, n) float waveforms at ``sample_rate`` -> (B, C, ceil(n / hop)) float32 latents:
-        the mean of the VAE's posterior (deterministic), zero-padded to whole frames."""
-        pad = -wave.shape[-1] % self.hop_length
-        wave = torch.nn.functional.pad(wave.float().to(self.device), (0, pad))
-        return self.vae.encode(wave).latent_dist.mean.float()
-
-    @torch.no_grad()
-    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
-        """(B, C, frames) -> (B, channels, frames * hop) float32 waveforms."""
-        return self.vae.decode(latent.float().to(self.device)).sample.float()
 
     # ------------------------------------------------------------------ loading and saving
 

@@ -149,6 +149,8 @@ class StableAudioEditor(Editor):
 
     model: StableAudioModel
     codec: StableAudioCodec
+    model_class: Any = StableAudioModel  # the adapter ``from_pretrained`` loads
+    codec_class: Any = StableAudioCodec  # the codec around it
 
     def __init__(self, model: StableAudioModel, overlap: int | None = None, window_batch: int = 8, **kwargs: Any) -> None:
         self.overlap = model.max_frames // 4 if overlap is None else overlap
@@ -157,7 +159,7 @@ class StableAudioEditor(Editor):
             limit = next(o for o in range(model.max_frames + 1) if o >= model.max_frames - o // 2)
             raise InputError(f"overlap must be in [0, {limit}) latent frames, got {overlap}")
         denoiser = WindowedDenoiser(model.predict_eps, axis=2, window=self.window, overlap=self.overlap, max_batch=window_batch)
-        super().__init__(model, StableAudioCodec(model, self.overlap), denoiser, **kwargs)
+        super().__init__(model, self.codec_class(model, self.overlap), denoiser, **kwargs)
 
     def inversion_rows(self, x0: torch.Tensor) -> int:
         """Fewer timesteps per inversion call for clips of several windows: as many window-rows in all
@@ -175,7 +177,7 @@ class StableAudioEditor(Editor):
         """Load ``stabilityai/stable-audio-open-1.0`` (cached), a local folder of its layout, or "tiny-sao"."""
         kwargs.pop("compile", None)
         resolved = adapters.resolve_device(device)
-        return cls(StableAudioModel.from_pretrained(name, resolved, adapters.resolve_dtype(dtype, resolved)), **kwargs)
+        return cls(cls.model_class.from_pretrained(name, resolved, adapters.resolve_dtype(dtype, resolved)), **kwargs)
 
     def save_pretrained(self, folder: str | os.PathLike[str]) -> None:
         self.model.save_pretrained(folder)
