@@ -37,6 +37,8 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -88,6 +90,9 @@ class AceStepModel(WaveformVAE):
         self.duration = 30.0  # seconds written in the caption; the codec sets the clip's
         self._context: dict[int, torch.Tensor] = {}
         self._pipe: Any = None
+        self._timbre_keys: int | None = None
+        self._together = False  # every row in one DiT call (attention control), ``row_keys`` set per call
+        self.row_keys: list[int] | None = None
 
     # ------------------------------------------------------------------ facts
 
@@ -133,6 +138,30 @@ class AceStepModel(WaveformVAE):
         return self.condition_encoder.silence_latent[:, :frames].to(self.device, torch.float32)
 
     @torch.no_grad()
+    def timbre_keys(self) -> int:
+        """Keys of the timbre encoder's output in the packed condition (without reference audio)."""
+        if self._timbre_keys is None:
+            zero = torch.zeros(1, dtype=torch.long, device=self.device)
+            self._timbre_keys = int(self.condition_encoder.timbre_encoder(self.timbre_reference(), zero)[1].sum())
+        return self._timbre_keys
+
+    def attention_control(self) -> Any:
+        """What Prompt-to-Prompt controls: the DiT's attention and the condition's words (``ace_step_attention``)."""
+        from .ace_step_attention import AceStepNetwork
+
+        return AceStepNetwork(self)
+
+    @contextmanager
+    def rows_together(self) -> Iterator[Callable[[], list[int] | None]]:
+        """Inside the block every model call runs its rows in one DiT call, their conditions padded
+        to the longest; yields what tells the attention processors each row's valid keys."""
+        self._together = True
+        try:
+            yield lambda: self.row_keys
+        finally:
+            self._together, self.row_keys = False, None
+
+    @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """{"text": (B, L, D), "mask": (B, L)} in the DiT's dtype, one prompt at a time (no padding
         inside a row); "" gives the learned null condition (one token)."""
@@ -175,8 +204,12 @@ class AceStepModel(WaveformVAE):
         context = self.context_latents(frames).expand(rows, -1, -1)
         lengths = cond["mask"].float().sum(1).round().long()
         velocity = torch.empty_like(hidden)
-        for length in lengths.unique().tolist():
-            index = (lengths == length).nonzero().flatten()
+        if self._together:  # one call; the controlled processors keep each row to its own keys
+            self.row_keys = lengths.tolist()
+            groups = [(torch.arange(rows, device=x.device), max(self.row_keys))]
+        else:
+            groups = [((lengths == length).nonzero().flatten(), length) for length in lengths.unique().tolist()]
+        for index, length in groups:
             velocity[index] = self.transformer(
                 hidden[index], time[index], time[index], encoder_hidden_states=cond["text"][index, :length].to(self.dtype),
                 context_latents=context[index], return_dict=False,

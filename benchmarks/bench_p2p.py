@@ -60,7 +60,7 @@ from common import count_unet_calls, print_table, synchronize  # noqa: E402
 from audio_edit import Audio, AudioEditor  # noqa: E402
 from audio_edit.models import AudioModel  # noqa: E402
 from image_core import ImageEditor  # noqa: E402
-from image_core.p2p import token_ids, word_stream  # noqa: E402
+from image_core.p2p import network  # noqa: E402
 from image_core.stable_diffusion.model import StableDiffusionModel  # noqa: E402
 from image_core.stable_diffusion.tiny import SD_SCHEDULER  # noqa: E402
 
@@ -112,9 +112,9 @@ def prompts_for(editor: Any, spec: tuple[str, str, str, Sequence[str]], count: i
     """(source, ``count`` targets, mode): targets of the source's token length and "replace", or, when the
     tokenizer has too few of them, the first candidates and "refine"."""
     source, _, template, words = spec
-    tokenizer, _ = word_stream(editor.model)
-    length = len(token_ids(tokenizer, source))
-    equal = [template.format(w) for w in words if len(token_ids(tokenizer, template.format(w))) == length]
+    stream = network(editor.model).words
+    length = len(stream.ids(source))
+    equal = [template.format(w) for w in words if len(stream.ids(template.format(w))) == length]
     if len(equal) >= count:
         return source, equal[:count], "replace"
     return source, [template.format(w) for w in words[:count]], "refine"

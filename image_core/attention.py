@@ -1,6 +1,7 @@
-"""Attention control through a UNet's attention processors (diffusers' ``AttnProcessor`` API).
+"""Attention control through a network's attention processors (diffusers' ``AttnProcessor`` API).
 
-Every attention layer of the UNet gets a ``ControlledProcessor`` for the duration of an edit
+Every attention layer of the network (a UNet, or ACE-Step's DiT) gets a ``ControlledProcessor``
+(``GroupedControlledProcessor`` for the DiT's grouped-query attention) for the duration of an edit
 (``controlled``): where the controller asks for a layer's probabilities P, the processor computes
 them explicitly (scores and softmax in float32 whatever the model's dtype), hands them to the
 controller, and attends with what it returns, P', as
@@ -18,7 +19,7 @@ A ``Layer`` says what a layer attends to:
 ==========  =========================================================================
 ``self``    self-attention over the latent grid
 ``words``   cross-attention to word-aligned text tokens (CLIP in Stable Diffusion,
-            Flan-T5 in AudioLDM 2)
+            Flan-T5 in AudioLDM 2, ACE-Step's packed condition)
 ``states``  cross-attention to states that are not word-aligned (the 8 states GPT-2
             generates in AudioLDM 2)
 ==========  =========================================================================
@@ -26,7 +27,7 @@ A ``Layer`` says what a layer attends to:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -37,11 +38,11 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class Layer:
-    """One attention layer of a UNet.
+    """One attention layer of a network.
 
     Attributes:
         name: its module path (``down_blocks.1.attentions.0.transformer_blocks.0.attn2``).
-        place: "down", "mid" or "up".
+        place: "down", "mid" or "up" in a UNet; "dit" in a DiT (one resolution throughout).
         stream: "self", "words" or "states" (see the module docstring).
     """
 
@@ -64,7 +65,11 @@ class Controller(Protocol):
 
 
 def layers(unet: torch.nn.Module) -> dict[str, Layer]:
-    """Every attention layer of a diffusers UNet, by processor name (``unet.attn_processors``' keys).
+    """Every attention layer of a diffusers UNet or ACE-Step DiT, by processor name
+    (``unet.attn_processors``' keys).
+
+    A DiT's layers (grouped-query ``AceStepAttention``: ``layers.i.self_attn`` and
+    ``layers.i.cross_attn``) are all in place "dit"; their cross-attention reads words.
 
     AudioLDM 2's blocks hold, per layer, one transformer per entry of their ``cross_attention_dim``:
     entry 0 (None) self-attention only, entries 0-1 with a dimension the GPT-2 states
@@ -75,6 +80,9 @@ def layers(unet: torch.nn.Module) -> dict[str, Layer]:
     for key in unet.attn_processors:
         name = key.removesuffix(".processor")
         module = unet.get_submodule(name)
+        if hasattr(module, "kv_heads"):
+            found[key] = Layer(name, "dit", "words" if module.is_cross_attention else "self")
+            continue
         place = "mid" if name.startswith("mid_block") else name.split("_", 1)[0]
         stream = "self"
         if name.endswith("attn2") and getattr(module, "is_cross_attention", False):
@@ -165,13 +173,91 @@ class ControlledProcessor:
         return out / attn.rescale_output_factor
 
 
+class GroupedControlledProcessor:
+    """``ControlledProcessor`` for ACE-Step's grouped-query attention (``AceStepAttention``: RMS-normed
+    q / k, RoPE on self-attention, a sliding-window mask on some self-attention layers).
+
+    Rows of one call may hold conditions of different lengths (a Prompt-to-Prompt edit runs its
+    source and target rows together): ``lengths()`` gives each row's valid keys (None: all are valid)
+    and every row attends to its own keys only, as it would alone. Rows are grouped by length and
+    each group runs the layer's fused attention on its keys, the path the layer's own processor
+    takes, so a row is what the unedited model computes for it.
+
+    Args:
+        layer, controller, fallback: as ``ControlledProcessor``'s.
+        lengths: the current call's valid keys per row (host ints), or None.
+    """
+
+    def __init__(self, layer: Layer, controller: Controller, fallback: Any, lengths: Callable[[], list[int] | None]) -> None:
+        self.layer, self.controller, self.fallback, self.lengths = layer, controller, fallback, lengths
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        cross = attn.is_cross_attention and encoder_hidden_states is not None
+        lengths = self.lengths() if cross else None
+        keys = encoder_hidden_states.shape[1] if cross else hidden_states.shape[1]  # type: ignore[union-attr]
+        padded = lengths is not None and min(lengths) < keys
+        wants = self.controller.wants(self.layer, hidden_states.shape[1])
+        if not (wants or padded):
+            return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+        source = encoder_hidden_states if cross else hidden_states
+        query = attn.norm_q(attn.to_q(hidden_states).unflatten(-1, (attn.heads, attn.head_dim)))
+        key = attn.norm_k(attn.to_k(source).unflatten(-1, (attn.kv_heads, attn.head_dim)))
+        value = attn.to_v(source).unflatten(-1, (attn.kv_heads, attn.head_dim))
+        if not cross and image_rotary_emb is not None:
+            from diffusers.models.embeddings import apply_rotary_emb
+
+            rope = dict(use_real=True, use_real_unbind_dim=-2, sequence_dim=1)
+            query, key = apply_rotary_emb(query, image_rotary_emb, **rope), apply_rotary_emb(key, image_rotary_emb, **rope)
+        query, key, value = (x.transpose(1, 2) for x in (query, key, value))  # (n, heads, L, D)
+        gqa = attn.heads != attn.kv_heads
+        fused = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, scale=attn.scaling, enable_gqa=gqa)  # noqa: E731
+        if padded:
+            out = torch.empty_like(query)
+            for length in sorted(set(lengths)):  # type: ignore[arg-type]
+                rows = torch.tensor([i for i, n in enumerate(lengths) if n == length], device=query.device)  # type: ignore[arg-type]
+                out[rows] = fused(query[rows], key[rows, :, :length], value[rows, :, :length])
+        else:
+            out = fused(query, key, value)
+        if wants:
+            repeat = attn.heads // attn.kv_heads
+            key, value = key.repeat_interleave(repeat, 1).float(), value.repeat_interleave(repeat, 1).float()
+            scores = (query.float() @ key.transpose(-1, -2)) * attn.scaling
+            if attention_mask is not None:
+                scores = scores + attention_mask.float()
+            if padded:
+                valid = torch.arange(keys, device=scores.device) < torch.tensor(lengths, device=scores.device)[:, None]
+                scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
+            probs = scores.softmax(dim=-1)
+            edited = self.controller(self.layer, probs)
+            if edited is not probs:
+                out = out + ((edited - probs) @ value).to(out.dtype)
+        out = out.transpose(1, 2).flatten(2).to(query.dtype)
+        return attn.to_out[1](attn.to_out[0](out))
+
+
 @contextmanager
-def controlled(unet: torch.nn.Module, controller: Controller) -> Iterator[dict[str, Layer]]:
-    """Every attention layer of ``unet`` under ``controller`` inside the block; the UNet's own
-    processors are put back on leaving it (also on errors). Yields the layers."""
+def controlled(
+    unet: torch.nn.Module, controller: Controller, lengths: Callable[[], list[int] | None] = lambda: None
+) -> Iterator[dict[str, Layer]]:
+    """Every attention layer of ``unet`` (a UNet or a DiT) under ``controller`` inside the block; the
+    network's own processors are put back on leaving it (also on errors). Yields the layers.
+    ``lengths``: each row's valid condition keys in the current call, for a DiT's cross-attention."""
     own = dict(unet.attn_processors)
     found = layers(unet)
-    unet.set_attn_processor({key: ControlledProcessor(found[key], controller, own[key]) for key in own})
+
+    def processor(key: str) -> Any:
+        if found[key].place == "dit":
+            return GroupedControlledProcessor(found[key], controller, own[key], lengths)
+        return ControlledProcessor(found[key], controller, own[key])
+
+    unet.set_attn_processor({key: processor(key) for key in own})
     try:
         yield found
     finally:

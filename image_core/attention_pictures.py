@@ -42,7 +42,7 @@ def draw(
     maps: np.ndarray,
 ) -> None:
     """Write a PNG: row p shows prompt p's tokens (``tokens[p]``, the key positions 0.. of its
-    condition), each panel its map ``maps[p, :, :, k]`` over ``background``.
+    condition; a key labelled "" is not drawn), each panel its map ``maps[p, :, :, k]`` over ``background``.
 
     Args:
         background: (H, W, 3) uint8, the input in display orientation.
@@ -50,9 +50,9 @@ def draw(
     """
     rows = []
     for p, prompt in enumerate(prompts):
-        panels = [panel(background, maps[p, :, :, k], token) for k, token in enumerate(tokens[p][: maps.shape[-1]])]
+        panels = [panel(background, maps[p, :, :, k], token) for k, token in enumerate(tokens[p][: maps.shape[-1]]) if token]
         width = sum(image.width for image in panels)
-        row = Image.new("RGB", (max(width, 8 * len(prompt)), panels[0].height + 18), "white")
+        row = Image.new("RGB", (max(width, 8 * len(prompt), 8), (panels[0].height if panels else 0) + 18), "white")
         ImageDraw.Draw(row).text((2, 2), prompt, fill="black")
         x = 0
         for image in panels:

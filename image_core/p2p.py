@@ -21,9 +21,9 @@ from __future__ import annotations
 import math
 import string
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -101,68 +101,140 @@ class AttentionMaps:
 # ----------------------------------------------------------------------------------------- tokens
 
 
-def word_stream(model: Any) -> tuple[Any, str]:
-    """(tokenizer, condition key) of the model's word-aligned text stream; InputError for a model
-    whose UNet has no cross-attention to words."""
+class WordStream(Protocol):
+    """The keys of a model's cross-attention to words, per prompt."""
+
+    key: str  # the condition entry holding them
+
+    def ids(self, prompt: str) -> list[int]:
+        """An id per key position of ``prompt``'s condition (equal ids: the same token)."""
+        ...
+
+    def positions(self, prompt: str, word: str) -> list[int]:
+        """Key positions of ``word`` (matched without case and surrounding punctuation) in ``prompt``; [] when absent."""
+        ...
+
+    def strings(self, prompt: str) -> list[str]:
+        """Each key of ``prompt`` as text for the attention pictures ("" for a key not drawn)."""
+        ...
+
+
+class Network(Protocol):
+    """What a Prompt-to-Prompt edit controls in a model: its words and its attention layers."""
+
+    words: WordStream
+
+    def controlled(self, control: AttentionControl) -> AbstractContextManager[Any]:
+        """``control`` on every attention layer inside the block."""
+        ...
+
+    def grid(self, size: Sequence[int]) -> tuple[int, int]:
+        """(h, w) of the kept word maps for latents of spatial ``size``."""
+        ...
+
+
+def network(model: Any) -> Network:
+    """What P2P controls in ``model``: its own ``attention_control()`` where it has one (a DiT), else
+    its UNet; InputError for a model without cross-attention to words."""
+    own = getattr(model, "attention_control", None)
+    if own is not None:
+        return own()  # type: ignore[no-any-return]
     family = getattr(model, "family", None)
     if family == "audioldm":
         raise InputError(
             "Prompt-to-Prompt controls cross-attention to the prompt's words, and AudioLDM has none (its UNet takes "
             "the prompt as one CLAP embedding): use an AudioLDM 2 model, e.g. --model cvssp/audioldm2-music"
         )
-    if family == "audioldm2":
-        return model.tokenizer_2, "t5"
     if not hasattr(model, "unet"):
         raise InputError(
-            "Prompt-to-Prompt controls a UNet's cross-attention to the prompt's words (Stable Diffusion, AudioLDM 2); "
-            "this model has none: use a text edit without --p2p"
+            "Prompt-to-Prompt controls the cross-attention to the prompt's words of Stable Diffusion, AudioLDM 2 and "
+            "ACE-Step, not of this model: use a text edit without --p2p"
         )
-    return model.tokenizer, "text"
-
-
-def token_ids(tokenizer: Any, prompt: str) -> list[int]:
-    """The token ids of ``prompt`` as the model's condition holds them (special tokens included, no padding)."""
-    return list(tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids)
+    if family == "audioldm2":
+        return UNetNetwork(model, Tokens(model.tokenizer_2, "t5"))
+    return UNetNetwork(model, Tokens(model.tokenizer, "text"))
 
 
 def _bare(word: str) -> str:
     return word.strip(string.punctuation).lower()
 
 
-def word_positions(tokenizer: Any, prompt: str, word: str) -> list[int]:
-    """Key positions of the tokens of ``word`` (matched without case and surrounding punctuation)
-    in ``prompt``'s condition; [] when the prompt does not have it."""
-    ids = token_ids(tokenizer, prompt)
-    special = set(tokenizer.all_special_ids)
-    content = [i for i, t in enumerate(ids) if t not in special]
-    if not content:
-        return []
-    found, cursor = [], content[0]
-    for piece in prompt.split():
-        count = len(tokenizer(piece, add_special_tokens=False).input_ids)
+@dataclass(frozen=True)
+class Tokens:
+    """A ``WordStream`` whose keys are a tokenizer's tokens of the prompt (CLIP, Flan-T5)."""
+
+    tokenizer: Any
+    key: str
+
+    def ids(self, prompt: str) -> list[int]:
+        """The token ids as the condition holds them (special tokens included, no padding)."""
+        return list(self.tokenizer(prompt, truncation=True, max_length=self.tokenizer.model_max_length).input_ids)
+
+    def positions(self, prompt: str, word: str) -> list[int]:
+        ids = self.ids(prompt)
+        special = set(self.tokenizer.all_special_ids)
+        content = [i for i, t in enumerate(ids) if t not in special]
+        if not content:
+            return []
+        found, cursor = [], content[0]
+        for piece in prompt.split():
+            count = len(self.tokenizer(piece, add_special_tokens=False).input_ids)
+            if _bare(piece) == _bare(word):
+                found += range(cursor, cursor + count)
+            cursor += count
+        if cursor - content[0] < len(content):
+            raise InputError(f"the words of {prompt!r} do not line up with the model's tokens: write the prompt with single spaces")
+        return [position for position in found if position <= content[-1]]
+
+    def strings(self, prompt: str) -> list[str]:
+        return [self.tokenizer.decode([t]).strip() or "␣" for t in self.ids(prompt)]
+
+
+def spans_positions(offsets: Sequence[tuple[int, int]], text: str, start: int, word: str) -> list[int]:
+    """Positions of the tokens (character ``offsets`` in a formatted text) that overlap the pieces of
+    ``text`` (found at character ``start``) equal to ``word``, matched as ``Tokens.positions`` matches."""
+    found, cursor = [], 0
+    for piece in text.split():
+        begin = text.index(piece, cursor)
+        cursor = begin + len(piece)
         if _bare(piece) == _bare(word):
-            found += range(cursor, cursor + count)
-        cursor += count
-    if cursor - content[0] < len(content):
-        raise InputError(f"the words of {prompt!r} do not line up with the model's tokens: write the prompt with single spaces")
-    return [position for position in found if position <= content[-1]]
+            low, high = start + begin, start + cursor
+            found += [k for k, (a, b) in enumerate(offsets) if a < high and b > low]
+    return found
 
 
-def token_strings(tokenizer: Any, prompt: str) -> list[str]:
-    """Each token of ``prompt``'s condition as text (for the attention pictures)."""
-    return [tokenizer.decode([t]).strip() or "␣" for t in token_ids(tokenizer, prompt)]
+@dataclass(frozen=True)
+class UNetNetwork:
+    """A UNet's attention layers (Stable Diffusion, AudioLDM 2) with its word stream."""
+
+    model: Any
+    words: WordStream
+
+    @contextmanager
+    def controlled(self, control: AttentionControl) -> Iterator[None]:
+        """The controller on the UNet's eager module (a compiled graph would not see the processors change)."""
+        compiled = getattr(self.model, "compiled_unet", None)
+        self.model.compiled_unet = None
+        try:
+            with attention.controlled(self.model.unet, control):
+                yield
+        finally:
+            self.model.compiled_unet = compiled
+
+    def grid(self, size: Sequence[int]) -> tuple[int, int]:
+        return map_grid(self.model.unet, size)
 
 
 # --------------------------------------------------------------------------------------- the plan
 
 
 def plan(
-    tokenizer: Any, prompts: Sequence[str], latents: int, unconditional: bool, keys: int, options: P2POptions,
+    words: WordStream, prompts: Sequence[str], latents: int, unconditional: bool, keys: int, options: P2POptions,
     method: str, num_steps: int, map_queries: int | None,
 ) -> Plan:
     """The ``Plan`` of an edit of ``prompts`` (the source first); InputError for a replace of
     prompts of unequal token length and for a reweighted word no target has."""
-    ids = [token_ids(tokenizer, p) for p in prompts]
+    ids = [words.ids(p) for p in prompts]
     if options.mode == "replace":
         for prompt, target in zip(prompts[1:], ids[1:]):
             if len(target) != len(ids[0]):
@@ -177,7 +249,7 @@ def plan(
     if options.reweight and len(prompts) > 1:
         scale = torch.ones(len(prompts) - 1, keys)
         for word, factor in options.reweight.items():
-            rows = [(k, word_positions(tokenizer, prompt, word)) for k, prompt in enumerate(prompts[1:])]
+            rows = [(k, words.positions(prompt, word)) for k, prompt in enumerate(prompts[1:])]
             if not any(positions for _, positions in rows):
                 raise InputError(f"--reweight {word}: {word!r} is not a word of the target prompt {prompts[1]!r}")
             for k, positions in rows:
@@ -194,19 +266,19 @@ def check_prompts(model: Any, source: str, targets: Sequence[str], options: P2PO
     cross-attention to words, a replace of prompts of unequal token length, a reweighted word no
     target has, a blend word no prompt has."""
     options.check()
-    tokenizer, _ = word_stream(model)
+    words = network(model).words
     prompts = [source, *targets]
-    keys = max(len(token_ids(tokenizer, prompt)) for prompt in prompts)
-    plan(tokenizer, prompts, 1, True, keys, options, "ddpm", 1, None)
+    keys = max(len(words.ids(prompt)) for prompt in prompts)
+    plan(words, prompts, 1, True, keys, options, "ddpm", 1, None)
     if options.blend:
-        blend_words(tokenizer, prompts, options.blend, keys)
+        blend_words(words, prompts, options.blend, keys)
 
 
-def blend_words(tokenizer: Any, prompts: Sequence[str], words: Sequence[str], keys: int) -> torch.Tensor:
+def blend_words(stream: WordStream, prompts: Sequence[str], words: Sequence[str], keys: int) -> torch.Tensor:
     """(P, K) 1 at the keys of the blend words in each prompt; InputError for a word no prompt has."""
     table = torch.zeros(len(prompts), keys)
     for word in words:
-        rows = [word_positions(tokenizer, prompt, word) for prompt in prompts]
+        rows = [stream.positions(prompt, word) for prompt in prompts]
         if not any(rows):
             raise InputError(f"--blend {word}: {word!r} is in neither the source nor a target prompt")
         for p, positions in enumerate(rows):
@@ -244,19 +316,6 @@ class Stepped:
         return self.guidance(x_t, t, j)
 
 
-@contextmanager
-def _controlled(model: Any, control: AttentionControl) -> Iterator[None]:
-    """The controller on the model's UNet (its eager module: a compiled graph would not see the
-    processors change) for the duration of the block."""
-    compiled = getattr(model, "compiled_unet", None)
-    model.compiled_unet = None
-    try:
-        with attention.controlled(model.unet, control):
-            yield
-    finally:
-        model.compiled_unet = compiled
-
-
 def _together(denoiser: Any, block: int) -> Any:
     """The editor's denoiser with every model call holding whole blocks of rows (the source and
     target rows of one window together)."""
@@ -292,8 +351,8 @@ def prompt_to_prompt(
         inversion; i + 1: target i), inversion j; and the maps or None.
     """
     options.check()
-    model = editor.model
-    tokenizer, key = word_stream(model)
+    net = network(editor.model)
+    words = net.words
     s = inv.settings
     if s.method not in DEFAULTS:
         raise InputError(f"Prompt-to-Prompt edits DDPM, DDIM and null-text inversions, not {s.method}")
@@ -313,28 +372,28 @@ def prompt_to_prompt(
     unconditional = guidance.uncond is not None
     block = (2 if unconditional else 1) * P * B
     guidance = replace(guidance, model=_together(editor.denoiser, block))
-    keys = guidance.cond[key].shape[1]
+    keys = guidance.cond[words.key].shape[1]
     size = tuple(inv.x0.shape[2:])
-    grid = map_grid(model.unet, size) if needs_maps else None
-    control = AttentionControl(plan(tokenizer, prompts, B, unconditional, keys, options, s.method, s.num_steps, None if grid is None else grid[0] * grid[1]))
+    grid = net.grid(size) if needs_maps else None
+    control = AttentionControl(plan(words, prompts, B, unconditional, keys, options, s.method, s.num_steps, None if grid is None else grid[0] * grid[1]))
     callback = None
     if options.blend:
-        words = blend_words(tokenizer, prompts, options.blend, keys)
+        chosen = blend_words(words, prompts, options.blend, keys)
         start = int(options.resolved(s.method)[2] * s.num_steps)
 
         def blended(step: Step) -> torch.Tensor:
             if step.j < start or control.maps is None:
                 return step.x_s
-            return p2p.blend(step.x_s, p2p.blend_mask(control.maps, words, grid, size, options.threshold))  # type: ignore[arg-type]
+            return p2p.blend(step.x_s, p2p.blend_mask(control.maps, chosen, grid, size, options.threshold))  # type: ignore[arg-type]
 
         callback = blended
 
-    with _controlled(model, control):
+    with net.controlled(control):
         latents = run.regenerate(Stepped(guidance, control), P, callback, editor.progress)
     if not torch.isfinite(latents).all():
         raise EditError(f"the edit diverged (NaN or Inf in the result): use a lower guidance scale than {max(cfgs)}")
     maps = None
     if keep_maps:
         average = control.average()[:, 0]  # (P, Q, K): the first latent
-        maps = AttentionMaps(prompts, [token_strings(tokenizer, p) for p in prompts], average.reshape(P, *grid, keys).cpu())  # type: ignore[misc]
+        maps = AttentionMaps(prompts, [words.strings(p) for p in prompts], average.reshape(P, *grid, keys).cpu())  # type: ignore[misc]
     return latents, maps

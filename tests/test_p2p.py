@@ -22,7 +22,7 @@ from image_core.attention import layers
 from image_core.errors import InputError
 from image_core.methods import p2p as algorithm
 from image_core.methods.p2p import AttentionControl, align, blend_mask, refinement
-from image_core.p2p import P2POptions, plan, prompt_to_prompt, word_positions
+from image_core.p2p import P2POptions, Tokens, plan, prompt_to_prompt
 
 SOURCE = "a cat sitting next to a mirror"
 
@@ -151,7 +151,7 @@ def test_reweight_multiplies_the_word_map(images, picture, monkeypatch):
     recorder = Recorder(monkeypatch)
     inv = images.invert(picture, SOURCE, num_steps=10, t_start=6)
     images.edit_p2p(inv, SOURCE, reweight={"mirror": 2.5}, cross_steps=1.0, output_type="latent")
-    positions = word_positions(images.model.tokenizer, SOURCE, "mirror")
+    positions = Tokens(images.model.tokenizer, "text").positions(SOURCE, "mirror")
     assert len(positions) >= 1
     others = [k for k in range(77) if k not in positions]
     for _, _, _, after, plan in recorder.words():
@@ -175,7 +175,7 @@ def test_refine_reads_aligned_tokens_and_keeps_new_ones(images, picture, monkeyp
     images.edit_p2p(inv, target, mode="refine", cross_steps=1.0, output_type="latent")
     tokenizer = images.model.tokenizer
     source_ids, target_ids = tokenizer(SOURCE).input_ids, tokenizer(target).input_ids
-    new = word_positions(tokenizer, target, "big")
+    new = Tokens(tokenizer, "text").positions(target, "big")
     for _, _, before, after, plan in recorder.words():
         rows, own = conditional(after, plan), conditional(before, plan)
         # "a" and the start token keep their place; "cat" ... "mirror" and the end token shift by len(new)
@@ -207,7 +207,7 @@ def test_local_blend_keeps_the_source_outside_the_mask(images, picture, monkeypa
     assert len(made) == 6  # a mask after every step (DDPM inversion: blending from the first step)
     shape, words, grid, size = made[0]
     assert shape == (2, 2, 64, 77) and grid == (8, 8) and size == tuple(inv.x0.shape[2:])
-    assert words[0].nonzero().flatten().tolist() == word_positions(images.model.tokenizer, SOURCE, "cat")
+    assert words[0].nonzero().flatten().tolist() == Tokens(images.model.tokenizer, "text").positions(SOURCE, "cat")
     for target, source in ((2, 0), (3, 1)):  # each seed's target row against its own source row
         assert torch.equal(latents[target][..., 8:], latents[source][..., 8:])
         assert not torch.equal(latents[target][..., :8], latents[source][..., :8])
@@ -316,7 +316,7 @@ def test_audioldm_v1_has_no_cross_attention():
 def test_plan_defaults_follow_each_inversion(images):
     tok = images.model.tokenizer
     for method, cross, self_ in (("ddpm", 0.6, 0.2), ("ddim", 0.8, 0.4), ("null-text", 0.8, 0.5)):
-        made = plan(tok, [SOURCE, SOURCE], 1, True, 77, P2POptions(), method, 50, None)
+        made = plan(Tokens(tok, "text"), [SOURCE, SOURCE], 1, True, 77, P2POptions(), method, 50, None)
         assert (made.cross_end, made.self_end) == (int(cross * 51), int(self_ * 50))
 
 
@@ -387,7 +387,7 @@ def test_cli_p2p_edit_writes_its_outputs_and_attention_picture(picture, tmp_path
 def test_stable_audio_open_is_refused_in_one_line():
     editor = AudioEditor.from_pretrained("tiny-sao", device="cpu", progress=False)
     inv = editor.invert(tone(0.15, 44100), "a melody", num_steps=6, t_start=3)  # the tiny model's window: 0.19 s
-    with pytest.raises(InputError, match="UNet's cross-attention"):
+    with pytest.raises(InputError, match="ACE-Step, not of this model"):
         editor.edit_p2p(inv, "a melody")
 
 

@@ -307,7 +307,7 @@ def p2p_prompts(model: Any, request: EditRequest, automatic: bool) -> EditReques
     options = request.p2p
     assert options is not None and request.targets  # ``check_request`` refuses a P2P edit without a target
     try:
-        tokenizer, _ = attention_control.word_stream(model)
+        words = attention_control.network(model).words
     except InputError:
         if getattr(model, "family", None) == "audioldm":
             raise InputError(
@@ -315,11 +315,11 @@ def p2p_prompts(model: Any, request: EditRequest, automatic: bool) -> EditReques
                 "takes them as one embedding: choose another method"
             ) from None
         raise InputError(
-            "Prompt-to-Prompt controls a UNet's attention to the descriptions' words, and this demo's model "
-            f"({model_name(model)}) has no UNet: choose another method"
+            "Prompt-to-Prompt controls the attention to the descriptions' words, and this demo's model "
+            f"({model_name(model)}) has none: choose another method"
         ) from None
     source, target = request.source, request.targets[0]
-    counts = [len(attention_control.token_ids(tokenizer, text)) for text in (source, target)]
+    counts = [len(words.ids(text)) for text in (source, target)]
     mode = options.mode
     if automatic:
         mode = "replace" if counts[0] == counts[1] else "refine"
@@ -329,10 +329,10 @@ def p2p_prompts(model: Any, request: EditRequest, automatic: bool) -> EditReques
             f"has {counts[0]}, the target {counts[1]}: choose Refine or Automatic"
         )
     for word in options.reweight:
-        if not attention_control.word_positions(tokenizer, target, word):
+        if not words.positions(target, word):
             raise InputError(f"Reweight {word}: {word!r} is not a word of the target description {target!r}")
     for word in options.blend:
-        if not any(attention_control.word_positions(tokenizer, text, word) for text in (source, target)):
+        if not any(words.positions(text, word) for text in (source, target)):
             raise InputError(f"Local blend {word}: {word!r} is in neither the source nor the target description")
     return dataclasses.replace(request, p2p=dataclasses.replace(options, mode=mode))
 

@@ -189,21 +189,23 @@ def blend_mask(maps: torch.Tensor, words: torch.Tensor, grid: tuple[int, int], s
     Args:
         maps: (P, B, Q, K) word maps (sums or averages: the mask is normalised), Q = h * w.
         words: (P, K) 1 at the keys of each prompt's blend words, else 0.
-        grid: (h, w) of the maps; size: the latents' spatial size (H, W).
+        grid: (h, w) of the maps; size: the latents' spatial size, (H, W), or (T,) for latents with
+            one axis (a DiT's frames: h = 1, the 3 x 3 pooling then pools 3 frames).
     Returns:
-        (P, B, 1, H, W) bool, each row's mask united with its latent's source row (p = 0).
+        (P, B, 1, *size) bool, each row's mask united with its latent's source row (p = 0).
     """
     P, B = maps.shape[:2]
+    plane = (1,) * (2 - len(size)) + tuple(size)
     m = (maps * words[:, None, None, :].to(maps)).sum(-1).reshape(P * B, 1, *grid)
-    m = F.interpolate(F.max_pool2d(m, 3, 1, 1), size=tuple(size))
+    m = F.interpolate(F.max_pool2d(m, 3, 1, 1), size=plane)
     m = m / m.amax(dim=(2, 3), keepdim=True).clamp_min(torch.finfo(m.dtype).tiny)
     mask = (m > threshold).view(P, B, 1, *size)
     return mask | mask[:1]
 
 
 def blend(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """x (P * B, C, H, W), prompt-major: each target row takes its source row outside ``mask``
-    (P, B, 1, H, W): x_src + mask (x - x_src); the source rows are unchanged."""
+    """x (P * B, C, *size), prompt-major: each target row takes its source row outside ``mask``
+    (P, B, 1, *size): x_src + mask (x - x_src); the source rows are unchanged."""
     P, B = mask.shape[:2]
     rows = x.view(P, B, *x.shape[1:])
     source = rows[:1]

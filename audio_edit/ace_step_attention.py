@@ -1,0 +1,102 @@
+"""Prompt-to-Prompt on ACE-Step 1.5: the words of its packed condition and the DiT's attention layers.
+
+Keys. The DiT cross-attends to one sequence per prompt (``AceStepConditionEncoder``, valid tokens
+first): the lyric encoder's states (the formatted lyrics' tokens), the timbre encoder's, then the
+text encoder's states of the caption template ("# Instruction ... # Caption\\n{prompt}\\n\\n# Metas
+..."). A word of the prompt is every template token whose characters overlap it (the tokenizer's
+offsets), shifted by the lyric and timbre keys before the text. Lyric and timbre keys are the same
+in every prompt of an edit (one set of lyrics, no reference audio), and get ids -1, -2, ... so
+that refinement aligns them with each other; the template's tokens align as any other token. The
+null condition (prompt "") is one key.
+
+Layers. Every DiT block has a cross-attention ("words", place "dit") and a self-attention
+("self"): self-attention is injected as P2P injects it, over at most ``SELF_QUERIES`` positions
+(the DiT has 12.5 a second after its 2-frame patches: clips up to 20.48 s); longer clips get
+cross-attention control only. The DiT runs every row of an edit in one call while attention is
+controlled; each row attends to its own condition's keys (``GroupedControlledProcessor``).
+
+Maps. (1, Q) over the DiT's Q = ceil(frames / patch) positions: the word maps are over time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from image_core import attention
+from image_core.methods.p2p import AttentionControl
+from image_core.p2p import spans_positions
+
+if TYPE_CHECKING:
+    from .ace_step import AceStepModel
+
+CAPTION = "# Caption\n"  # the header before the prompt in the pipeline's caption template
+TEXT_TOKENS, LYRIC_TOKENS = 256, 2048  # the pipeline's truncation of the template and of the lyrics
+NULL_ID = -(10**9)  # the one key of the null condition
+
+
+@dataclass(frozen=True)
+class AceStepWords:
+    """``p2p.WordStream`` of an ACE-Step model's packed condition (its lyrics and caption duration
+    as set when the prompts are encoded)."""
+
+    model: AceStepModel
+    key: str = "text"
+
+    def _layout(self, prompt: str) -> tuple[int, list[int], list[tuple[int, int]], int, str]:
+        """(keys before the text, the template's token ids, their character offsets, where the
+        prompt starts in the template, the template)."""
+        m = self.model
+        text, lyrics = m.pipeline()._format_prompt(prompt, m.lyrics, m.vocal_language, m.duration)
+        encoded = m.tokenizer(text, truncation=True, max_length=TEXT_TOKENS, return_offsets_mapping=True)
+        lyric_keys = len(m.tokenizer(lyrics, truncation=True, max_length=LYRIC_TOKENS).input_ids)
+        start = text.index(CAPTION) + len(CAPTION)
+        return lyric_keys + m.timbre_keys(), list(encoded.input_ids), list(encoded.offset_mapping), start, text
+
+    def ids(self, prompt: str) -> list[int]:
+        if prompt == "":
+            return [NULL_ID]
+        prefix, ids, *_ = self._layout(prompt)
+        return [-1 - k for k in range(prefix)] + ids
+
+    def positions(self, prompt: str, word: str) -> list[int]:
+        if prompt == "":
+            return []
+        prefix, _, offsets, start, _ = self._layout(prompt)
+        return [prefix + k for k in spans_positions(offsets, prompt, start, word)]
+
+    def strings(self, prompt: str) -> list[str]:
+        """The caption's tokens as text; "" for the lyric, timbre and template keys (not drawn)."""
+        if prompt == "":
+            return [""]
+        prefix, ids, offsets, start, _ = self._layout(prompt)
+        end = start + len(prompt)
+        shown = [
+            self.model.tokenizer.decode([t]).strip() or "␣" if a < end and b > start else ""
+            for t, (a, b) in zip(ids, offsets)
+        ]  # fmt: skip
+        return [""] * prefix + shown
+
+
+@dataclass(frozen=True)
+class AceStepNetwork:
+    """``p2p.Network`` of an ACE-Step model: its DiT's attention layers and its words."""
+
+    model: AceStepModel
+
+    @property
+    def words(self) -> AceStepWords:
+        return AceStepWords(self.model)
+
+    @contextmanager
+    def controlled(self, control: AttentionControl) -> Iterator[None]:
+        """``control`` on the DiT's layers, every row of a model call in one DiT call."""
+        with self.model.rows_together() as lengths, attention.controlled(self.model.transformer, control, lengths):
+            yield
+
+    def grid(self, size: Sequence[int]) -> tuple[int, int]:
+        patch = int(self.model.transformer.config.patch_size)
+        return 1, -(-int(size[-1]) // patch)
+
