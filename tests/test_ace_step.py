@@ -203,11 +203,9 @@ def test_concepts_masks_and_components_run_on_ace_step(editor):
     assert pc_waves[0].shape == (2, audio.num_frames) and np.isfinite(pc_waves[0]).all()
 
 
-def test_null_text_inversion_runs_and_prompt_to_prompt_is_refused(editor):
-    """Null-text inversion optimises the learned null condition (the unconditional branch); P2P needs
-    cross-attention maps to the prompt's words, which the DiT's condition encoder does not give."""
-    from image_core.errors import InputError
-
+def test_null_text_inversion_runs_and_prompt_to_prompt_edits_it(editor):
+    """Null-text inversion optimises the learned null condition (the unconditional branch); a P2P
+    edit of it runs the conditional rows and the one-key unconditional rows in one DiT call."""
     audio = clip(seconds=0.2, channels=2, seed=6)
     pivot = editor.invert(audio, "a tone", num_steps=8, t_start=6, cfg_src=5.0, method="null-text", inner_steps=0)
     null = editor.invert(audio, "a tone", num_steps=8, t_start=6, cfg_src=5.0, method="null-text", inner_steps=5)
@@ -217,9 +215,10 @@ def test_null_text_inversion_runs_and_prompt_to_prompt_is_refused(editor):
     assert rel(editor.reconstruct_latent(null), null.x0) < rel(editor.reconstruct_latent(pivot), pivot.x0)
     waves = editor.edit(null, "jazz piano", 5.0)
     assert waves[0].shape == (2, audio.num_frames) and np.isfinite(waves[0]).all()
-    with pytest.raises(InputError) as refused:
-        editor.edit_p2p(pivot, "jazz piano", cfg_tar=5.0)
-    assert len(str(refused.value).splitlines()) == 1
+    same = editor.edit_p2p(null, "a tone", cfg_tar=5.0, output_type="latent")  # the identity edit
+    assert rel(same, editor.reconstruct_latent(null)) < 1e-5
+    swapped = editor.edit_p2p(null, "a bell", cfg_tar=5.0)
+    assert swapped[0].shape == (2, audio.num_frames) and np.isfinite(swapped[0]).all()
 
 
 def test_fewer_steps_alone_are_checked_against_the_models_tstart(tmp_path, capsys):
