@@ -33,6 +33,7 @@ import torch
 from image_core.errors import InputError
 from image_core.frontend import Defaults, Source
 from image_core.inversion import Inversion
+from image_core.run import Run
 from image_core.windows import windowed_map
 
 from .ace_step import ACE_STEP_ID, TINY_NAME, AceStepModel, is_ace_step
@@ -43,7 +44,8 @@ __all__ = ["AceStepCodec", "AceStepEditor", "defaults_for", "defaults_for_name",
 
 STEPS, T_START, CFG_SRC, CFG_TAR, CFG_TAR_TURBO = 8, 6, 1.0, 7.0, 1.0
 VAE_SECONDS = 30  # the VAE's window for long clips (overlap-added)
-PICTURE = (64, 128)  # (height, width) of the latent drawn under the attention maps
+PICTURE = (64, 128)
+CONDITIONS = ("duration", "lyrics", "vocal_language")  # the model's settings a prompt is encoded with  # (height, width) of the latent drawn under the attention maps
 
 
 def defaults_for(model: AceStepModel) -> Defaults:
@@ -71,7 +73,9 @@ def _defaults(turbo: bool) -> Defaults:
 
 class AceStepCodec(StableAudioCodec):
     """Recordings in, stereo waveforms out, for one ACE-Step 1.5 model (``StableAudioCodec``'s reading,
-    resampling and trimming at 48 kHz). Reading a clip sets the duration that prompts are encoded with.
+    resampling and trimming at 48 kHz). Reading a clip sets the duration that prompts are encoded
+    with, and records it with the lyrics in the input's facts (``CONDITIONS``), so that an inversion
+    is always edited under the conditions it was made with (``AceStepEditor.prepare``).
 
     The VAE runs on windows of ``VAE_SECONDS`` (overlap a quarter) for longer clips.
     """
@@ -83,7 +87,9 @@ class AceStepCodec(StableAudioCodec):
 
     def read(self, item: str | os.PathLike[str] | Audio) -> Source:
         source = super().read(item)
-        self.model.duration = source.meta["num_samples"] / self.model.sample_rate  # type: ignore[attr-defined]
+        model = self.model
+        model.duration = source.meta["num_samples"] / model.sample_rate  # type: ignore[attr-defined]
+        source.meta.update({name: getattr(model, name) for name in CONDITIONS})
         return source
 
     @torch.no_grad()
@@ -131,6 +137,14 @@ class AceStepEditor(StableAudioEditor):
     codec: AceStepCodec
     model_class = AceStepModel
     codec_class = AceStepCodec
+
+    def prepare(self, inv: Inversion) -> Run:
+        """``LatentEditor.prepare``, with the model's caption duration and lyrics set to those the
+        inversion was made with (recorded by the codec), so its source prompt encodes as it did."""
+        for name in CONDITIONS:
+            if name in inv.meta:
+                setattr(self.model, name, inv.meta[name])
+        return super().prepare(inv)
 
     @classmethod
     def from_pretrained(cls, name: str, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto", **kwargs: Any) -> AceStepEditor:

@@ -40,7 +40,10 @@ def _parser() -> cli_common.Parser:
     parser.add_argument("--region", default=None, metavar="START:END", help="limit the --pc components to this time range in seconds")
     parser.add_argument("--band", default=None, metavar="LOW:HIGH", help="limit the --pc components to this band in Hz (0..8000)")
     parser.add_argument("--spectrogram", action="store_true", help="also write a PNG of the input's and the edits' spectrograms")
-    parser.model_defaults = _model_defaults  # Stable Audio Open's and ACE-Step's own defaults
+    parser.add_argument("--lyrics", default=None, metavar="TEXT|@FILE",
+                        help="ACE-Step only: the lyrics the recording sings, or @FILE to read them from a UTF-8 text file "
+                             "(default: instrumental); the source and the targets are conditioned on them")  # fmt: skip
+    parser.model_defaults = _model_defaults  # Stable Audio Open's and ACE-Step's own defaults; --lyrics for ACE-Step only
     return parser
 
 
@@ -60,16 +63,32 @@ def _read(args: Any) -> Prepared:
         facts = {"sample_rate": clip.sample_rate, "num_frames": clip.num_frames}
         cli_common.check_inversion_fits(loaded, facts, "sample rate and length", args.inversion)
     seeds = list(loaded.settings.seeds) if loaded else list(range(args.seed, args.seed + args.num_outputs))
+    args.lyrics = _lyrics(args.lyrics)
     request = cli_common.request_from_args(args, ranges, pc_ranges, parsed=True)
     return Prepared(args, clip, request, loaded, seeds)
 
 
+def _lyrics(text: str | None) -> str | None:
+    """--lyrics as text: "@FILE" read from a UTF-8 file; InputError for a file that cannot be read."""
+    if text is None or not text.startswith("@"):
+        return text
+    path = Path(text[1:])
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = "is not UTF-8 text" if isinstance(error, UnicodeDecodeError) else f"cannot be read ({error.strerror or error})"
+        raise InputError(f"--lyrics {text}: {path} {reason}: give the lyrics as text, or a readable UTF-8 file") from None
+
+
 def _model_defaults(args: Any) -> None:
     """Give --steps, --tstart, --cfg-src and --cfg-tar not given on the command line the editor
-    defaults of Stable Audio Open or ACE-Step when --model is one (the parser's are AudioLDM's)."""
-    from .ace_step import is_ace_step
+    defaults of Stable Audio Open or ACE-Step when --model is one (the parser's are AudioLDM's);
+    refuse --lyrics for a model that is not ACE-Step."""
+    from .ace_step import ACE_STEP_ID, is_ace_step
     from .stable_audio import is_stable_audio
 
+    if args.lyrics is not None and not is_ace_step(args.model):
+        raise InputError(f"--lyrics conditions ACE-Step models, not {args.model}: leave it out, or give --model {ACE_STEP_ID}")
     if is_stable_audio(args.model):
         from .stable_audio_editor import DEFAULTS as model_defaults
     elif is_ace_step(args.model):

@@ -403,7 +403,7 @@ def _job(
     if args.method in INVERSION_METHODS:
         cfg = args.cfg_tar if args.method == "null-text" else args.cfg_src
         tuning = (args.inner_steps, args.early_stop) if args.method == "null-text" else ()
-        group = (content["input"], args.method, args.source, args.steps, args.tstart, cfg, args.eta, tuple(seeds), *tuning)
+        group = (content["input"], args.method, args.source, args.steps, args.tstart, cfg, args.eta, tuple(seeds), getattr(args, "lyrics", None), *tuning)
     return Job(number, variant, args, argv, setting, paths, targets, seeds, key, group)
 
 

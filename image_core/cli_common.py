@@ -211,6 +211,7 @@ def request_from_args(
         inner_steps=args.inner_steps, early_stop=args.early_stop, inversion_loaded=args.inversion is not None,
         save_inversion=args.save_inversion is not None, given=frozenset(getattr(args, "given", ())) | p2p_given,
         p2p=p2p, save_attention=getattr(args, "save_attention", None) is not None, n_min=args.n_min, n_avg=args.n_avg,
+        lyrics=getattr(args, "lyrics", None) or "",
     )  # fmt: skip
 
 

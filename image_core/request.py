@@ -43,7 +43,7 @@ P2P_ONLY: tuple[str, ...] = ("cross_steps", "self_steps", "reweight", "blend", "
 option given where it cannot act is refused."""
 
 FIXED_BY_INVERSION: tuple[str, ...] = (
-    "steps", "tstart", "cfg_src", "eta", "seed", "num_outputs", "source", "method", "inner_steps", "early_stop",
+    "steps", "tstart", "cfg_src", "eta", "seed", "num_outputs", "source", "method", "inner_steps", "early_stop", "lyrics",
 )
 """The settings an inversion loaded from a file fixes (names as in :attr:`EditRequest.given`)."""
 
@@ -151,6 +151,8 @@ class EditRequest:
         p2p: a Prompt-to-Prompt edit (attention control, :class:`~image_core.p2p.P2POptions`; CLI
             ``--p2p``); None for a plain edit.
         save_attention: the P2P edit's word maps are also drawn (CLI ``--save-attention``).
+        lyrics: what the recording sings, for a model conditioned on lyrics (ACE-Step; CLI
+            ``--lyrics``); "" (the default) is instrumental. An inversion keeps the lyrics it was made with.
         n_min, n_avg: FlowEdit's last steps sampled plainly and noise draws per step (its paper's 0
             and 1); ``tstart`` is its n_max.
         inversion_loaded: the edit uses an inversion loaded from a file (CLI ``--inversion``), whose
@@ -179,6 +181,7 @@ class EditRequest:
     early_stop: float = EARLY_STOP
     p2p: P2POptions | None = None
     save_attention: bool = False
+    lyrics: str = ""
     n_min: int = N_MIN
     n_avg: int = N_AVG
     inversion_loaded: bool = False

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from .errors import InputError
 from .p2p import check_prompts
 from .request import EditRequest, Region
 
@@ -93,6 +94,7 @@ def run_request(
     """
     stages = stages or Stages()
     negative = {"negative_prompt": request.negative} if request.negative else {}
+    _sing(editor, request, loaded_inversion)
     if request.method == "sdedit":
         stages.starting("sdedit")
         outputs = editor.sdedit(
@@ -134,6 +136,17 @@ def run_request(
     targets = list(request.targets) or None  # None: the source prompt, guided by the concepts alone
     outputs = editor.edit(inv, target_prompt=targets, cfg_tar=request.cfg_tar, mask=mask, **negative, **guidance)
     return Edited(outputs, inv, mask)
+
+
+def _sing(editor: Any, request: EditRequest, inversion: Inversion | None) -> None:
+    """Give a model conditioned on lyrics the request's (an inversion brings its own); InputError
+    for lyrics and a model that takes none."""
+    if not hasattr(editor.model, "lyrics"):
+        if request.lyrics:
+            raise InputError("only ACE-Step models are conditioned on lyrics: leave out --lyrics, or use an ACE-Step model")
+        return
+    if inversion is None:
+        editor.model.lyrics = request.lyrics
 
 
 def invert(editor: Any, request: EditRequest, item: Any) -> Inversion:

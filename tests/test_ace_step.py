@@ -237,3 +237,50 @@ def test_fewer_steps_alone_are_checked_against_the_models_tstart(tmp_path, capsy
     assert code == 0, err
     settings = json.loads(out.with_name("e.wav.json").read_text())["settings"]
     assert (settings["num_steps"], settings["t_start"]) == (7, 6)
+
+
+def test_an_inversion_is_edited_under_the_duration_and_lyrics_it_was_made_with():
+    """The caption holds the clip's duration and the condition its lyrics: reading another clip or
+    changing the lyrics before editing does not change how the inversion's source prompt encodes."""
+    exact = AceStepEditor(AceStepModel.from_pretrained("tiny-acestep", dtype=torch.float64), progress=False)
+    exact.model.lyrics = "la la la"
+    inv = exact.invert(clip(seconds=2.0, seed=7), "a tone", num_steps=8, t_start=6, cfg_src=3.0)
+    assert inv.meta["lyrics"] == "la la la" and inv.meta["duration"] == pytest.approx(2.0)
+    sung = exact.model.encode_prompts(["a tone"])["text"]
+    exact.model.lyrics = ""
+    assert exact.model.encode_prompts(["a tone"])["text"].shape != sung.shape  # the lyrics are part of the condition
+    exact.codec.read(clip(seconds=1.0))  # another clip: another duration in the caption
+    same = exact.edit(inv, "a tone", cfg_tar=3.0, output_type="latent")
+    assert (exact.model.lyrics, exact.model.duration) == ("la la la", pytest.approx(2.0))
+    assert rel(same, inv.x0) < 1e-10
+
+
+def test_lyrics_on_the_command_line(tmp_path, capsys):
+    """--lyrics TEXT or @FILE conditions ACE-Step (and is recorded); refused in one line for other
+    models, with an inversion file (it has its own) and for an unreadable file."""
+    import json
+
+    import soundfile as sf
+    from commands import run
+
+    from audio_edit.cli import main
+
+    audio = clip(seconds=0.2, channels=2)
+    source = tmp_path / "in.wav"
+    sf.write(source, audio.samples.T, audio.sample_rate)
+    (tmp_path / "words.txt").write_text("la la la\nsing along\n", encoding="utf-8")
+    base = [str(source), "--target", "a choir", "--steps", "6", "--tstart", "3"]
+    out = tmp_path / "sung.wav"
+    code, _, err = run(main, [*base, "--model", "tiny-acestep", "--lyrics", f"@{tmp_path / 'words.txt'}", "--out", str(out),
+                              "--save-inversion", str(tmp_path / "inv.safetensors")], capsys)  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out.with_name(out.name + ".json").read_text())["settings"]["lyrics"] == "la la la\nsing along"
+    refusals = {
+        "conditions ACE-Step models, not tiny": [*base, "--model", "tiny", "--lyrics", "la"],
+        "--lyrics": [*base, "--model", "tiny-acestep", "--lyrics", "la", "--inversion", str(tmp_path / "inv.safetensors")],
+        "is not UTF-8 text": [*base, "--model", "tiny-acestep", "--lyrics", f"@{source}"],
+    }
+    for message, argv in refusals.items():
+        code, _, err = run(main, [*argv, "--out", str(tmp_path / "never.wav")], capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "never.wav").exists()
