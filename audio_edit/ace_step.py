@@ -251,9 +251,20 @@ class AceStepModel(WaveformVAE):
             json.dump(index, f, indent=2)
 
 
+def hub_name(name: str) -> str | None:
+    """The repository name of an ACE-Step 1.5 hub id ("owner/acestep-v15-...": the diffusers
+    checkpoints, e.g. ACE-Step/acestep-v15-xl-turbo-diffusers, ACE-Step/acestep-v15-xl-base-diffusers),
+    lower-cased; None for anything else (a local folder included)."""
+    owner, slash, repo = name.partition("/")
+    if not slash or "/" in repo or os.path.exists(name):
+        return None
+    return repo.lower() if repo.lower().startswith("acestep-v15") else None
+
+
 def is_ace_step(name: str) -> bool:
-    """Whether a model name is ACE-Step 1.5 (the hub id, the tiny model, or a folder of its layout)."""
-    if name in (ACE_STEP_ID, TINY_NAME):
+    """Whether a model name is ACE-Step 1.5: an ACE-Step 1.5 hub id (``hub_name``), the tiny model,
+    or a folder of the ``AceStepPipeline`` layout."""
+    if name in (ACE_STEP_ID, TINY_NAME) or hub_name(name) is not None:
         return True
     index = os.path.join(name, "model_index.json")
     if os.path.isfile(index):

@@ -36,7 +36,7 @@ from image_core.inversion import Inversion
 from image_core.run import Run
 from image_core.windows import windowed_map
 
-from .ace_step import ACE_STEP_ID, TINY_NAME, AceStepModel, is_ace_step
+from .ace_step import ACE_STEP_ID, TINY_NAME, AceStepModel, hub_name, is_ace_step
 from .audio_io import Audio
 from .stable_audio_editor import StableAudioCodec, StableAudioEditor, to_stereo
 
@@ -54,11 +54,15 @@ def defaults_for(model: AceStepModel) -> Defaults:
 
 
 def defaults_for_name(name: str) -> Defaults:
-    """The defaults of the ACE-Step model ``name`` without loading it: the hub id and "tiny-acestep"
-    are turbo checkpoints; a local folder is turbo when its ``transformer/config.json`` says so
+    """The defaults of the ACE-Step model ``name`` without loading it: "tiny-acestep" is a turbo
+    checkpoint, a hub id is turbo when its name says "turbo" (acestep-v15-xl-turbo-diffusers; base and
+    sft checkpoints are guided); a local folder is turbo when its ``transformer/config.json`` says so
     (``is_turbo``, or ``model_version`` "turbo", as ``AceStepModel.is_turbo`` reads the loaded config)."""
     if name in (ACE_STEP_ID, TINY_NAME):
         return _defaults(True)
+    repo = hub_name(name)
+    if repo is not None:
+        return _defaults("turbo" in repo)
     config: dict[str, Any] = {}
     path = os.path.join(name, "transformer", "config.json")
     if os.path.isfile(path):

@@ -41,7 +41,12 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_tiny_model_round_trips_through_from_pretrained(model, tmp_path):
     model.save_pretrained(tmp_path)
     assert is_ace_step(str(tmp_path)) and is_ace_step(ACE_STEP_ID) and is_ace_step("tiny-acestep")
-    assert not is_ace_step("tiny-sao")
+    assert not is_ace_step("tiny-sao") and not is_ace_step("stabilityai/stable-audio-open-1.0")
+    assert is_ace_step("ACE-Step/acestep-v15-xl-base-diffusers") and not is_ace_step("ACE-Step/ACE-Step-v1-3.5B")
+    from audio_edit.ace_step_editor import defaults_for_name
+
+    assert defaults_for_name("ACE-Step/acestep-v15-xl-base-diffusers").cfg_tar == 7.0  # base: guided
+    assert defaults_for_name("ACE-Step/acestep-v15-xl-turbo-diffusers").cfg_tar == 1.0  # turbo: guidance distilled
     loaded = AceStepModel.from_pretrained(str(tmp_path))
     assert loaded.fingerprint() == model.fingerprint()
     assert Schedule.from_config(loaded.scheduler_config, 8).path == "flow"
@@ -284,3 +289,26 @@ def test_lyrics_on_the_command_line(tmp_path, capsys):
         code, _, err = run(main, [*argv, "--out", str(tmp_path / "never.wav")], capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / "never.wav").exists()
+
+
+def test_clips_longer_than_one_dit_call_run_on_windows():
+    """A clip longer than ``max_frames`` (here a tiny model whose silence latent, and so its longest
+    call, is 40 frames = 1.6 s) runs on overlapping windows, no DiT call longer than that: DDPM
+    inversion still reconstructs exactly, and edits (a text edit, P2P) come back at the input's length."""
+    from audio_edit.tiny_ace_step import build_tiny_ace_step
+
+    components = build_tiny_ace_step()
+    encoder = components["condition_encoder"]
+    encoder.silence_latent = encoder.silence_latent[:, :40].clone()
+    model = AceStepModel(components, dtype=torch.float64)
+    editor = AceStepEditor(model, window_batch=1, progress=False)
+    assert (model.max_frames, editor.window, editor.overlap) == (40, 35, 10)
+    lengths = []
+    model.transformer.register_forward_hook(lambda module, args, out: lengths.append(args[0].shape[1]))
+    audio = clip(seconds=4.0, seed=3)
+    inv = editor.invert(audio, "a tone", num_steps=8, t_start=6)
+    assert inv.x0.shape[-1] == 100 and max(lengths) <= 40
+    assert rel(editor.reconstruct_latent(inv), inv.x0) < 1e-10
+    wave = editor.edit(inv, "a bell")[0]
+    swapped = editor.edit_p2p(inv, "a bell")[0]  # source and target rows of a window together
+    assert wave.shape == swapped.shape == (2, audio.num_frames) and np.isfinite(swapped).all()
