@@ -1,9 +1,10 @@
 """Cost of Prompt-to-Prompt (attention control) against the plain edit of the same inversion.
 
-For an audio clip (AudioLDM 2, a synthesised 10 s melody) and a picture (Stable Diffusion, a 512 x 512
-gradient, which the editor resizes to the model's native size), each inverted once (``--steps`` /
-``--t-start``, source guidance 3.5 for SD / 3 for audio, eta 1, seed 0), then edited towards 1 and towards
-2 target prompts (one word swapped), the table shows per setting:
+For an audio clip (AudioLDM 2, a synthesised 10 s melody), a picture (Stable Diffusion, a 512 x 512
+gradient, which the editor resizes to the model's native size) and the same clip with ACE-Step 1.5 (its
+DiT; ``--only acestep``), each inverted once (``--steps`` / ``--t-start``, source guidance 3.5 for SD / 3
+for audio, eta 1, seed 0; ACE-Step: its turbo defaults, 8 steps, the last 6 edited, guidance 1), then edited
+towards 1 and towards 2 target prompts (one word swapped), the table shows per setting:
 
 - plain s: ``editor.edit(inv, targets, output_type="latent")``;
 - P2P s: ``editor.edit_p2p(inv, targets, mode="replace")`` (the inversion's default cross- / self-attention
@@ -32,9 +33,14 @@ Models, random weights (speed and memory only, never quality):
 - ``--size small`` / ``--size real``: AudioLDM2-music built from the configs in
   ``../shared/configs/audioldm2-music`` and SD 1.5 (512 x 512), at their real sizes or in the small
   layout (``bench_gpu.audio_parts`` / ``sd_parts``); real size is meant for a GPU (``--device cuda``).
+  ACE-Step: the tiny model (``--size tiny``), or (``small`` / ``real``) the tiny model with a DiT of
+  the real one's width (2048, 16 query / 8 key-value heads of 128, MLP 6144, sliding window 128) and 4
+  of its 24 blocks, over the tiny model's 8 latent channels: attention and MLP costs per block as at
+  real size (the tiny text encoder and tokenizer stay: the real ones cannot be built offline).
 
     python benchmarks/bench_p2p.py                                  # tiny models, CPU, 2 threads
     python benchmarks/bench_p2p.py --only image --repeats 5 --threads 1
+    python benchmarks/bench_p2p.py --only acestep                   # P2P on ACE-Step's DiT
     python benchmarks/bench_p2p.py --size small --audio-t-start 10  # small real-layout UNets on a CPU
     python benchmarks/bench_p2p.py --size real --device cuda
 """
@@ -70,7 +76,8 @@ PICTURE_SIDE = 512
 # candidates whose prompt has the source's token length (a replace swaps words between prompts of equal length)
 AUDIO = ("a piano playing a melody", "piano", "a {} playing a melody", ("flute", "organ", "cello", "drums", "guitar"))
 IMAGE = ("a photo of a cat sitting on a bench", "cat", "a photo of a {} sitting on a bench", ("dog", "fox", "cow", "owl"))
-CFG = {"audio": (3.0, 12.0), "image": (3.5, 15.0)}  # (source, target) guidance, the papers' defaults
+CFG = {"audio": (3.0, 12.0), "image": (3.5, 15.0), "acestep": (1.0, 1.0)}  # (source, target) guidance: the papers' / the turbo model's
+DOMAINS = ("audio", "image", "acestep")
 
 Row = dict[str, Any]
 
@@ -95,6 +102,24 @@ def image_editor(args: argparse.Namespace) -> ImageEditor:
     modules = {k: parts[k].to(args.device) for k in ("text_encoder", "unet", "vae")}
     model = StableDiffusionModel(f"random-sd15-{args.size}", parts["tokenizer"], **modules, scheduler_config=SD_SCHEDULER)
     return ImageEditor(model, progress=False)
+
+
+def ace_step_editor(args: argparse.Namespace) -> Any:
+    from audio_edit.ace_step import AceStepModel
+    from audio_edit.ace_step_editor import AceStepEditor
+    from audio_edit.tiny_ace_step import build_tiny_ace_step
+
+    parts = build_tiny_ace_step()
+    if args.size != "tiny":  # the real DiT's block, 4 of them, over the tiny latent
+        from diffusers import AceStepTransformer1DModel
+
+        tiny = parts["transformer"].config
+        parts["transformer"] = AceStepTransformer1DModel(
+            hidden_size=2048, intermediate_size=6144, num_hidden_layers=4, num_attention_heads=16, num_key_value_heads=8,
+            head_dim=128, in_channels=tiny.in_channels, audio_acoustic_hidden_dim=tiny.audio_acoustic_hidden_dim,
+            encoder_hidden_size=tiny.encoder_hidden_size, sliding_window=128, is_turbo=True,
+        ).eval()  # fmt: skip
+    return AceStepEditor(AceStepModel(parts, args.device), progress=False)
 
 
 def audio_input() -> Audio:
@@ -156,20 +181,21 @@ def variants(editor: Any, inv: Any, targets: list[str], mode: str, blend: tuple[
 
 def measure_domain(domain: str, args: argparse.Namespace) -> list[Row]:
     started = time.perf_counter()
-    editor = audio_editor(args) if domain == "audio" else image_editor(args)
-    item = audio_input() if domain == "audio" else image_input()
-    spec = AUDIO if domain == "audio" else IMAGE
-    steps, t_start = (args.steps, args.audio_t_start or args.t_start) if domain == "audio" else (args.steps, args.t_start)
+    editors = {"audio": audio_editor, "image": image_editor, "acestep": ace_step_editor}
+    editor = editors[domain](args)
+    item = image_input() if domain == "image" else audio_input()
+    spec = IMAGE if domain == "image" else AUDIO
+    steps, t_start = {"audio": (args.steps, args.audio_t_start or args.t_start), "image": (args.steps, args.t_start), "acestep": (8, 6)}[domain]
     cfg_src, cfg_tar = CFG[domain]
-    unet = editor.model.unet
+    unet = editor.model.transformer if domain == "acestep" else editor.model.unet
     source = spec[0]
     inv = editor.invert(item, source, num_steps=steps, t_start=t_start, cfg_src=cfg_src, seed=[0])
     short = editor.invert(item, source, num_steps=4, t_start=2, cfg_src=cfg_src, seed=[0])  # for the warm-up
     B = inv.num_latents
     shape = "x".join(str(s) for s in inv.x0.shape[1:])
-    what = f"audio {CLIP_SECONDS:.0f} s" if domain == "audio" else f"image {PICTURE_SIDE}x{PICTURE_SIDE}"
+    what = {"audio": f"audio {CLIP_SECONDS:.0f} s", "image": f"image {PICTURE_SIDE}x{PICTURE_SIDE}", "acestep": f"ACE-Step {CLIP_SECONDS:.0f} s"}[domain]
     params = sum(p.numel() for p in unet.parameters()) / 1e6
-    print(f"{what}: {args.size} model (UNet {params:.1f}M), latent {shape}, steps {steps}, t_start {t_start}, "
+    print(f"{what}: {args.size} model ({type(unet).__name__} {params:.1f}M), latent {shape}, steps {steps}, t_start {t_start}, "
           f"cfg {cfg_src} / {cfg_tar}; inverted in {time.perf_counter() - started:.0f} s", flush=True)
     rows = []
     for count in args.targets:
@@ -202,7 +228,7 @@ COLUMNS = [
     ("p2p_ratio", "P2P / plain"),
     ("blend_ratio", "P2P+blend / plain"),
     ("cpu_ratios", "CPU-time ratios P2P / P2P+blend"),
-    ("calls", "UNet calls x rows: plain / P2P"),
+    ("calls", "network calls x rows: plain / P2P"),
     ("store", "store bytes P·B·Q·K·4"),
 ]
 
@@ -218,13 +244,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--audio-t-start", type=int, default=5, help="t_start of the audio edits (0: --t-start); P2P on the "
                    "10 s clip costs most of the run, and the cost per step does not depend on t_start")
     p.add_argument("--targets", default="1,2", help="comma-separated numbers of target prompts")
-    p.add_argument("--only", default="audio,image", help="comma-separated: audio, image")
+    p.add_argument("--only", default="audio,image,acestep", help="comma-separated: audio, image, acestep")
     p.add_argument("--configs", type=Path, default=bench_gpu.CONFIGS, help="the audioldm2-music component configs")
     args = p.parse_args(argv)
     args.targets = [int(t) for t in args.targets.split(",")]
     args.only = [o.strip() for o in args.only.split(",")]
-    if set(args.only) - {"audio", "image"}:
-        p.error(f"--only: unknown {sorted(set(args.only) - {'audio', 'image'})}")
+    if set(args.only) - set(DOMAINS):
+        p.error(f"--only: unknown {sorted(set(args.only) - set(DOMAINS))}")
     if max(args.targets) > min(len(AUDIO[3]), len(IMAGE[3])) or min(args.targets) < 1:
         p.error(f"--targets: between 1 and {min(len(AUDIO[3]), len(IMAGE[3]))}")
     if args.size != "tiny" and "audio" in args.only and not (args.configs / "unet" / "config.json").is_file():
