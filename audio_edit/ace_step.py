@@ -146,8 +146,8 @@ class AceStepModel(WaveformVAE):
         return self._timbre_keys
 
     def attention_control(self) -> Any:
-        """What Prompt-to-Prompt controls: the DiT's attention and the condition's words (``ace_step_attention``)."""
-        from .ace_step_attention import AceStepNetwork
+        """What Prompt-to-Prompt controls: the DiT's attention and the condition's words (``dit_attention``)."""
+        from .dit_attention import AceStepNetwork
 
         return AceStepNetwork(self)
 

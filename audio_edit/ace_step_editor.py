@@ -27,7 +27,6 @@ import os
 from fractions import Fraction
 from typing import Any
 
-import numpy as np
 import torch
 
 from image_core.errors import InputError
@@ -118,16 +117,6 @@ class AceStepCodec(StableAudioCodec):
 
     def load_mask(self, path: str | os.PathLike[str], inv: Inversion) -> torch.Tensor:
         raise InputError("mask pictures are not available for ACE-Step: give a time range")
-
-    def picture(self, inv: Inversion, grids: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """The input's latent in grey (its C channels upwards, time to the right, drawn at
-        ``PICTURE`` pixels), and ``grids`` (..., 1, Q) over the DiT's positions, as they are (time
-        to the right)."""
-        latent = inv.x0[0].float().cpu()  # (C, frames)
-        level = (latent - latent.min()) / (latent.max() - latent.min() + 1e-8)
-        level = torch.nn.functional.interpolate(level[None, None], size=PICTURE, mode="bilinear")[0, 0].flip(0)
-        grey = (level[..., None].expand(*PICTURE, 3) * 255).round().to(torch.uint8).numpy()
-        return grey, grids.numpy()
 
 
 class AceStepEditor(StableAudioEditor):

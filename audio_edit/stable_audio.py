@@ -131,6 +131,12 @@ class StableAudioModel(WaveformVAE):
         states = states * keep.view(-1, 1, 1)
         return {"text": states.to(self.dtype), "keep": keep.to(self.dtype)}
 
+    def attention_control(self) -> Any:
+        """What Prompt-to-Prompt controls: the DiT's attention and the T5 words (``dit_attention``)."""
+        from .dit_attention import StableAudioNetwork
+
+        return StableAudioNetwork(self)
+
     def _seconds(self, rows: int, frames: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(rows, 1, D) seconds_start (0) and seconds_total (the latents' length) states."""
         total = frames * self.hop_length / self.sample_rate

@@ -37,6 +37,7 @@ from .resample import resample_sinc
 from .stable_audio import StableAudioModel
 
 DEFAULTS = Defaults(200, 100, 1.0, 12.0, "np")
+PICTURE = (64, 128)  # (height, width) of the latent drawn under the attention maps
 
 
 def to_stereo(samples: np.ndarray) -> np.ndarray:
@@ -126,7 +127,13 @@ class StableAudioCodec:
         raise InputError("mask pictures are not available for Stable Audio Open: give a time range")
 
     def picture(self, inv: Inversion, grids: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        raise InputError("pictures of the input are not available for Stable Audio Open")
+        """The input's latent in grey (its C channels upwards, time to the right, drawn at
+        ``PICTURE`` pixels), and ``grids`` (..., 1, Q) over time, as they are (time to the right)."""
+        latent = inv.x0[0].float().cpu()  # (C, frames)
+        level = (latent - latent.min()) / (latent.max() - latent.min() + 1e-8)
+        level = torch.nn.functional.interpolate(level[None, None], size=PICTURE, mode="bilinear")[0, 0].flip(0)
+        grey = (level[..., None].expand(*PICTURE, 3) * 255).round().to(torch.uint8).numpy()
+        return grey, grids.numpy()
 
 
 class StableAudioEditor(Editor):

@@ -68,8 +68,8 @@ def layers(unet: torch.nn.Module) -> dict[str, Layer]:
     """Every attention layer of a diffusers UNet or ACE-Step DiT, by processor name
     (``unet.attn_processors``' keys).
 
-    A DiT's layers (grouped-query ``AceStepAttention``: ``layers.i.self_attn`` and
-    ``layers.i.cross_attn``) are all in place "dit"; their cross-attention reads words.
+    A DiT's layers (ACE-Step's ``layers.i.self_attn`` / ``cross_attn``, Stable Audio Open's
+    ``transformer_blocks.i.attn1`` / ``attn2``) are all in place "dit"; their cross-attention reads words.
 
     AudioLDM 2's blocks hold, per layer, one transformer per entry of their ``cross_attention_dim``:
     entry 0 (None) self-attention only, entries 0-1 with a dimension the GPT-2 states
@@ -80,7 +80,7 @@ def layers(unet: torch.nn.Module) -> dict[str, Layer]:
     for key in unet.attn_processors:
         name = key.removesuffix(".processor")
         module = unet.get_submodule(name)
-        if hasattr(module, "kv_heads"):
+        if not hasattr(unet, "up_blocks"):  # a DiT: ACE-Step's (``layers.i.cross_attn``), Stable Audio's (``attn2``)
             found[key] = Layer(name, "dit", "words" if module.is_cross_attention else "self")
             continue
         place = "mid" if name.startswith("mid_block") else name.split("_", 1)[0]
@@ -103,8 +103,62 @@ def _cross_stream(unet: torch.nn.Module, name: str) -> str:
     return "states" if index <= 1 else "words"
 
 
+def attend(
+    controller: Controller,
+    layer: Layer,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    scale: float | None = None,
+    gqa: bool = False,
+    lengths: list[int] | None = None,
+    wants: bool = True,
+) -> torch.Tensor:
+    """A layer's attention with the controller's probabilities: (n, heads, Q, D).
+
+    ``query`` (n, heads, Q, D), ``key`` / ``value`` (n, kv_heads, K, D) as the layer's own processor
+    hands them to ``F.scaled_dot_product_attention`` with ``mask``, ``scale`` and ``gqa``
+    (``enable_gqa``), which this calls the same way: A(q, k, v). ``lengths``: each row's valid keys
+    (None: all); rows are then grouped by length, each group attending to its own keys only.
+    With ``wants``, the probabilities P (float32) go to the controller and the result is
+    A + (P' - P) v: A bit for bit wherever P' = P.
+    """
+
+    def fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=False, scale=scale, enable_gqa=gqa)
+
+    keys = key.shape[2]
+    padded = lengths is not None and min(lengths) < keys
+    if padded:
+        if mask is not None:
+            raise RuntimeError("rows of different condition lengths take no attention mask")
+        out = torch.empty_like(query)
+        for length in sorted(set(lengths)):  # type: ignore[arg-type]
+            rows = torch.tensor([i for i, n in enumerate(lengths) if n == length], device=query.device)  # type: ignore[arg-type]
+            out[rows] = fused(query[rows], key[rows, :, :length], value[rows, :, :length])
+    else:
+        out = fused(query, key, value)
+    if not wants:
+        return out
+    repeat = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(repeat, 1).float(), value.repeat_interleave(repeat, 1).float()
+    scores = (query.float() @ key.transpose(-1, -2)) * (query.shape[-1] ** -0.5 if scale is None else scale)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
+    if padded:
+        valid = torch.arange(keys, device=scores.device) < torch.tensor(lengths, device=scores.device)[:, None]
+        scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
+    probs = scores.softmax(dim=-1)
+    edited = controller(layer, probs)
+    if edited is not probs:
+        out = out + ((edited - probs) @ value).to(out.dtype)
+    return out
+
+
 class ControlledProcessor:
-    """An attention processor that lets a controller see and change the probabilities.
+    """An attention processor that lets a controller see and change the probabilities (for
+    diffusers' ``Attention`` with ``AttnProcessor2_0``, the UNets').
 
     Args:
         layer: the layer it serves.
@@ -133,7 +187,7 @@ class ControlledProcessor:
     def _attend(
         self, attn: Any, hidden_states: torch.Tensor, context: torch.Tensor | None, mask: torch.Tensor | None, temb: torch.Tensor | None
     ) -> torch.Tensor:
-        """diffusers' attention (as ``AttnProcessor2_0`` computes it), plus (P' - P) v."""
+        """diffusers' attention, as ``AttnProcessor2_0`` computes it, through ``attend``."""
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -158,12 +212,7 @@ class ControlledProcessor:
         if mask is not None:  # an additive bias (padding of the text tokens), as diffusers prepares it
             bias = attn.prepare_attention_mask(mask, key.shape[2], n)
             bias = bias.view(n, heads, -1, bias.shape[-1])
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=0.0, is_causal=False)
-        scores = (query.float() @ key.float().transpose(-1, -2)) * attn.scale
-        probs = (scores if bias is None else scores + bias.float()).softmax(dim=-1)
-        edited = self.controller(self.layer, probs)
-        if edited is not probs:
-            out = out + ((edited - probs) @ value.float()).to(out.dtype)
+        out = attend(self.controller, self.layer, query, key, value, bias)
         out = out.transpose(1, 2).flatten(2).to(query.dtype)
         out = attn.to_out[1](attn.to_out[0](out))
         if len(shape) == 4:
@@ -174,14 +223,13 @@ class ControlledProcessor:
 
 
 class GroupedControlledProcessor:
-    """``ControlledProcessor`` for ACE-Step's grouped-query attention (``AceStepAttention``: RMS-normed
-    q / k, RoPE on self-attention, a sliding-window mask on some self-attention layers).
+    """``ControlledProcessor`` for ACE-Step's grouped-query attention (``AceStepAttention`` with
+    ``AceStepAttnProcessor2_0``: RMS-normed q / k, RoPE on self-attention, a sliding-window mask on
+    some self-attention layers).
 
     Rows of one call may hold conditions of different lengths (a Prompt-to-Prompt edit runs its
     source and target rows together): ``lengths()`` gives each row's valid keys (None: all are valid)
-    and every row attends to its own keys only, as it would alone. Rows are grouped by length and
-    each group runs the layer's fused attention on its keys, the path the layer's own processor
-    takes, so a row is what the unedited model computes for it.
+    and every row attends to its own keys only, as it would alone (``attend``).
 
     Args:
         layer, controller, fallback: as ``ControlledProcessor``'s.
@@ -201,12 +249,11 @@ class GroupedControlledProcessor:
     ) -> torch.Tensor:
         cross = attn.is_cross_attention and encoder_hidden_states is not None
         lengths = self.lengths() if cross else None
-        keys = encoder_hidden_states.shape[1] if cross else hidden_states.shape[1]  # type: ignore[union-attr]
-        padded = lengths is not None and min(lengths) < keys
+        source = encoder_hidden_states if cross else hidden_states
+        padded = lengths is not None and min(lengths) < source.shape[1]  # type: ignore[union-attr]
         wants = self.controller.wants(self.layer, hidden_states.shape[1])
         if not (wants or padded):
             return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
-        source = encoder_hidden_states if cross else hidden_states
         query = attn.norm_q(attn.to_q(hidden_states).unflatten(-1, (attn.heads, attn.head_dim)))
         key = attn.norm_k(attn.to_k(source).unflatten(-1, (attn.kv_heads, attn.head_dim)))
         value = attn.to_v(source).unflatten(-1, (attn.kv_heads, attn.head_dim))
@@ -216,30 +263,68 @@ class GroupedControlledProcessor:
             rope = dict(use_real=True, use_real_unbind_dim=-2, sequence_dim=1)
             query, key = apply_rotary_emb(query, image_rotary_emb, **rope), apply_rotary_emb(key, image_rotary_emb, **rope)
         query, key, value = (x.transpose(1, 2) for x in (query, key, value))  # (n, heads, L, D)
-        gqa = attn.heads != attn.kv_heads
-        fused = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, scale=attn.scaling, enable_gqa=gqa)  # noqa: E731
-        if padded:
-            out = torch.empty_like(query)
-            for length in sorted(set(lengths)):  # type: ignore[arg-type]
-                rows = torch.tensor([i for i, n in enumerate(lengths) if n == length], device=query.device)  # type: ignore[arg-type]
-                out[rows] = fused(query[rows], key[rows, :, :length], value[rows, :, :length])
-        else:
-            out = fused(query, key, value)
-        if wants:
-            repeat = attn.heads // attn.kv_heads
-            key, value = key.repeat_interleave(repeat, 1).float(), value.repeat_interleave(repeat, 1).float()
-            scores = (query.float() @ key.transpose(-1, -2)) * attn.scaling
-            if attention_mask is not None:
-                scores = scores + attention_mask.float()
-            if padded:
-                valid = torch.arange(keys, device=scores.device) < torch.tensor(lengths, device=scores.device)[:, None]
-                scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
-            probs = scores.softmax(dim=-1)
-            edited = self.controller(self.layer, probs)
-            if edited is not probs:
-                out = out + ((edited - probs) @ value).to(out.dtype)
+        out = attend(
+            self.controller, self.layer, query, key, value, attention_mask, attn.scaling, attn.heads != attn.kv_heads, lengths, wants
+        )  # fmt: skip
         out = out.transpose(1, 2).flatten(2).to(query.dtype)
         return attn.to_out[1](attn.to_out[0](out))
+
+
+class RotaryControlledProcessor:
+    """``ControlledProcessor`` for Stable Audio Open's DiT (diffusers' ``Attention`` with
+    ``StableAudioAttnProcessor2_0``: key / value heads repeated to the query heads, RoPE on part of
+    each head, in float32, when the block passes it)."""
+
+    def __init__(self, layer: Layer, controller: Controller, fallback: Any) -> None:
+        self.layer, self.controller, self.fallback = layer, controller, fallback
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        if not self.controller.wants(self.layer, hidden_states.shape[1]) or attention_mask is not None or hidden_states.ndim != 3:
+            return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+        from diffusers.models.embeddings import apply_rotary_emb
+
+        n = hidden_states.shape[0]
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        query, key, value = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
+        head_dim = query.shape[-1] // attn.heads
+        kv_heads = key.shape[-1] // head_dim
+        query = query.view(n, -1, attn.heads, head_dim).transpose(1, 2)
+        key, value = (x.view(n, -1, kv_heads, head_dim).transpose(1, 2) for x in (key, value))
+        if kv_heads != attn.heads:
+            repeat = attn.heads // kv_heads
+            key = torch.repeat_interleave(key, repeat, dim=1, output_size=key.shape[1] * repeat)
+            value = torch.repeat_interleave(value, repeat, dim=1, output_size=value.shape[1] * repeat)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        if rotary_emb is not None:
+            dtypes = query.dtype, key.dtype
+            query, key = query.float(), key.float()
+            rot = rotary_emb[0].shape[-1]
+
+            def rotated(x: torch.Tensor) -> torch.Tensor:
+                return torch.cat((apply_rotary_emb(x[..., :rot], rotary_emb, use_real=True, use_real_unbind_dim=-2), x[..., rot:]), dim=-1)
+
+            query = rotated(query)
+            if not attn.is_cross_attention:
+                key = rotated(key)
+            query, key = query.to(dtypes[0]), key.to(dtypes[1])
+        out = attend(self.controller, self.layer, query, key, value)
+        out = out.transpose(1, 2).reshape(n, -1, attn.heads * head_dim).to(query.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if attn.residual_connection:
+            out = out + hidden_states
+        return out / attn.rescale_output_factor
 
 
 @contextmanager
@@ -253,8 +338,11 @@ def controlled(
     found = layers(unet)
 
     def processor(key: str) -> Any:
-        if found[key].place == "dit":
+        kind = type(own[key]).__name__
+        if kind == "AceStepAttnProcessor2_0":
             return GroupedControlledProcessor(found[key], controller, own[key], lengths)
+        if kind == "StableAudioAttnProcessor2_0":
+            return RotaryControlledProcessor(found[key], controller, own[key])
         return ControlledProcessor(found[key], controller, own[key])
 
     unet.set_attn_processor({key: processor(key) for key in own})

@@ -123,6 +123,11 @@ class Network(Protocol):
     """What a Prompt-to-Prompt edit controls in a model: its words and its attention layers."""
 
     words: WordStream
+    map_skip: int  # query positions before the map grid (a DiT's prepended global token)
+
+    def keys(self, cond: Mapping[str, torch.Tensor]) -> int:
+        """K, the cross-attention keys of conditions ``cond`` (the word stream's and any after it)."""
+        ...
 
     def controlled(self, control: AttentionControl) -> AbstractContextManager[Any]:
         """``control`` on every attention layer inside the block."""
@@ -147,8 +152,8 @@ def network(model: Any) -> Network:
         )
     if not hasattr(model, "unet"):
         raise InputError(
-            "Prompt-to-Prompt controls the cross-attention to the prompt's words of Stable Diffusion, AudioLDM 2 and "
-            "ACE-Step, not of this model: use a text edit without --p2p"
+            "Prompt-to-Prompt controls the cross-attention to the prompt's words of Stable Diffusion, AudioLDM 2, "
+            "Stable Audio Open and ACE-Step, not of this model: use a text edit without --p2p"
         )
     if family == "audioldm2":
         return UNetNetwork(model, Tokens(model.tokenizer_2, "t5"))
@@ -209,6 +214,10 @@ class UNetNetwork:
 
     model: Any
     words: WordStream
+    map_skip: int = 0
+
+    def keys(self, cond: Mapping[str, torch.Tensor]) -> int:
+        return int(cond[self.words.key].shape[1])
 
     @contextmanager
     def controlled(self, control: AttentionControl) -> Iterator[None]:
@@ -230,7 +239,7 @@ class UNetNetwork:
 
 def plan(
     words: WordStream, prompts: Sequence[str], latents: int, unconditional: bool, keys: int, options: P2POptions,
-    method: str, num_steps: int, map_queries: int | None,
+    method: str, num_steps: int, map_queries: int | None, map_skip: int = 0,
 ) -> Plan:
     """The ``Plan`` of an edit of ``prompts`` (the source first); InputError for a replace of
     prompts of unequal token length and for a reweighted word no target has."""
@@ -257,7 +266,7 @@ def plan(
     cross, self_, _ = options.resolved(method)
     return Plan(
         len(prompts), latents, unconditional, int(cross * (num_steps + 1)), int(self_ * num_steps),
-        index, alpha, scale, map_queries,
+        index, alpha, scale, map_queries, map_skip,
     )  # fmt: skip
 
 
@@ -372,10 +381,10 @@ def prompt_to_prompt(
     unconditional = guidance.uncond is not None
     block = (2 if unconditional else 1) * P * B
     guidance = replace(guidance, model=_together(editor.denoiser, block))
-    keys = guidance.cond[words.key].shape[1]
+    keys = net.keys(guidance.cond)
     size = tuple(inv.x0.shape[2:])
     grid = net.grid(size) if needs_maps else None
-    control = AttentionControl(plan(words, prompts, B, unconditional, keys, options, s.method, s.num_steps, None if grid is None else grid[0] * grid[1]))
+    control = AttentionControl(plan(words, prompts, B, unconditional, keys, options, s.method, s.num_steps, None if grid is None else grid[0] * grid[1], net.map_skip))
     callback = None
     if options.blend:
         chosen = blend_words(words, prompts, options.blend, keys)

@@ -141,12 +141,13 @@ def run_request(
 def _sing(editor: Any, request: EditRequest, inversion: Inversion | None) -> None:
     """Give a model conditioned on lyrics the request's (an inversion brings its own); InputError
     for lyrics and a model that takes none."""
-    if not hasattr(editor.model, "lyrics"):
+    model = getattr(editor, "model", None)
+    if not hasattr(model, "lyrics"):
         if request.lyrics:
             raise InputError("only ACE-Step models are conditioned on lyrics: leave out --lyrics, or use an ACE-Step model")
         return
     if inversion is None:
-        editor.model.lyrics = request.lyrics
+        model.lyrics = request.lyrics
 
 
 def invert(editor: Any, request: EditRequest, item: Any) -> Inversion:

@@ -988,14 +988,13 @@ def test_stable_audio_open_edits_in_stereo_at_the_clips_rate(tiny_sao, tmp_path:
         assert (info.channels, info.samplerate, info.frames) == (2, 32000, sf.info(mono).frames)
 
 
-def test_stable_audio_open_refuses_what_it_cannot_do_in_one_line(
+def test_stable_audio_open_prompt_to_prompt_and_its_mask_over_time(
     tiny_sao, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runner = DemoRunner(tiny_sao, output_dir=tmp_path / "out")
     clip = stereo_clip(tmp_path / "tone.wav")
-    with pytest.raises(InputError, match=r"Prompt-to-Prompt controls the attention .* \(Stable Audio Open\) has none: choose another"):
-        runner.run(str(clip), "a piano", "a tone", steps=STEPS, t_start=T_START, method="p2p")
-    assert len(runner.cache) == 0  # refused before anything ran
+    result = runner.run(str(clip), "a piano", "a tone", steps=STEPS, t_start=T_START, method="p2p")  # the DiT's attention
+    assert result.attention is not None and len(runner.cache) == 1
 
     def half(inv, *args, **kwargs):  # the mask of time alone a trained model finds (the tiny one finds none)
         mask = torch.zeros(1, 1, inv.x0.shape[-1])

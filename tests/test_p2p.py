@@ -384,13 +384,6 @@ def test_cli_p2p_edit_writes_its_outputs_and_attention_picture(picture, tmp_path
     assert "replace" in json.dumps(record) and "dog=2" in json.dumps(record)
 
 
-def test_stable_audio_open_is_refused_in_one_line():
-    editor = AudioEditor.from_pretrained("tiny-sao", device="cpu", progress=False)
-    inv = editor.invert(tone(0.15, 44100), "a melody", num_steps=6, t_start=3)  # the tiny model's window: 0.19 s
-    with pytest.raises(InputError, match="ACE-Step, not of this model"):
-        editor.edit_p2p(inv, "a melody")
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_word_swap_against_float64_of_the_same_weights(picture, dtype):
     """The controlled layers (float32 probabilities beside the layer's own attention) cost no accuracy:

@@ -17,10 +17,9 @@ ACE-Step (48 kHz stereo); the stereo models' reconstruction and edits are stereo
 The steps, t_start and guidance it presets are the model's (:func:`model_presets`: the audio paper's,
 source guidance 3 for AudioLDM 2 and 1 for Stable Audio Open; 8 steps, t_start 6 and guidance 1 for
 ACE-Step's turbo checkpoints), and a model that edits one window only caps the clip length at that
-window (:func:`model_max_seconds`). What a model cannot do is refused in one line: Prompt-to-Prompt
-needs cross-attention to words (AudioLDM 2's and Stable Diffusion's UNet, ACE-Step's DiT), which the
-demo does not control in Stable Audio Open; the stereo models' automatic mask, over time alone, has
-no picture.
+window (:func:`model_max_seconds`). What a model cannot do is refused in one line: the stereo models'
+automatic mask, over time alone, has no picture (their Prompt-to-Prompt runs on the DiT, its
+attention drawn over the latent).
 
 With no prompt at all, the page finds the top principal components of the posterior at the edit's
 first step (optionally within a time range) and plays the clip moved along a chosen one, by minus and

@@ -54,17 +54,15 @@ _STEREO_NOTE = """
 
 {model} edits {khz:g} kHz stereo: the reconstruction and the edits are stereo at the clip's rate
 (a mono clip becomes two equal channels). Its latent has no frequency axis, so the automatic mask keeps
-time ranges (no mask picture).{p2p}{presets}
+time ranges (no mask picture), and Prompt-to-Prompt controls its DiT's attention to the words (the
+attention picture is drawn over its latent).{presets}
 """
 
 _STEREO_MODELS = {
-    "Stable Audio Open": ("", " Prompt-to-Prompt is not available for it."),
-    "ACE-Step": (
-        " Its presets (few steps, guidance 1 on turbo checkpoints) are the model's own, not the audio paper's.",
-        " Prompt-to-Prompt controls its DiT's attention to the words (the attention picture is drawn over its latent).",
-    ),
+    "Stable Audio Open": "",
+    "ACE-Step": " Its presets (few steps, guidance 1 on turbo checkpoints) are the model's own, not the audio paper's.",
 }
-"""The models that edit stereo, and what the page's note says of their presets and of Prompt-to-Prompt."""
+"""The models that edit stereo (the note the page shows for each), and what the note adds about their presets."""
 
 _CONCEPTS_HELP = """Add or remove up to three concepts (LEDITS semantic guidance), e.g. *drums* to remove. Each guides
 the edit where it differs most from the clip; with concepts the target may stay empty (the source
@@ -196,7 +194,7 @@ def build_app(
     short = "of one model window" if window is None else f"of at most {window:g} s (one model window)"
     name = model_name(editor)
     note = "" if name not in _STEREO_MODELS else _STEREO_NOTE.format(
-        model=name, khz=editor.model.sample_rate / 1000, presets=_STEREO_MODELS[name][0], p2p=_STEREO_MODELS[name][1])
+        model=name, khz=editor.model.sample_rate / 1000, presets=_STEREO_MODELS[name])
     origin = "in the audio paper for" if name != "ACE-Step" else "preset for"
 
     with gr.Blocks(title="Audio editing with text", delete_cache=_CACHE_CLEANUP) as demo:

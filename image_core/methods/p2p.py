@@ -85,7 +85,8 @@ class Plan:
         cross_end, self_end: the steps j < these inject cross- / self-attention.
         index, alpha: (P - 1, K) refinement of each target (None: replace, identity).
         scale: (P - 1, K) reweighting of each target's keys (None: no reweighting).
-        map_queries: the number of positions of the layers whose word maps are kept (None: none kept).
+        map_queries: the number of grid positions of the layers whose word maps are kept (None: none kept).
+        map_skip: positions before the grid in those layers' queries (a DiT's prepended global token), not kept.
     """
 
     prompts: int
@@ -97,6 +98,7 @@ class Plan:
     alpha: torch.Tensor | None = None
     scale: torch.Tensor | None = None
     map_queries: int | None = None
+    map_skip: int = 0
 
     @property
     def rows(self) -> int:
@@ -122,7 +124,8 @@ class AttentionControl:
         self._placed: dict[tuple[str, torch.device], torch.Tensor] = {}
 
     def _keeps(self, layer: Layer, queries: int) -> bool:
-        return self.plan.map_queries == queries and layer.stream == "words" and layer.place != "mid"
+        p = self.plan
+        return p.map_queries is not None and p.map_queries + p.map_skip == queries and layer.stream == "words" and layer.place != "mid"
 
     def wants(self, layer: Layer, queries: int) -> bool:
         p = self.plan
@@ -172,7 +175,7 @@ class AttentionControl:
     def _keep(self, cond: torch.Tensor) -> None:
         if cond.shape[0] != 1:
             raise RuntimeError("attention maps are kept for latents that fit one window of the model")
-        mean = cond[0].mean(dim=2)  # (P, B, Q, K): heads averaged
+        mean = cond[0, ..., self.plan.map_skip :, :].mean(dim=2)  # (P, B, Q, K): heads averaged
         self.maps = mean if self.maps is None else self.maps + mean
         self.map_calls += 1
 

@@ -1,6 +1,6 @@
-"""Prompt-to-Prompt on ACE-Step 1.5: the words of its packed condition and the DiT's attention layers.
+"""Prompt-to-Prompt on the audio DiTs: their words and attention layers (``p2p.Network``).
 
-Keys. The DiT cross-attends to one sequence per prompt (``AceStepConditionEncoder``, valid tokens
+**ACE-Step 1.5.** Keys. The DiT cross-attends to one sequence per prompt (``AceStepConditionEncoder``, valid tokens
 first): the lyric encoder's states (the formatted lyrics' tokens), the timbre encoder's, then the
 text encoder's states of the caption template ("# Instruction ... # Caption\\n{prompt}\\n\\n# Metas
 ..."). A word of the prompt is every template token whose characters overlap it (the tokenizer's
@@ -16,21 +16,31 @@ cross-attention control only. The DiT runs every row of an edit in one call whil
 controlled; each row attends to its own condition's keys (``GroupedControlledProcessor``).
 
 Maps. (1, Q) over the DiT's Q = ceil(frames / patch) positions: the word maps are over time.
+
+**Stable Audio Open.** Its DiT cross-attends to the T5 tokens of the prompt (padded to 128 with zero
+states, as its pipeline runs it), then the seconds_start and seconds_total states: the words are the
+T5 tokens (``p2p.Tokens``) and the two seconds keys follow them, the same in every row. Its
+self-attention runs over a global token followed by the latent's frames (21.5 a second):
+self-attention is injected for at most 16² positions (clips up to 11.9 s) and the word maps skip the
+global token, so they are (1, frames).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import torch
+
 from image_core import attention
 from image_core.methods.p2p import AttentionControl
-from image_core.p2p import spans_positions
+from image_core.p2p import Tokens, spans_positions
 
 if TYPE_CHECKING:
     from .ace_step import AceStepModel
+    from .stable_audio import StableAudioModel
 
 CAPTION = "# Caption\n"  # the header before the prompt in the pipeline's caption template
 TEXT_TOKENS, LYRIC_TOKENS = 256, 2048  # the pipeline's truncation of the template and of the lyrics
@@ -85,10 +95,14 @@ class AceStepNetwork:
     """``p2p.Network`` of an ACE-Step model: its DiT's attention layers and its words."""
 
     model: AceStepModel
+    map_skip: int = 0
 
     @property
     def words(self) -> AceStepWords:
         return AceStepWords(self.model)
+
+    def keys(self, cond: Mapping[str, torch.Tensor]) -> int:
+        return int(cond["text"].shape[1])
 
     @contextmanager
     def controlled(self, control: AttentionControl) -> Iterator[None]:
@@ -100,3 +114,29 @@ class AceStepNetwork:
         patch = int(self.model.transformer.config.patch_size)
         return 1, -(-int(size[-1]) // patch)
 
+
+
+SECONDS_KEYS = 2  # seconds_start and seconds_total, after Stable Audio Open's text keys
+
+
+@dataclass(frozen=True)
+class StableAudioNetwork:
+    """``p2p.Network`` of a Stable Audio Open model: its DiT's attention layers and its T5 words."""
+
+    model: StableAudioModel
+    map_skip: int = 1  # the DiT's global token before the frames
+
+    @property
+    def words(self) -> Tokens:
+        return Tokens(self.model.tokenizer, "text")
+
+    def keys(self, cond: Mapping[str, torch.Tensor]) -> int:
+        return int(cond["text"].shape[1]) + SECONDS_KEYS
+
+    @contextmanager
+    def controlled(self, control: AttentionControl) -> Iterator[None]:
+        with attention.controlled(self.model.transformer, control):
+            yield
+
+    def grid(self, size: Sequence[int]) -> tuple[int, int]:
+        return 1, int(size[-1])

@@ -1,10 +1,10 @@
-"""Prompt-to-Prompt on ACE-Step 1.5's DiT (tiny random-weight model, CPU).
+"""Prompt-to-Prompt on the audio DiTs: ACE-Step 1.5 and Stable Audio Open (tiny random-weight models, CPU).
 
-References: the packed condition is rebuilt here from the pipeline's own pieces (its prompt
+References: ACE-Step's packed condition is rebuilt here from the pipeline's own pieces (its prompt
 encoding, the text projector, diffusers' packing order lyric -> timbre -> text); the attention of
-a controlled layer against the layer's own processor; the P2P rules as in ``test_p2p`` (replace
-sets a target's maps to the source's; self-attention injected; outside the local-blend mask the
-target equals its source row).
+a controlled layer against the layer's own processor (diffusers' ``AceStepAttnProcessor2_0`` and
+``StableAudioAttnProcessor2_0``); the P2P rules as in ``test_p2p`` (replace sets a target's maps to
+the source's; self-attention injected; outside the local-blend mask the target equals its source row).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import torch
 from audio_edit.ace_step import AceStepModel
 from audio_edit.ace_step_editor import AceStepEditor
 from audio_edit.audio_io import Audio
+from audio_edit.stable_audio import StableAudioModel
+from audio_edit.stable_audio_editor import StableAudioEditor
 from image_core import attention
 from image_core.methods.p2p import AttentionControl
 from image_core.p2p import P2POptions, prompt_to_prompt
@@ -83,13 +85,14 @@ class Unchanged:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_a_controlled_layer_that_changes_nothing_is_the_layers_own_attention(dtype):
+@pytest.mark.parametrize("name", ["tiny-acestep", "tiny-sao"])
+def test_a_controlled_layer_that_changes_nothing_is_the_layers_own_attention(name, dtype):
     """Every self- and cross-attention layer computed by the controlled processor (fused attention of
     the layer's own inputs plus (P' - P) v) gives the DiT's output bit for bit, in every dtype."""
-    model = AceStepModel.from_pretrained("tiny-acestep", dtype=dtype)
+    model = (AceStepModel if name == "tiny-acestep" else StableAudioModel).from_pretrained(name, dtype=dtype)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, model.latent_channels, 40, generator=g)
-    t = torch.tensor([0.7, 0.3])
+    t = torch.tensor([0.7, 0.3]) if name == "tiny-acestep" else torch.tensor([30.0, 0.5])
     cond = model.encode_prompts([SOURCE, SWAPPED])
     plain = model.predict_eps(x, t, cond)
     control = Unchanged()
@@ -228,3 +231,48 @@ def test_the_command_line_runs_p2p_and_draws_the_word_maps(tmp_path, capsys):
     edited, rate = sf.read(out, always_2d=True)
     assert rate == 48000 and edited.shape == wave.T.shape and np.isfinite(edited).all()
     assert Image.open(picture).size[1] > 0
+
+
+# ------------------------------------------------------------------------------ Stable Audio Open
+
+
+@pytest.fixture(scope="module")
+def sao() -> StableAudioEditor:
+    return StableAudioEditor(StableAudioModel.from_pretrained("tiny-sao", dtype=torch.float64), progress=False)
+
+
+def sao_clip(seconds: float) -> Audio:
+    n = int(seconds * 44100)
+    return Audio((0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / 44100)[None] * np.ones((2, 1))).astype(np.float32), 44100)
+
+
+def test_stable_audio_open_word_swap_reads_the_t5_words_and_the_seconds_keys(sao, monkeypatch):
+    """Stable Audio Open: the keys are the T5 tokens (padded to the tokenizer's length) and the two seconds states; a
+    word swap sets the target's maps to the source's over all of them; self-attention (a global
+    token and the frames: 0.03 s of the tiny model is 166 frames, at most 16² positions) is injected;
+    the identity edit with the source's guidance is the plain edit of the source prompt (whose first
+    step, first order, differs from the reconstruction on this second-order sampler)."""
+    recorder = Recorder(monkeypatch)
+    inv = sao.invert(sao_clip(0.03), "a soft melody", num_steps=8, t_start=6, cfg_src=3.0)
+    sao.edit_p2p(inv, "a loud melody", cross_steps=1.0, self_steps=1.0, cfg_tar=3.0, output_type="latent")
+    frames, text = inv.x0.shape[-1], sao.model.tokenizer.model_max_length  # 128 in the real model, 64 in the tiny one
+    kinds = {(layer.stream, after.shape[-2], after.shape[-1]) for layer, _, _, after, _ in recorder.seen}
+    assert kinds == {("words", frames + 1, text + 2), ("self", frames + 1, frames + 1)}
+    for layer, _, before, after, plan in recorder.seen:
+        rows = conditional(after, plan)
+        assert torch.equal(rows[1], rows[0])
+        assert torch.equal(after[plan.rows :], before[plan.rows :])  # the unconditional half untouched
+    monkeypatch.undo()
+    same = sao.edit_p2p(inv, "a soft melody", cross_steps=1.0, self_steps=1.0, cfg_tar=3.0, output_type="latent")
+    # float64 rounding of a batch of 2 against 1, through a chain from EDM level 500 (the tiny model's
+    # own reconstruction is 8e-11 from the input)
+    assert relative(same, sao.edit(inv, "a soft melody", cfg_tar=3.0, output_type="latent")) < 1e-7
+
+
+def test_stable_audio_open_maps_skip_the_global_token_and_blend_over_frames(sao, tmp_path):
+    inv = sao.invert(sao_clip(0.03), "a soft melody", num_steps=8, t_start=6)
+    out, maps = sao.edit_p2p(inv, "a soft loud melody", mode="refine", blend=["loud"], output_type="latent", return_attention=True)
+    frames = inv.x0.shape[-1]
+    assert out.shape == inv.x0.shape and maps.maps.shape == (2, 1, frames, sao.model.tokenizer.model_max_length + 2)
+    sao.draw_attention(maps, inv, tmp_path / "maps.png")
+    assert (tmp_path / "maps.png").stat().st_size > 0
