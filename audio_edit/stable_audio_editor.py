@@ -78,8 +78,10 @@ class StableAudioCodec:
         }  # fmt: skip
         return Source(np.ascontiguousarray(wave, dtype=np.float32), meta)
 
-    def latent_shape(self, source: Source) -> tuple[int, int]:
-        return (self.model.latent_channels, -(-source.data.shape[1] // self.model.hop_length))
+    def latent_shape(self, source: Source | int) -> tuple[int, int]:
+        """(C, frames) of the latent of a clip (its ``Source`` or its number of samples at the model's rate)."""
+        samples = source if isinstance(source, int) else source.data.shape[1]
+        return (self.model.latent_channels, -(-samples // self.model.hop_length))
 
     @torch.no_grad()
     def encode(self, source: Source) -> torch.Tensor:
@@ -167,6 +169,10 @@ class StableAudioEditor(Editor):
             raise InputError(f"overlap must be in [0, {limit}) latent frames, got {overlap}")
         denoiser = WindowedDenoiser(model.predict_eps, axis=2, window=self.window, overlap=self.overlap, max_batch=window_batch)
         super().__init__(model, self.codec_class(model, self.overlap), denoiser, **kwargs)
+
+    def latent_shape(self, num_samples: int) -> tuple[int, int]:
+        """(C, frames) of the latent of a clip of ``num_samples`` at the model's rate."""
+        return self.codec.latent_shape(num_samples)
 
     def inversion_rows(self, x0: torch.Tensor) -> int:
         """Fewer timesteps per inversion call for clips of several windows: as many window-rows in all

@@ -222,7 +222,7 @@ class ControlledProcessor:
         return out / attn.rescale_output_factor
 
 
-class GroupedControlledProcessor:
+class GroupedControlledProcessor(ControlledProcessor):
     """``ControlledProcessor`` for ACE-Step's grouped-query attention (``AceStepAttention`` with
     ``AceStepAttnProcessor2_0``: RMS-normed q / k, RoPE on self-attention, a sliding-window mask on
     some self-attention layers).
@@ -237,9 +237,10 @@ class GroupedControlledProcessor:
     """
 
     def __init__(self, layer: Layer, controller: Controller, fallback: Any, lengths: Callable[[], list[int] | None]) -> None:
-        self.layer, self.controller, self.fallback, self.lengths = layer, controller, fallback, lengths
+        super().__init__(layer, controller, fallback)
+        self.lengths = lengths
 
-    def __call__(
+    def __call__(  # type: ignore[override]
         self,
         attn: Any,
         hidden_states: torch.Tensor,
@@ -270,15 +271,12 @@ class GroupedControlledProcessor:
         return attn.to_out[1](attn.to_out[0](out))
 
 
-class RotaryControlledProcessor:
+class RotaryControlledProcessor(ControlledProcessor):
     """``ControlledProcessor`` for Stable Audio Open's DiT (diffusers' ``Attention`` with
     ``StableAudioAttnProcessor2_0``: key / value heads repeated to the query heads, RoPE on part of
     each head, in float32, when the block passes it)."""
 
-    def __init__(self, layer: Layer, controller: Controller, fallback: Any) -> None:
-        self.layer, self.controller, self.fallback = layer, controller, fallback
-
-    def __call__(
+    def __call__(  # type: ignore[override]
         self,
         attn: Any,
         hidden_states: torch.Tensor,

@@ -20,6 +20,7 @@ from .p2p import P2POptions
 from .request import FIXED_BY_INVERSION, METHODS, P2P_ONLY, TRACKED, EditRequest, MaskChoice, PCOptions, Region, check_request
 
 if TYPE_CHECKING:
+    from .batch import Command
     from .inversion import Inversion
 
 MAX_THREADS = 1024
@@ -354,6 +355,21 @@ def quiet_hub_logging() -> None:
     from huggingface_hub.utils import logging as hub_logging
 
     hub_logging.set_verbosity_error()
+
+
+def run_command(command: Command, edit: Callable[[Sequence[str]], None], argv: Sequence[str]) -> None:
+    """Run a command line as ``run`` does: ``edit(argv)``, or ``command``'s batch run when ``argv``
+    starts with "batch" (``image-edit batch MANIFEST ...``)."""
+
+    def main() -> None:
+        if argv and argv[0] == "batch":
+            from .batch import run_batch
+
+            run_batch(command, argv[1:])
+        else:
+            edit(argv)
+
+    run(main)
 
 
 def run(main: Callable[[], None]) -> None:

@@ -57,11 +57,6 @@ def _read(args: Any) -> Prepared:
 
 
 def _main(argv: Sequence[str]) -> None:
-    if argv and argv[0] == "batch":
-        from ..batch import run_batch
-
-        run_batch(COMMAND, argv[1:])
-        return
     args = cli_common.parse_arguments(_parser(), argv)
     cli_common.set_threads(args.threads)
     edit = _read(args)
@@ -158,7 +153,7 @@ COMMAND = Command(
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``image-edit`` (and of ``image-edit batch MANIFEST``)."""
-    cli_common.run(lambda: _main(argv if argv is not None else sys.argv[1:]))
+    cli_common.run_command(COMMAND, _main, argv if argv is not None else sys.argv[1:])
 
 
 if __name__ == "__main__":  # python -m image_core.stable_diffusion.cli (e.g. under accelerate launch -m)
