@@ -15,7 +15,9 @@ pipeline). The DiT's velocity u = ε - x0 converts to ε = x_t + (1 - t) u
 Conditions, one row per prompt: ``{"text": (B, L, D) the condition encoder's packed sequence,
 "mask": (B, L) 1 on its L_b valid tokens, 0 on the zero padding that ``batching.cat`` adds}``. The
 DiT's cross-attention has no padding mask, so ``predict_eps`` runs rows of equal length together on
-their valid tokens only: every row is the DiT's output for that prompt alone. A prompt is encoded as
+their valid tokens only: every row is the DiT's output for that prompt alone. Under attention
+control (``rows_together``) it runs all rows in one call instead, padded to the longest, and the
+controlled processors keep each row to its own keys (``image_core.attention.attend``). A prompt is encoded as
 the pipeline encodes a text2music request (its caption template with the task instruction and the
 metadata, bpm / key / time signature "N/A" and the clip's duration in whole seconds; lyrics empty:
 instrumental; the timbre from the learned silence latent, as without reference audio). The
@@ -155,11 +157,12 @@ class AceStepModel(WaveformVAE):
     def rows_together(self) -> Iterator[Callable[[], list[int] | None]]:
         """Inside the block every model call runs its rows in one DiT call, their conditions padded
         to the longest; yields what tells the attention processors each row's valid keys."""
+        before = self._together, self.row_keys
         self._together = True
         try:
             yield lambda: self.row_keys
         finally:
-            self._together, self.row_keys = False, None
+            self._together, self.row_keys = before
 
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
@@ -255,7 +258,7 @@ def hub_name(name: str) -> str | None:
     """The repository name of an ACE-Step 1.5 hub id ("owner/acestep-v15-...": the diffusers
     checkpoints, e.g. ACE-Step/acestep-v15-xl-turbo-diffusers, ACE-Step/acestep-v15-xl-base-diffusers),
     lower-cased; None for anything else (a local folder included)."""
-    owner, slash, repo = name.partition("/")
+    _, slash, repo = name.partition("/")
     if not slash or "/" in repo or os.path.exists(name):
         return None
     return repo.lower() if repo.lower().startswith("acestep-v15") else None

@@ -43,8 +43,7 @@ __all__ = ["AceStepCodec", "AceStepEditor", "defaults_for", "defaults_for_name",
 
 STEPS, T_START, CFG_SRC, CFG_TAR, CFG_TAR_TURBO = 8, 6, 1.0, 7.0, 1.0
 VAE_SECONDS = 30  # the VAE's window for long clips (overlap-added)
-PICTURE = (64, 128)
-CONDITIONS = ("duration", "lyrics", "vocal_language")  # the model's settings a prompt is encoded with  # (height, width) of the latent drawn under the attention maps
+CONDITIONS = ("duration", "lyrics", "vocal_language")  # the model's settings a prompt is encoded with
 
 
 def defaults_for(model: AceStepModel) -> Defaults:
@@ -133,10 +132,13 @@ class AceStepEditor(StableAudioEditor):
 
     def prepare(self, inv: Inversion) -> Run:
         """``LatentEditor.prepare``, with the model's caption duration and lyrics set to those the
-        inversion was made with (recorded by the codec), so its source prompt encodes as it did."""
+        inversion was made with (recorded by the codec), so its source prompt encodes as it did; an
+        inversion that records none (made by ``invert_latent``, or an older file) is the clip's length,
+        instrumental. The model keeps them after the edit."""
+        recorded = {"duration": inv.meta.get("num_samples", 0) / self.model.sample_rate or self.model.duration,
+                    "lyrics": "", "vocal_language": "en", **{k: v for k, v in inv.meta.items() if k in CONDITIONS}}  # fmt: skip
         for name in CONDITIONS:
-            if name in inv.meta:
-                setattr(self.model, name, inv.meta[name])
+            setattr(self.model, name, recorded[name])
         return super().prepare(inv)
 
     @classmethod

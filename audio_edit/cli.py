@@ -63,15 +63,14 @@ def _read(args: Any) -> Prepared:
         facts = {"sample_rate": clip.sample_rate, "num_frames": clip.num_frames}
         cli_common.check_inversion_fits(loaded, facts, "sample rate and length", args.inversion)
     seeds = list(loaded.settings.seeds) if loaded else list(range(args.seed, args.seed + args.num_outputs))
-    args.lyrics = _lyrics(args.lyrics)
     request = cli_common.request_from_args(args, ranges, pc_ranges, parsed=True)
     return Prepared(args, clip, request, loaded, seeds)
 
 
 def _lyrics(text: str | None) -> str | None:
-    """--lyrics as text: "@FILE" read from a UTF-8 file; InputError for a file that cannot be read."""
+    """--lyrics as text (stripped): "@FILE" read from a UTF-8 file; InputError for a file that cannot be read."""
     if text is None or not text.startswith("@"):
-        return text
+        return None if text is None else text.strip()
     path = Path(text[1:])
     try:
         return path.read_text(encoding="utf-8").strip()
@@ -83,12 +82,14 @@ def _lyrics(text: str | None) -> str | None:
 def _model_defaults(args: Any) -> None:
     """Give --steps, --tstart, --cfg-src and --cfg-tar not given on the command line the editor
     defaults of Stable Audio Open or ACE-Step when --model is one (the parser's are AudioLDM's);
-    refuse --lyrics for a model that is not ACE-Step."""
+    refuse --lyrics for a model that is not ACE-Step, and read them from their file (so batch rows
+    are keyed and grouped by the lyrics themselves)."""
     from .ace_step import ACE_STEP_ID, is_ace_step
     from .stable_audio import is_stable_audio
 
     if args.lyrics is not None and not is_ace_step(args.model):
         raise InputError(f"--lyrics conditions ACE-Step models, not {args.model}: leave it out, or give --model {ACE_STEP_ID}")
+    args.lyrics = _lyrics(args.lyrics)
     if is_stable_audio(args.model):
         from .stable_audio_editor import DEFAULTS as model_defaults
     elif is_ace_step(args.model):

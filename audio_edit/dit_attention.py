@@ -21,7 +21,7 @@ Maps. (1, Q) over the DiT's Q = ceil(frames / patch) positions: the word maps ar
 states, as its pipeline runs it), then the seconds_start and seconds_total states: the words are the
 T5 tokens (``p2p.Tokens``) and the two seconds keys follow them, the same in every row. Its
 self-attention runs over a global token followed by the latent's frames (21.5 a second):
-self-attention is injected for at most 16² positions (clips up to 11.9 s) and the word maps skip the
+self-attention is injected for at most 16² positions (clips up to 11.8 s) and the word maps skip the
 global token, so they are (1, frames).
 """
 

@@ -1,9 +1,10 @@
 """Attention control through a network's attention processors (diffusers' ``AttnProcessor`` API).
 
-Every attention layer of the network (a UNet, or ACE-Step's DiT) gets a ``ControlledProcessor``
-(``GroupedControlledProcessor`` for the DiT's grouped-query attention) for the duration of an edit
+Every attention layer of the network (a UNet, or the DiT of ACE-Step or Stable Audio Open) gets a
+``ControlledProcessor`` (``GroupedControlledProcessor`` for ACE-Step's grouped-query attention,
+``RotaryControlledProcessor`` for Stable Audio Open's) for the duration of an edit
 (``controlled``): where the controller asks for a layer's probabilities P, the processor computes
-them explicitly (scores and softmax in float32 whatever the model's dtype), hands them to the
+them explicitly (scores and softmax in float32 whatever the model's dtype, float64 for a float64 model), hands them to the
 controller, and attends with what it returns, P', as
 
     out = A(q, k, v) + (P' - P) v
@@ -19,7 +20,7 @@ A ``Layer`` says what a layer attends to:
 ==========  =========================================================================
 ``self``    self-attention over the latent grid
 ``words``   cross-attention to word-aligned text tokens (CLIP in Stable Diffusion,
-            Flan-T5 in AudioLDM 2, ACE-Step's packed condition)
+            Flan-T5 in AudioLDM 2, ACE-Step's packed condition, T5 in Stable Audio Open)
 ``states``  cross-attention to states that are not word-aligned (the 8 states GPT-2
             generates in AudioLDM 2)
 ==========  =========================================================================
@@ -121,7 +122,7 @@ def attend(
     hands them to ``F.scaled_dot_product_attention`` with ``mask``, ``scale`` and ``gqa``
     (``enable_gqa``), which this calls the same way: A(q, k, v). ``lengths``: each row's valid keys
     (None: all); rows are then grouped by length, each group attending to its own keys only.
-    With ``wants``, the probabilities P (float32) go to the controller and the result is
+    With ``wants``, the probabilities P (float32; float64 for a float64 model) go to the controller and the result is
     A + (P' - P) v: A bit for bit wherever P' = P.
     """
 
@@ -141,11 +142,12 @@ def attend(
         out = fused(query, key, value)
     if not wants:
         return out
+    exact = torch.promote_types(query.dtype, torch.float32)  # float32, or the model's float64
     repeat = query.shape[1] // key.shape[1]
-    key, value = key.repeat_interleave(repeat, 1).float(), value.repeat_interleave(repeat, 1).float()
-    scores = (query.float() @ key.transpose(-1, -2)) * (query.shape[-1] ** -0.5 if scale is None else scale)
+    key, value = key.repeat_interleave(repeat, 1).to(exact), value.repeat_interleave(repeat, 1).to(exact)
+    scores = (query.to(exact) @ key.transpose(-1, -2)) * (query.shape[-1] ** -0.5 if scale is None else scale)
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.to(exact)
     if padded:
         valid = torch.arange(keys, device=scores.device) < torch.tensor(lengths, device=scores.device)[:, None]
         scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
@@ -264,6 +266,11 @@ class GroupedControlledProcessor(ControlledProcessor):
             rope = dict(use_real=True, use_real_unbind_dim=-2, sequence_dim=1)
             query, key = apply_rotary_emb(query, image_rotary_emb, **rope), apply_rotary_emb(key, image_rotary_emb, **rope)
         query, key, value = (x.transpose(1, 2) for x in (query, key, value))  # (n, heads, L, D)
+        window = getattr(attn, "sliding_window", None)
+        if not cross and attention_mask is None and window is not None and query.shape[2] > window:
+            # a flash backend makes the DiT pass no band mask (the backend keeps the window): |i - j| <= window
+            position = torch.arange(query.shape[2], device=query.device)
+            attention_mask = ((position[:, None] - position[None]).abs() <= window)[None, None]
         out = attend(
             self.controller, self.layer, query, key, value, attention_mask, attn.scaling, attn.heads != attn.kv_heads, lengths, wants
         )  # fmt: skip

@@ -404,5 +404,5 @@ def prompt_to_prompt(
     maps = None
     if keep_maps:
         average = control.average()[:, 0]  # (P, Q, K): the first latent
-        maps = AttentionMaps(prompts, [words.strings(p) for p in prompts], average.reshape(P, *grid, keys).cpu())  # type: ignore[misc]
+        maps = AttentionMaps(prompts, [words.strings(p) for p in prompts], average.reshape(P, *grid, keys).float().cpu())  # type: ignore[misc]
     return latents, maps

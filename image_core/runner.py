@@ -144,7 +144,7 @@ def _sing(editor: Any, request: EditRequest, inversion: Inversion | None) -> Non
     model = getattr(editor, "model", None)
     if not hasattr(model, "lyrics"):
         if request.lyrics:
-            raise InputError("only ACE-Step models are conditioned on lyrics: leave out --lyrics, or use an ACE-Step model")
+            raise InputError("only ACE-Step models are conditioned on lyrics: leave the lyrics out, or use an ACE-Step model")
         return
     if inversion is None:
         model.lyrics = request.lyrics

@@ -220,7 +220,13 @@ def test_null_text_inversion_runs_and_prompt_to_prompt_edits_it(editor):
     assert rel(editor.reconstruct_latent(null), null.x0) < rel(editor.reconstruct_latent(pivot), pivot.x0)
     waves = editor.edit(null, "jazz piano", 5.0)
     assert waves[0].shape == (2, audio.num_frames) and np.isfinite(waves[0]).all()
-    same = editor.edit_p2p(null, "a tone", cfg_tar=5.0, output_type="latent")  # the identity edit
+    calls = []
+    hook = editor.model.transformer.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    try:
+        same = editor.edit_p2p(null, "a tone", cfg_tar=5.0, output_type="latent")  # the identity edit
+    finally:
+        hook.remove()
+    assert calls == [4] * 6  # per edited step one call: source and target rows, each with its one-key null row
     assert rel(same, editor.reconstruct_latent(null)) < 1e-5
     swapped = editor.edit_p2p(null, "a bell", cfg_tar=5.0)
     assert swapped[0].shape == (2, audio.num_frames) and np.isfinite(swapped[0]).all()

@@ -103,6 +103,68 @@ def test_a_controlled_layer_that_changes_nothing_is_the_layers_own_attention(nam
     assert torch.equal(controlled, plain)
 
 
+class Nothing(Unchanged):
+    """A controller that returns all-zero probabilities: the layer then attends with A + (0 - P) v,
+    zero exactly when P is the probabilities the fused attention A used."""
+
+    def __call__(self, layer, probs):
+        self.calls += 1
+        return torch.zeros_like(probs)
+
+
+def grouped_dit(name: str) -> tuple[object, torch.Tensor, dict]:
+    """A float64 DiT of ``name``'s tiny layout with 4 query heads over 2 key-value heads (the order
+    heads are repeated in matters), and latents, levels and conditions of two prompts for it."""
+    if name == "tiny-acestep":
+        from diffusers import AceStepTransformer1DModel
+
+        from audio_edit.tiny_ace_step import build_tiny_ace_step
+
+        parts = build_tiny_ace_step()
+        config = dict(parts["transformer"].config)
+        config.update(num_attention_heads=4, num_key_value_heads=2, sliding_window=8)
+        parts["transformer"] = AceStepTransformer1DModel(**{k: v for k, v in config.items() if not k.startswith("_")})
+        model = AceStepModel(parts, dtype=torch.float64)
+        t = torch.tensor([0.7, 0.3], dtype=torch.float64)
+    else:
+        from diffusers import StableAudioDiTModel
+
+        from audio_edit.tiny import build_tiny_sao
+
+        parts = build_tiny_sao()
+        config = dict(parts["transformer"].config)
+        config.update(num_attention_heads=4, num_key_value_attention_heads=2)
+        parts["transformer"] = StableAudioDiTModel(**{k: v for k, v in config.items() if not k.startswith("_")})
+        model = StableAudioModel(parts, dtype=torch.float64)
+        t = torch.tensor([30.0, 0.5], dtype=torch.float64)
+    x = torch.randn(2, model.latent_channels, 40, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    return model, (x, t), model.encode_prompts([SOURCE, SWAPPED])
+
+
+@pytest.mark.parametrize("name", ["tiny-acestep", "tiny-sao"])
+def test_the_controller_sees_the_probabilities_the_layer_attends_with(name):
+    """With every layer's probabilities replaced by zeros every attention output is 0 (A - P v = 0),
+    so ε is that of a DiT whose attention layers output nothing: checked against the DiT with its
+    attention projections' outputs zeroed (grouped-query heads, RoPE and ACE-Step's sliding window
+    included). Then the unchanged controller gives the DiT's own output."""
+    model, (x, t), cond = grouped_dit(name)
+    control = Nothing()
+    with attention.controlled(model.transformer, control) as found:
+        silenced = model.predict_eps(x, t, cond)
+    assert control.calls == len(found) == 2 * model.transformer.config.get("num_hidden_layers", model.transformer.config.get("num_layers"))
+    hooks = [module.to_out[0].register_forward_hook(lambda module, args, out: torch.zeros_like(out))
+             for name_, module in model.transformer.named_modules() if name_.endswith(("attn", "attn1", "attn2"))]  # fmt: skip
+    try:
+        reference = model.predict_eps(x, t, cond)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    torch.testing.assert_close(silenced, reference, rtol=1e-10, atol=1e-10)
+    assert relative(model.predict_eps(x, t, cond), reference) > 1e-3  # the attention matters
+    with attention.controlled(model.transformer, Unchanged()):
+        assert torch.equal(model.predict_eps(x, t, cond), model.predict_eps(x, t, cond))
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_rows_of_different_condition_lengths_run_together_as_alone(dtype):
     """While attention is controlled every row runs in one DiT call, its condition padded to the
