@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sounds import noisy_tone, relative
 
 from audio_edit.ace_step import ACE_STEP_ID, AceStepModel, is_ace_step
 from audio_edit.ace_step_editor import AceStepEditor
@@ -27,15 +28,10 @@ def editor(model) -> AceStepEditor:
 
 
 def clip(seconds: float = 0.3, rate: int = RATE, channels: int = 2, seed: int = 0) -> Audio:
-    g = np.random.default_rng(seed)
-    n = int(seconds * rate)
-    t = np.arange(n) / rate
-    tone = 0.3 * np.sin(2 * np.pi * 440 * t)[None] + 0.05 * g.standard_normal((channels, n))
-    return Audio(tone.astype(np.float32), rate)
+    return noisy_tone(seconds, rate, channels, seed)
 
 
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).norm() / b.norm()).item()
+rel = relative
 
 
 def test_tiny_model_round_trips_through_from_pretrained(model, tmp_path):

@@ -19,23 +19,16 @@ from audio_edit.audio_io import Audio
 from audio_edit.stable_audio import StableAudioModel
 from audio_edit.stable_audio_editor import StableAudioEditor
 from image_core import attention
-from image_core.methods.p2p import AttentionControl
 from image_core.p2p import P2POptions, prompt_to_prompt
 
+from sounds import noisy_tone, relative
 from test_p2p import Recorder, conditional
 
 SOURCE, SWAPPED = "soft piano melody", "soft organ melody"  # one byte a token: equal token lengths
 
 
 def clip(seconds: float = 3.0, seed: int = 0) -> Audio:
-    g = np.random.default_rng(seed)
-    n = int(seconds * 48000)
-    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / 48000)[None] + 0.05 * g.standard_normal((2, n))
-    return Audio(tone.astype(np.float32), 48000)
-
-
-def relative(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).norm() / b.norm()).item()
+    return noisy_tone(seconds, 48000, 2, seed)
 
 
 @pytest.fixture(scope="module")

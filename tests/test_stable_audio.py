@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from sounds import noisy_tone, relative
 
 from audio_edit import AudioEditor
 from audio_edit.audio_io import Audio
@@ -26,15 +27,10 @@ def model() -> StableAudioModel:
 
 
 def clip(seconds: float = 0.05, rate: int = RATE, channels: int = 2, seed: int = 0) -> Audio:
-    g = np.random.default_rng(seed)
-    n = int(seconds * rate)
-    t = np.arange(n) / rate
-    tone = 0.3 * np.sin(2 * np.pi * 440 * t)[None] + 0.05 * g.standard_normal((channels, n))
-    return Audio(tone.astype(np.float32), rate)
+    return noisy_tone(seconds, rate, channels, seed)
 
 
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).norm() / b.norm()).item()
+rel = relative
 
 
 def test_tiny_sao_round_trips_through_from_pretrained(model, tmp_path):
