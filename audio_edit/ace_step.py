@@ -28,7 +28,9 @@ Null-text inversion optimises its "text" row.
 
 Lyrics: ``AceStepModel.lyrics`` (default "", instrumental) is passed to the pipeline's prompt
 encoding for every non-empty prompt: its lyric tokens go through the text encoder's embedding table
-and the condition encoder's lyric encoder (``vocal_language`` sets the language header).
+and the condition encoder's lyric encoder (``vocal_language`` sets the language header). A prompt
+given as ``Sung(caption, lyrics)`` is sung with its own lyrics instead: a target with new lyrics
+edits the words of a song.
 
 The caption's duration is ``AceStepModel.duration`` (seconds): the codec sets it to the length of
 each clip it reads, so prompts are encoded for the clip being edited.
@@ -64,6 +66,39 @@ COMPONENTS = {  # folder -> (library, class)
 # explicitly) gives no chain by itself, so the adapter always uses this one.
 SCHEDULER_CONFIG = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}
 TIMBRE_SECONDS = 30  # the reference length the pipeline gives the timbre encoder
+
+
+class Sung(str):
+    """A prompt with lyrics of its own: the caption ``str(prompt)`` sung with ``prompt.lyrics``
+    (ACE-Step; a plain prompt takes the model's lyrics). Equal only to a ``Sung`` of the same
+    caption and lyrics, so prompts of one caption and different lyrics stay apart."""
+
+    lyrics: str
+
+    def __new__(cls, caption: str, lyrics: str) -> Sung:
+        prompt = super().__new__(cls, caption)
+        prompt.lyrics = lyrics
+        return prompt
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and str(self) == str(other) and getattr(other, "lyrics", None) == self.lyrics
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash((str(self), self.lyrics))
+
+    def __getnewargs__(self) -> tuple[str, str]:  # type: ignore[override]
+        return str(self), self.lyrics
+
+    def __repr__(self) -> str:
+        return f"Sung({str(self)!r}, {self.lyrics!r})"
+
+
+def lyrics_of(prompt: str, default: str) -> str:
+    """The lyrics ``prompt`` is sung with: its own (``Sung``), else ``default`` (the model's)."""
+    return prompt.lyrics if isinstance(prompt, Sung) else default
 
 
 class AceStepModel(WaveformVAE):
@@ -174,7 +209,7 @@ class AceStepModel(WaveformVAE):
                 rows.append(self.condition_encoder.null_condition_emb.detach().float().reshape(1, 1, -1))
                 continue
             text, text_mask, lyric, lyric_mask = self.pipeline().encode_prompt(
-                prompt=[prompt], lyrics=[self.lyrics], device=self.device, vocal_language=self.vocal_language,
+                prompt=[prompt], lyrics=[lyrics_of(prompt, self.lyrics)], device=self.device, vocal_language=self.vocal_language,
                 audio_duration=self.duration,
             )  # fmt: skip
             states, mask = self.condition_encoder(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from collections.abc import Sequence
@@ -42,7 +43,10 @@ def _parser() -> cli_common.Parser:
     parser.add_argument("--spectrogram", action="store_true", help="also write a PNG of the input's and the edits' spectrograms")
     parser.add_argument("--lyrics", default=None, metavar="TEXT|@FILE",
                         help="ACE-Step only: the lyrics the recording sings, or @FILE to read them from a UTF-8 text file "
-                             "(default: instrumental); the source and the targets are conditioned on them")  # fmt: skip
+                             "(default: instrumental); the source and the targets are conditioned on them")
+    parser.add_argument("--target-lyrics", default=None, metavar="TEXT|@FILE",
+                        help="ACE-Step only: the lyrics the targets sing instead (a lyrics edit; give the source's "
+                             "caption as --target to change the words alone)")  # fmt: skip
     parser.model_defaults = _model_defaults  # Stable Audio Open's and ACE-Step's own defaults; --lyrics for ACE-Step only
     return parser
 
@@ -64,11 +68,15 @@ def _read(args: Any) -> Prepared:
         cli_common.check_inversion_fits(loaded, facts, "sample rate and length", args.inversion)
     seeds = list(loaded.settings.seeds) if loaded else list(range(args.seed, args.seed + args.num_outputs))
     request = cli_common.request_from_args(args, ranges, pc_ranges, parsed=True)
+    if args.target_lyrics is not None:  # every target sung with them (``ace_step.Sung``)
+        from .ace_step import Sung
+
+        request = dataclasses.replace(request, targets=tuple(Sung(target, args.target_lyrics) for target in request.targets))
     return Prepared(args, clip, request, loaded, seeds)
 
 
-def _lyrics(text: str | None) -> str | None:
-    """--lyrics as text (stripped): "@FILE" read from a UTF-8 file; InputError for a file that cannot be read."""
+def _lyrics(text: str | None, option: str) -> str | None:
+    """Lyrics as text (stripped): "@FILE" read from a UTF-8 file; InputError for a file that cannot be read."""
     if text is None or not text.startswith("@"):
         return None if text is None else text.strip()
     path = Path(text[1:])
@@ -76,20 +84,24 @@ def _lyrics(text: str | None) -> str | None:
         return path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as error:
         reason = "is not UTF-8 text" if isinstance(error, UnicodeDecodeError) else f"cannot be read ({error.strerror or error})"
-        raise InputError(f"--lyrics {text}: {path} {reason}: give the lyrics as text, or a readable UTF-8 file") from None
+        raise InputError(f"{option} {text}: {path} {reason}: give the lyrics as text, or a readable UTF-8 file") from None
 
 
 def _model_defaults(args: Any) -> None:
     """Give --steps, --tstart, --cfg-src and --cfg-tar not given on the command line the editor
     defaults of Stable Audio Open or ACE-Step when --model is one (the parser's are AudioLDM's);
-    refuse --lyrics for a model that is not ACE-Step, and read them from their file (so batch rows
-    are keyed and grouped by the lyrics themselves)."""
+    refuse --lyrics and --target-lyrics for a model that is not ACE-Step (and target lyrics without
+    a target), and read them from their files (so batch rows are keyed and grouped by the lyrics
+    themselves)."""
     from .ace_step import ACE_STEP_ID, is_ace_step
     from .stable_audio import is_stable_audio
 
-    if args.lyrics is not None and not is_ace_step(args.model):
-        raise InputError(f"--lyrics conditions ACE-Step models, not {args.model}: leave it out, or give --model {ACE_STEP_ID}")
-    args.lyrics = _lyrics(args.lyrics)
+    for option, given in (("--lyrics", args.lyrics), ("--target-lyrics", args.target_lyrics)):
+        if given is not None and not is_ace_step(args.model):
+            raise InputError(f"{option} conditions ACE-Step models, not {args.model}: leave it out, or give --model {ACE_STEP_ID}")
+    if args.target_lyrics is not None and not args.target:
+        raise InputError("--target-lyrics are sung by the targets: give --target too (the source's caption to change the words alone)")
+    args.lyrics, args.target_lyrics = _lyrics(args.lyrics, "--lyrics"), _lyrics(args.target_lyrics, "--target-lyrics")
     if is_stable_audio(args.model):
         from .stable_audio_editor import DEFAULTS as model_defaults
     elif is_ace_step(args.model):

@@ -4,10 +4,11 @@
 first): the lyric encoder's states (the formatted lyrics' tokens), the timbre encoder's, then the
 text encoder's states of the caption template ("# Instruction ... # Caption\\n{prompt}\\n\\n# Metas
 ..."). A word of the prompt is every template token whose characters overlap it (the tokenizer's
-offsets), shifted by the lyric and timbre keys before the text. Lyric and timbre keys are the same
-in every prompt of an edit (one set of lyrics, no reference audio), and get ids -1, -2, ... so
-that refinement aligns them with each other; the template's tokens align as any other token. The
-null condition (prompt "") is one key.
+offsets), shifted by the lyric and timbre keys before the text. Lyric keys get ids from their
+tokens (-2 - id: refinement aligns the lyrics of a source and a ``Sung`` target like words, and a
+lyrics edit keeps the unchanged lines' attention), timbre keys -1 (no reference audio: the same in
+every prompt); the template's tokens align as any other token. The null condition (prompt "") is
+one key.
 
 Layers. Every DiT block has a cross-attention ("words", place "dit") and a self-attention
 ("self"): self-attention is injected as P2P injects it, over at most ``SELF_QUERIES`` positions
@@ -38,6 +39,8 @@ from image_core import attention
 from image_core.methods.p2p import AttentionControl
 from image_core.p2p import Tokens, spans_positions
 
+from .ace_step import lyrics_of
+
 if TYPE_CHECKING:
     from .ace_step import AceStepModel
     from .stable_audio import StableAudioModel
@@ -55,39 +58,41 @@ class AceStepWords:
     model: AceStepModel
     key: str = "text"
 
-    def _layout(self, prompt: str) -> tuple[int, list[int], list[tuple[int, int]], int, str]:
-        """(keys before the text, the template's token ids, their character offsets, where the
-        prompt starts in the template, the template)."""
+    def _layout(self, prompt: str) -> tuple[list[int], int, list[int], list[tuple[int, int]], int]:
+        """(the lyric token ids, the timbre keys, the template's token ids, their character offsets,
+        where the prompt starts in the template)."""
         m = self.model
-        text, lyrics = m.pipeline()._format_prompt(prompt, m.lyrics, m.vocal_language, m.duration)
+        text, lyrics = m.pipeline()._format_prompt(prompt, lyrics_of(prompt, m.lyrics), m.vocal_language, m.duration)
         encoded = m.tokenizer(text, truncation=True, max_length=TEXT_TOKENS, return_offsets_mapping=True)
-        lyric_keys = len(m.tokenizer(lyrics, truncation=True, max_length=LYRIC_TOKENS).input_ids)
+        lyric_ids = list(m.tokenizer(lyrics, truncation=True, max_length=LYRIC_TOKENS).input_ids)
         start = text.index(CAPTION) + len(CAPTION)
-        return lyric_keys + m.timbre_keys(), list(encoded.input_ids), list(encoded.offset_mapping), start, text
+        return lyric_ids, m.timbre_keys(), list(encoded.input_ids), list(encoded.offset_mapping), start
 
     def ids(self, prompt: str) -> list[int]:
+        """Lyric keys as -2 - their token id (the lyrics' own tokens, so refinement aligns changed
+        lyrics too), timbre keys -1, then the template's token ids."""
         if prompt == "":
             return [NULL_ID]
-        prefix, ids, *_ = self._layout(prompt)
-        return [-1 - k for k in range(prefix)] + ids
+        lyric_ids, timbre, ids, *_ = self._layout(prompt)
+        return [-2 - t for t in lyric_ids] + [-1] * timbre + ids
 
     def positions(self, prompt: str, word: str) -> list[int]:
         if prompt == "":
             return []
-        prefix, _, offsets, start, _ = self._layout(prompt)
-        return [prefix + k for k in spans_positions(offsets, prompt, start, word)]
+        lyric_ids, timbre, _, offsets, start = self._layout(prompt)
+        return [len(lyric_ids) + timbre + k for k in spans_positions(offsets, prompt, start, word)]
 
     def strings(self, prompt: str) -> list[str]:
         """The caption's tokens as text; "" for the lyric, timbre and template keys (not drawn)."""
         if prompt == "":
             return [""]
-        prefix, ids, offsets, start, _ = self._layout(prompt)
+        lyric_ids, timbre, ids, offsets, start = self._layout(prompt)
         end = start + len(prompt)
         shown = [
             self.model.tokenizer.decode([t]).strip() or "␣" if a < end and b > start else ""
             for t, (a, b) in zip(ids, offsets)
         ]  # fmt: skip
-        return [""] * prefix + shown
+        return [""] * (len(lyric_ids) + timbre) + shown
 
 
 @dataclass(frozen=True)

@@ -288,7 +288,7 @@ def run_record(
             "principal_components": _components_record(args, pcs) if args.pc else None,
             "prompt_to_prompt": _p2p_record(args, settings.method) if getattr(args, "p2p", None) else None,
             "flowedit": {"n_max": args.tstart, "n_min": args.n_min, "n_avg": args.n_avg} if args.method == "flowedit" else None,
-            **({"lyrics": editor.model.lyrics} if hasattr(editor.model, "lyrics") else {}),
+            **({"lyrics": editor.model.lyrics, "target_lyrics": getattr(args, "target_lyrics", None)} if hasattr(editor.model, "lyrics") else {}),
         },
         "targets": list(args.target),
         "concepts": [dataclasses.asdict(c) for c in concepts_of(args)],

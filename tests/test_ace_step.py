@@ -314,3 +314,70 @@ def test_clips_longer_than_one_dit_call_run_on_windows():
     wave = editor.edit(inv, "a bell")[0]
     swapped = editor.edit_p2p(inv, "a bell")[0]  # source and target rows of a window together
     assert wave.shape == swapped.shape == (2, audio.num_frames) and np.isfinite(swapped).all()
+
+
+def test_targets_sung_with_new_lyrics_edit_the_words():
+    """``Sung(caption, lyrics)``: a target with its own lyrics is encoded as the model encodes the
+    caption with those lyrics; with the inversion's lyrics it is the reconstruction, with others an edit."""
+    from audio_edit.ace_step import Sung
+
+    exact = AceStepEditor(AceStepModel.from_pretrained("tiny-acestep", dtype=torch.float64), progress=False)
+    exact.model.lyrics = "la la la"
+    inv = exact.invert(clip(seconds=2.0, seed=8), "pop song", num_steps=8, t_start=6)
+    assert rel(exact.edit(inv, Sung("pop song", "la la la"), output_type="latent"), inv.x0) < 1e-12
+    sung = exact.model.encode_prompts([Sung("pop song", "na na na")])["text"]
+    exact.model.lyrics = "na na na"
+    assert torch.equal(sung, exact.model.encode_prompts(["pop song"])["text"])
+    new = exact.edit(inv, Sung("pop song", "na na na"), output_type="latent")
+    assert exact.model.lyrics == "la la la"  # the edit runs under the inversion's lyrics; the target sings its own
+    assert rel(new, inv.x0) > 1e-3
+    assert Sung("a", "x") == Sung("a", "x") and Sung("a", "x") != Sung("a", "y") and Sung("a", "x") != "a"
+    assert len({Sung("a", "x"), Sung("a", "y"), "a"}) == 3
+
+
+def test_prompt_to_prompt_refines_a_lyrics_edit(monkeypatch):
+    """A changed lyric token keeps its own attention, the unchanged ones read the source's."""
+    from test_p2p import Recorder, conditional
+
+    from audio_edit.ace_step import Sung
+
+    exact = AceStepEditor(AceStepModel.from_pretrained("tiny-acestep", dtype=torch.float64), progress=False)
+    exact.model.lyrics = "la la la"
+    inv = exact.invert(clip(seconds=2.0, seed=9), "pop song", num_steps=8, t_start=6)
+    words = exact.model.attention_control().words
+    source, target = words.ids("pop song"), words.ids(Sung("pop song", "la na la"))
+    changed = [k for k, (a, b) in enumerate(zip(source, target)) if a != b]
+    assert len(source) == len(target) and len(changed) == 1 and source[changed[0]] < -1  # one lyric token
+    recorder = Recorder(monkeypatch)
+    exact.edit_p2p(inv, Sung("pop song", "la na la"), mode="refine", cross_steps=1.0, self_steps=0.0, output_type="latent")
+    others = [k for k in range(len(source)) if k not in changed]
+    for layer, _, before, after, plan in recorder.seen:
+        if layer.stream == "words":
+            rows, own = conditional(after, plan), conditional(before, plan)
+            assert torch.equal(rows[1][..., changed], own[1][..., changed])
+            assert torch.equal(rows[1][..., others], rows[0][..., others])
+
+
+def test_target_lyrics_on_the_command_line(tmp_path, capsys):
+    import json
+
+    import soundfile as sf
+    from commands import run
+
+    from audio_edit.cli import main
+
+    audio = clip(seconds=0.2, channels=2)
+    sf.write(tmp_path / "in.wav", audio.samples.T, audio.sample_rate)
+    base = [str(tmp_path / "in.wav"), "--steps", "6", "--tstart", "3", "--lyrics", "la la la"]
+    out = tmp_path / "sung.wav"
+    code, _, err = run(main, [*base, "--model", "tiny-acestep", "--target", "pop song", "--target-lyrics", "na na na", "--out", str(out)], capsys)
+    assert code == 0, err
+    settings = json.loads(out.with_name(out.name + ".json").read_text())["settings"]
+    assert (settings["lyrics"], settings["target_lyrics"]) == ("la la la", "na na na")
+    for message, argv in {
+        "give --target too": [*base, "--model", "tiny-acestep", "--target-lyrics", "na", "--add", "drums"],
+        "--target-lyrics conditions ACE-Step models": [str(tmp_path / "in.wav"), "--model", "tiny", "--target", "x", "--target-lyrics", "na"],
+    }.items():
+        code, _, err = run(main, [*argv, "--out", str(tmp_path / "never.wav")], capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "never.wav").exists()
