@@ -1168,7 +1168,7 @@ def test_ace_step_edits_in_stereo_at_the_clips_rate(tiny_acestep, tmp_path: Path
     assert result.attention is not None and result.attention.suffix == ".png"
 
 
-def test_ace_step_page_presets_and_errors(tiny_acestep, tmp_path: Path) -> None:
+def test_ace_step_page_presets_and_errors(tiny_acestep, tiny_editor, tmp_path: Path) -> None:
     pytest.importorskip("gradio", reason="the demo needs gradio")
     app = build_app(tiny_acestep, output_dir=tmp_path / "out")
 
@@ -1191,11 +1191,21 @@ def test_ace_step_page_presets_and_errors(tiny_acestep, tmp_path: Path) -> None:
                     "auto", 0.6, 0.2, "", "", None, progress=lambda *args, **kwargs: None)  # fmt: skip
 
     assert "Prompt-to-Prompt: refine" in run("p2p")[0]  # on the DiT
-    for method, auto_mask, start in [
-        ("flowedit", True, "Error: FlowEdit inverts nothing, so it takes no automatic mask"),
-    ]:
-        status = run(method, auto_mask)[0]
-        assert status.startswith(start) and "\n" not in status, status
+    status = run("flowedit", True)[0]
+    assert status.startswith("Error: FlowEdit inverts nothing, so it takes no automatic mask") and "\n" not in status, status
+    # the lyrics (shown for ACE-Step only): another inversion; new lyrics for the edit alone reuse it
+    assert block(elem_id="lyrics").visible and not next(
+        b for b in build_app(tiny_editor, output_dir=tmp_path / "ldm").blocks.values() if getattr(b, "elem_id", None) == "lyrics"
+    ).visible  # fmt: skip
+    sung = edit(str(clip), "", "a tone", 8, 6, 1.0, 1.0, 0, 1, "ddpm", False, 0.95, 1, *rows,
+                "auto", 0.6, 0.2, "", "", None, "la la la", "", progress=lambda *args, **kwargs: None)[0]  # fmt: skip
+    assert sung.startswith("Error") and "\n" not in sung, sung  # no target and no new lyrics: nothing to edit
+    first = edit(str(clip), "a tone", "a tone", 8, 6, 1.0, 1.0, 0, 1, "ddpm", False, 0.95, 1, *rows,
+                 "auto", 0.6, 0.2, "", "", None, "la la la", "", progress=lambda *args, **kwargs: None)[0]  # fmt: skip
+    assert first.startswith("Inverted the clip"), first  # other lyrics: another inversion
+    again = edit(str(clip), "", "a tone", 8, 6, 1.0, 1.0, 0, 1, "ddpm", False, 0.95, 1, *rows,
+                 "auto", 0.6, 0.2, "", "", None, "la la la", "na na na", progress=lambda *args, **kwargs: None)[0]  # fmt: skip
+    assert again.startswith("Reused the inversion"), again  # a lyrics edit of the same inversion
     outputs = run("flowedit")
     assert outputs[0].startswith("Ran FlowEdit with 8 steps"), outputs[0]
     assert outputs[1].visible is False  # no reconstruction

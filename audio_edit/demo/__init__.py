@@ -14,6 +14,8 @@ and local blend under Advanced), and draws each word's attention over a clip of 
 
 The page follows the editor's model: AudioLDM 2 (16 kHz mono), Stable Audio Open (44.1 kHz stereo) or
 ACE-Step (48 kHz stereo); the stereo models' reconstruction and edits are stereo at the clip's rate.
+With ACE-Step the page also takes the clip's lyrics (in the inversion's cache key) and the lyrics the
+edit sings instead (a lyrics edit).
 The steps, t_start and guidance it presets are the model's (:func:`model_presets`: the audio paper's,
 source guidance 3 for AudioLDM 2 and 1 for Stable Audio Open; 8 steps, t_start 6 and guidance 1 for
 ACE-Step's turbo checkpoints), and a model that edits one window only caps the clip length at that

@@ -44,13 +44,14 @@ class InversionKey:
     seed: int
     variations: int
     method: str = "ddpm"  # one of INVERSION_METHODS: each inverts differently
+    lyrics: str = ""  # what the clip sings (ACE-Step): part of the source's condition
 
     @classmethod
     def of(cls, session: str, digest: str, request: EditRequest) -> "InversionKey":
         """The key of the inversion ``request`` makes of the upload with SHA-256 ``digest`` (its guidance
         is the request's ``inversion_cfg``: a null-text one is optimised for the target's)."""
         r = request
-        return cls(session, digest, r.source, r.steps, r.tstart, r.inversion_cfg, r.seed, r.num_outputs, r.method)
+        return cls(session, digest, r.source, r.steps, r.tstart, r.inversion_cfg, r.seed, r.num_outputs, r.method, r.lyrics)
 
 
 @dataclass(frozen=True)

@@ -160,33 +160,41 @@ def page_method(method: str | None) -> str:
 def edit_request(
     target_prompt: str | None, source_prompt: str | None, steps: Any, t_start: Any, cfg_src: float, cfg_tar: float,
     seed: Any, variations: Any, method: str | None, auto_mask: bool, concepts: Sequence[Concept],
-    p2p: P2POptions | None = None,
+    p2p: P2POptions | None = None, lyrics: str | None = "", target_lyrics: str | None = "",
 ) -> EditRequest:
     """The request of the page's Edit: the target (none when empty: the concepts alone guide), one
     edit per variation (seeds ``seed ..``), the automatic mask drawn with the first seed; eta 1. The
     method "flowedit" runs with t_start as its n_max and :data:`FLOWEDIT`'s n_min and n_avg; the
     method "p2p" is a Prompt-to-Prompt edit (``p2p``, its defaults when None) of a DDPM inversion;
-    ``p2p`` is ignored with any other method.
+    ``p2p`` is ignored with any other method. ``lyrics``: what the clip sings (ACE-Step); with
+    ``target_lyrics`` the target sings those instead (``ace_step.Sung``; without a target, the
+    source description with new lyrics: a lyrics edit).
 
     Raises:
         InputError: a setting that is not a whole number (sliders and number boxes may send floats).
     """
     method = page_method(method)
     p2p = (p2p or P2POptions()) if method == P2P_METHOD else None
-    target = (target_prompt or "").strip()
+    target, source = (target_prompt or "").strip(), (source_prompt or "").strip()
+    targets: tuple[str, ...] = (target,) if target else ()
+    if (target_lyrics or "").strip():
+        from ..ace_step import Sung
+
+        targets = (Sung(target or source, target_lyrics.strip()),)  # type: ignore[union-attr]
     steps, t_start, seed, variations = (_integer(v, name) for v, name in
                                         ((steps, "steps"), (t_start, "t_start"), (seed, "seed"), (variations, "variations")))  # fmt: skip
     return EditRequest(
-        method=P2P_INVERSION if p2p is not None else method, source=(source_prompt or "").strip(),
-        targets=(target,) if target else (), steps=steps, tstart=t_start, cfg_src=float(cfg_src),
+        method=P2P_INVERSION if p2p is not None else method, source=source,
+        targets=targets, steps=steps, tstart=t_start, cfg_src=float(cfg_src),
         cfg_tar=float(cfg_tar), seed=seed, num_outputs=variations, concepts=tuple(concepts),
-        mask=MaskChoice(auto=bool(auto_mask), seed=seed), p2p=p2p, **(FLOWEDIT if method == "flowedit" else {}),
+        mask=MaskChoice(auto=bool(auto_mask), seed=seed), p2p=p2p, lyrics=(lyrics or "").strip(),
+        **(FLOWEDIT if method == "flowedit" else {}),
     )  # fmt: skip
 
 
 def components_request(
     source_prompt: str | None, steps: Any, t_start: Any, cfg_src: float, seed: Any, method: str | None, n: Any,
-    pc: Any, amount: float, seconds: tuple[float, float] | None, max_iterations: Any,
+    pc: Any, amount: float, seconds: tuple[float, float] | None, max_iterations: Any, lyrics: str | None = "",
 ) -> EditRequest:
     """The request of the page's Find components: the top ``n`` components at the edit's first step
     (within ``seconds``, if given) of one inversion, the clip moved along component ``pc`` by
@@ -206,7 +214,7 @@ def components_request(
                     region=None if seconds is None else {"seconds": seconds})  # fmt: skip
     return EditRequest(
         method=page_method(method), source=(source_prompt or "").strip(), steps=steps, tstart=t_start,
-        cfg_src=cfg_src, cfg_tar=cfg_src, seed=seed, pcs=pcs,
+        cfg_src=cfg_src, cfg_tar=cfg_src, seed=seed, pcs=pcs, lyrics=(lyrics or "").strip(),
     )
 
 

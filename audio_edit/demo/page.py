@@ -107,6 +107,9 @@ _READY = "Upload or record a clip, type a target description and press Edit."
 _HELP = {
     "source": "Optional: what the clip is now, e.g. 'a recording of a guitar'. Guides the inversion.",
     "target": "What the clip should become, e.g. 'jazz piano'.",
+    "lyrics": "Optional: the words the clip sings; empty: instrumental. Part of the inversion's condition.",
+    "target_lyrics": "Optional: the words the edit sings instead (a lyrics edit: the target, or without one the "
+    "source description, sung with these).",
     "steps": "Diffusion steps of the full chain. More steps: finer but slower.",
     "t_start": "Steps the edit runs (at most steps; FlowEdit's n_max). Higher: a stronger edit that keeps less of "
                "the original.",
@@ -228,6 +231,10 @@ def build_app(
                                            label="Warm-up (steps)", info=_HELP["warmup"], elem_id="concept-warmup")
                 source = gr.Textbox(label="Source description (optional)", info=_HELP["source"], max_lines=2,
                                     elem_id="source")
+                with gr.Accordion("Lyrics (optional)", open=False, visible=name == "ACE-Step", elem_id="lyrics"):
+                    lyrics = gr.Textbox(label="Lyrics the clip sings", info=_HELP["lyrics"], lines=3, elem_id="lyrics-source")
+                    target_lyrics = gr.Textbox(label="Lyrics of the edit", info=_HELP["target_lyrics"], lines=3,
+                                               elem_id="lyrics-target")
                 method = gr.Radio([(label, value) for value, label in METHODS.items()], value=preset["method"],
                                   label="Method", elem_id="method")
                 gr.Markdown(_METHOD_HELP, elem_id="method-help")
@@ -338,7 +345,8 @@ def build_app(
             concept_1: str, sign_1: str, strength_1: float, concept_2: str, sign_2: str, strength_2: float,
             concept_3: str, sign_3: str, strength_3: float, p2p_mode_value: str | None, cross_steps_value: float,
             self_steps_value: float, reweight_text: str | None, blend_text: str | None,
-            request: gr.Request, progress: gr.Progress = gr.Progress(track_tqdm=True),
+            request: gr.Request, lyrics_text: str | None = "", target_lyrics_text: str | None = "",
+            progress: gr.Progress = gr.Progress(track_tqdm=True),
         ) -> list[Any]:
             rows = [(concept_1, sign_1, strength_1), (concept_2, sign_2, strength_2), (concept_3, sign_3, strength_3)]
             try:
@@ -349,7 +357,7 @@ def build_app(
                     report=lambda fraction, text: progress(fraction, desc=text),
                     concepts=page_concepts(rows, threshold_value, warmup_value), p2p_mode=p2p_mode_value,
                     cross_steps=cross_steps_value, self_steps=self_steps_value, reweight=reweight_text or "",
-                    blend=blend_text or "",
+                    blend=blend_text or "", lyrics=lyrics_text or "", target_lyrics=target_lyrics_text or "",
                 )
             except EditCancelled:
                 return _failure(gr, "Cancelled.")
@@ -382,7 +390,7 @@ def build_app(
                 audio_path: str | None, source_text: str, steps_value: float, t_start_value: float,
                 cfg_src_value: float, seed_value: float | None, method_value: str | None, count: float,
                 pc_value: float, amount_value: float, range_text: str, iterations_value: float,
-                request: gr.Request, progress: gr.Progress = gr.Progress(track_tqdm=True),
+                request: gr.Request, lyrics_text: str | None = "", progress: gr.Progress = gr.Progress(track_tqdm=True),
             ) -> list[Any]:
                 if only_cached and not audio_path:
                     return [gr.skip()] * 5
@@ -392,6 +400,7 @@ def build_app(
                         0 if seed_value is None else seed_value, method_value, count, pc_value, amount_value,
                         range_text, iterations_value, session=getattr(request, "session_hash", None) or "",
                         report=lambda fraction, text: progress(fraction, desc=text), only_cached=only_cached,
+                        lyrics=lyrics_text or "",
                     )
                 except EditCancelled:
                     return _pcs_failure("Cancelled.")
@@ -419,11 +428,11 @@ def build_app(
         for added in (clip.upload, clip.stop_recording):
             added(on_upload, clip, [status, clip], queue=False, show_progress="hidden")
         inputs = [clip, target, source, steps, t_start, cfg_src, cfg_tar, seed, variations, method, auto_mask,
-                  threshold, warmup, *concept_rows, p2p_mode, cross_steps, self_steps, reweight, blend]
+                  threshold, warmup, *concept_rows, p2p_mode, cross_steps, self_steps, reweight, blend, lyrics, target_lyrics]
         outputs = [status, reconstruction, *edits, spectrogram, mask_picture, attention_picture]
         jobs = [trigger(on_edit, inputs, outputs, concurrency_limit=1, concurrency_id="jobs")
                 for trigger in (run.click, target.submit)]
-        pc_inputs = [clip, source, steps, t_start, cfg_src, seed, method, components, pc, amount, time_range, iterations]
+        pc_inputs = [clip, source, steps, t_start, cfg_src, seed, method, components, pc, amount, time_range, iterations, lyrics]
         pc_outputs = [status, pc_values, *moved, pc_spectrogram]
         jobs += [trigger(components_run(only_cached), pc_inputs, pc_outputs, concurrency_limit=1, concurrency_id="jobs")
                  for trigger, only_cached in ((find.click, False), (time_range.submit, False),

@@ -122,6 +122,8 @@ class DemoRunner:
         self_steps: float = DEFAULTS["self_steps"],
         reweight: str = "",
         blend: str = "",
+        lyrics: str = "",
+        target_lyrics: str = "",
     ) -> RunResult:
         """Invert the clip (or reuse its cached inversion), edit it and write the outputs.
 
@@ -144,6 +146,8 @@ class DemoRunner:
                 tokens, else refine), "replace" or "refine"; the fractions of the steps with cross- and
                 self-attention injected; "word=factor, ..." and the local-blend words. Its word maps
                 are drawn over the clip's spectrogram for a clip of one model window (:func:`one_window_seconds`).
+            lyrics, target_lyrics: what the clip sings, and what the edit sings instead (ACE-Step only;
+                :func:`edit_request`); empty: instrumental, and no lyrics edit.
 
         Raises:
             InputError: no clip, an unreadable or too long clip, neither a target nor a concept, or
@@ -158,7 +162,7 @@ class DemoRunner:
         p2p = page_method(method) == P2P_METHOD
         options = p2p_options(p2p_mode, cross_steps, self_steps, reweight, blend) if p2p else None
         request = edit_request(target_prompt, source_prompt, steps, t_start, cfg_src, cfg_tar, seed, variations,
-                               method, auto_mask, concepts, options)  # fmt: skip
+                               method, auto_mask, concepts, options, lyrics, target_lyrics)  # fmt: skip
         check_request(request, PAGE)
         automatic = p2p and page_p2p_mode(p2p_mode) == "auto"
         if p2p:
@@ -213,6 +217,7 @@ class DemoRunner:
         session: str = "",
         report: Callable[[float, str], None] | None = None,
         only_cached: bool = False,
+        lyrics: str = "",
     ) -> ComponentsResult | None:
         """Find the top ``n`` principal components of the posterior at the edit's first step (or reuse
         them) and move the clip along component ``pc`` by ``-amount`` and ``+amount`` standard deviations.
@@ -227,6 +232,7 @@ class DemoRunner:
             max_iterations: bound on the subspace iterations (each is one batched model call).
             only_cached: return None, running nothing, unless the components are cached already
                 (for moves made by dragging a slider).
+            lyrics: what the clip sings (ACE-Step only), part of the inversion's condition.
 
         Raises:
             InputError: no clip, an unreadable or too long clip, SDEdit or FlowEdit as the method, a time range
@@ -241,7 +247,7 @@ class DemoRunner:
         if page_method(method) == "flowedit":
             raise InputError("principal components need an inversion, and FlowEdit makes none: choose another method")
         request = components_request(source_prompt, steps, t_start, cfg_src, seed, method, n, pc, amount, seconds,
-                                     max_iterations)  # fmt: skip
+                                     max_iterations, lyrics)  # fmt: skip
         check_request(request, PAGE)
         steps, t_start, method, n, max_iterations = (request.steps, request.tstart, request.method, request.pcs.found,
                                                      request.pcs.iterations)  # fmt: skip
