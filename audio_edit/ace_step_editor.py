@@ -130,15 +130,18 @@ class AceStepEditor(StableAudioEditor):
     model_class = AceStepModel
     codec_class = AceStepCodec
 
-    def prepare(self, inv: Inversion) -> Run:
-        """``LatentEditor.prepare``, with the model's caption duration and lyrics set to those the
-        inversion was made with (recorded by the codec), so its source prompt encodes as it did; an
-        inversion that records none (made by ``invert_latent``, or an older file) is the clip's length,
-        instrumental. The model keeps them after the edit."""
+    def use_conditions(self, inv: Inversion) -> None:
+        """Set the model's caption duration and lyrics to those ``inv`` was made with (recorded by the
+        codec), so its source prompt encodes as it did; an inversion that records none (made by
+        ``invert_latent``, or an older file) is the clip's length, instrumental. The model keeps them."""
         recorded = {"duration": inv.meta.get("num_samples", 0) / self.model.sample_rate or self.model.duration,
                     "lyrics": "", "vocal_language": "en", **{k: v for k, v in inv.meta.items() if k in CONDITIONS}}  # fmt: skip
         for name in CONDITIONS:
             setattr(self.model, name, recorded[name])
+
+    def prepare(self, inv: Inversion) -> Run:
+        """``LatentEditor.prepare`` under the conditions ``inv`` was made with (``use_conditions``)."""
+        self.use_conditions(inv)
         return super().prepare(inv)
 
     @classmethod

@@ -139,15 +139,22 @@ def run_request(
 
 
 def _sing(editor: Any, request: EditRequest, inversion: Inversion | None) -> None:
-    """Give a model conditioned on lyrics the request's (an inversion brings its own); InputError
-    for lyrics and a model that takes none."""
+    """Give a model conditioned on lyrics the request's, or an inversion's own (``use_conditions``
+    of its editor), before any prompt is read; InputError for lyrics (the clip's, or targets' own)
+    and a model that takes none, and for lyrics of a source without a description (the empty
+    source prompt is the unconditional branch, which takes no lyrics)."""
     model = getattr(editor, "model", None)
+    sung = request.lyrics or any(hasattr(target, "lyrics") for target in request.targets)
     if not hasattr(model, "lyrics"):
-        if request.lyrics:
+        if sung:
             raise InputError("only ACE-Step models are conditioned on lyrics: leave the lyrics out, or use an ACE-Step model")
         return
-    if inversion is None:
-        model.lyrics = request.lyrics
+    if inversion is not None:
+        editor.use_conditions(inversion)
+        return
+    if request.lyrics and not request.source.strip() and request.method != "sdedit":
+        raise InputError("lyrics condition the source description, and there is none: describe the clip too (e.g. its genre)")
+    model.lyrics = request.lyrics
 
 
 def invert(editor: Any, request: EditRequest, item: Any) -> Inversion:

@@ -276,7 +276,7 @@ def test_lyrics_on_the_command_line(tmp_path, capsys):
     source = tmp_path / "in.wav"
     sf.write(source, audio.samples.T, audio.sample_rate)
     (tmp_path / "words.txt").write_text("la la la\nsing along\n", encoding="utf-8")
-    base = [str(source), "--target", "a choir", "--steps", "6", "--tstart", "3"]
+    base = [str(source), "--target", "a choir", "--source", "a tone", "--steps", "6", "--tstart", "3"]
     out = tmp_path / "sung.wav"
     code, _, err = run(main, [*base, "--model", "tiny-acestep", "--lyrics", f"@{tmp_path / 'words.txt'}", "--out", str(out),
                               "--save-inversion", str(tmp_path / "inv.safetensors")], capsys)  # fmt: skip
@@ -286,6 +286,7 @@ def test_lyrics_on_the_command_line(tmp_path, capsys):
         "conditions ACE-Step models, not tiny": [*base, "--model", "tiny", "--lyrics", "la"],
         "--lyrics": [*base, "--model", "tiny-acestep", "--lyrics", "la", "--inversion", str(tmp_path / "inv.safetensors")],
         "is not UTF-8 text": [*base, "--model", "tiny-acestep", "--lyrics", f"@{source}"],
+        "lyrics condition the source description, and there is none": [*base[:2], *base[4:], "--model", "tiny-acestep", "--lyrics", "la"],
     }
     for message, argv in refusals.items():
         code, _, err = run(main, [*argv, "--out", str(tmp_path / "never.wav")], capsys)
@@ -368,12 +369,16 @@ def test_target_lyrics_on_the_command_line(tmp_path, capsys):
 
     audio = clip(seconds=0.2, channels=2)
     sf.write(tmp_path / "in.wav", audio.samples.T, audio.sample_rate)
-    base = [str(tmp_path / "in.wav"), "--steps", "6", "--tstart", "3", "--lyrics", "la la la"]
-    out = tmp_path / "sung.wav"
-    code, _, err = run(main, [*base, "--model", "tiny-acestep", "--target", "pop song", "--target-lyrics", "na na na", "--out", str(out)], capsys)
-    assert code == 0, err
-    settings = json.loads(out.with_name(out.name + ".json").read_text())["settings"]
-    assert (settings["lyrics"], settings["target_lyrics"]) == ("la la la", "na na na")
+    base = [str(tmp_path / "in.wav"), "--steps", "6", "--tstart", "3", "--lyrics", "la la la", "--source", "pop song"]
+    waves = {}
+    for words in ("la la la", "na na na"):  # the source's lyrics again, then new ones
+        out = tmp_path / f"{words[:2]}.wav"
+        code, _, err = run(main, [*base, "--model", "tiny-acestep", "--target", "pop song", "--target-lyrics", words, "--out", str(out)], capsys)
+        assert code == 0, err
+        settings = json.loads(out.with_name(out.name + ".json").read_text())["settings"]
+        assert (settings["lyrics"], settings["target_lyrics"]) == ("la la la", words)
+        waves[words] = sf.read(out)[0]
+    assert not np.array_equal(waves["la la la"], waves["na na na"])  # the targets sing what they are given (runs are deterministic)
     for message, argv in {
         "give --target too": [*base, "--model", "tiny-acestep", "--target-lyrics", "na", "--add", "drums"],
         "--target-lyrics conditions ACE-Step models": [str(tmp_path / "in.wav"), "--model", "tiny", "--target", "x", "--target-lyrics", "na"],
@@ -381,3 +386,26 @@ def test_target_lyrics_on_the_command_line(tmp_path, capsys):
         code, _, err = run(main, [*argv, "--out", str(tmp_path / "never.wav")], capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / "never.wav").exists()
+
+
+def test_an_inversion_given_to_a_run_sets_its_lyrics_before_the_prompts_are_checked():
+    """``run_request`` with an inversion: the P2P token check counts the source with the inversion's
+    lyrics (not the model's leftovers), so a replace of lyrics of equal length runs; lyrics for a
+    model that takes none are refused in one line."""
+    from audio_edit.ace_step import Sung
+    from image_core.errors import InputError
+    from image_core.p2p import P2POptions
+    from image_core.request import EditRequest
+    from image_core.runner import run_request
+
+    exact = AceStepEditor(AceStepModel.from_pretrained("tiny-acestep", dtype=torch.float64), progress=False)
+    exact.model.lyrics = "la la la"
+    inv = exact.invert(clip(seconds=1.0, seed=10), "pop song", num_steps=8, t_start=6)
+    exact.model.lyrics = ""  # left over from another run
+    request = EditRequest(source="pop song", targets=(Sung("pop song", "na na na"),), steps=8, tstart=6, cfg_src=1.0,
+                          cfg_tar=1.0, p2p=P2POptions("replace"), inversion_loaded=True)  # fmt: skip
+    edited = run_request(exact, request, None, inv)
+    assert edited.outputs[0].shape == (2, 48000) and exact.model.lyrics == "la la la"
+    other = AudioEditor.from_pretrained("tiny", device="cpu", progress=False)
+    with pytest.raises(InputError, match="only ACE-Step models are conditioned on lyrics"):
+        run_request(other, EditRequest(targets=(Sung("a", "b"),), steps=4, tstart=2, cfg_src=1.0, cfg_tar=1.0), clip(rate=16000, channels=1))

@@ -180,6 +180,8 @@ def edit_request(
     if (target_lyrics or "").strip():
         from ..ace_step import Sung
 
+        if not (target or source):
+            raise InputError("new lyrics are sung with a description: give the target description, or the source's")
         targets = (Sung(target or source, target_lyrics.strip()),)  # type: ignore[union-attr]
     steps, t_start, seed, variations = (_integer(v, name) for v, name in
                                         ((steps, "steps"), (t_start, "t_start"), (seed, "seed"), (variations, "variations")))  # fmt: skip

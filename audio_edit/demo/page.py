@@ -107,7 +107,8 @@ _READY = "Upload or record a clip, type a target description and press Edit."
 _HELP = {
     "source": "Optional: what the clip is now, e.g. 'a recording of a guitar'. Guides the inversion.",
     "target": "What the clip should become, e.g. 'jazz piano'.",
-    "lyrics": "Optional: the words the clip sings; empty: instrumental. Part of the inversion's condition.",
+    "lyrics": "Optional: the words the clip sings (with a source description, which they go with); empty: "
+    "instrumental. Part of the inversion's condition.",
     "target_lyrics": "Optional: the words the edit sings instead (a lyrics edit: the target, or without one the "
     "source description, sung with these).",
     "steps": "Diffusion steps of the full chain. More steps: finer but slower.",

@@ -166,6 +166,8 @@ class DemoRunner:
         check_request(request, PAGE)
         automatic = p2p and page_p2p_mode(p2p_mode) == "auto"
         if p2p:
+            if hasattr(self.editor.model, "lyrics"):  # the prompts' tokens as the inversion will hold them
+                self.editor.model.lyrics = request.lyrics
             request = p2p_prompts(self.editor.model, request, automatic)
         target, method = request.targets[0] if request.targets else "", request.method
 
