@@ -1,8 +1,8 @@
 """Prompt-to-Prompt on the audio DiTs: their words and attention layers (``p2p.Network``).
 
-**ACE-Step 1.5.** Keys. The DiT cross-attends to one sequence per prompt (``AceStepConditionEncoder``, valid tokens
-first): the lyric encoder's states (the formatted lyrics' tokens), the timbre encoder's, then the
-text encoder's states of the caption template ("# Instruction ... # Caption\\n{prompt}\\n\\n# Metas
+**ACE-Step 1.5.** Keys. The DiT cross-attends to one sequence per prompt
+(``AceStepConditionEncoder``, valid tokens first): the lyric encoder's states (the formatted
+lyrics' tokens), the timbre encoder's, then the text encoder's states of the caption template ("# Instruction ... # Caption\\n{prompt}\\n\\n# Metas
 ..."). A word of the prompt is every template token whose characters overlap it (the tokenizer's
 offsets), shifted by the lyric and timbre keys before the text. Lyric keys get ids from their
 tokens (-2 - id: refinement aligns the lyrics of a source and a ``Sung`` target like words, and a
