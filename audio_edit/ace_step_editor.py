@@ -32,6 +32,7 @@ import torch
 from image_core.errors import InputError
 from image_core.frontend import Defaults, Source
 from image_core.inversion import Inversion
+from image_core.request import EditRequest
 from image_core.run import Run
 from image_core.windows import windowed_map
 
@@ -138,6 +139,17 @@ class AceStepEditor(StableAudioEditor):
                     "lyrics": "", "vocal_language": "en", **{k: v for k, v in inv.meta.items() if k in CONDITIONS}}  # fmt: skip
         for name in CONDITIONS:
             setattr(self.model, name, recorded[name])
+
+    def use_request_conditions(self, request: EditRequest, inversion: Inversion | None = None) -> None:
+        """The request's lyrics on the model (``image_core.runner.use_conditions``), or ``inversion``'s
+        own conditions; InputError for lyrics of a source without a description (the empty source
+        prompt is the unconditional branch, which takes no lyrics)."""
+        if inversion is not None:
+            self.use_conditions(inversion)
+            return
+        if request.lyrics and not request.source.strip() and request.method != "sdedit":
+            raise InputError("lyrics condition the source description, and there is none: describe the clip too (e.g. its genre)")
+        self.model.lyrics = request.lyrics
 
     def prepare(self, inv: Inversion) -> Run:
         """``LatentEditor.prepare`` under the conditions ``inv`` was made with (``use_conditions``)."""

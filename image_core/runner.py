@@ -94,7 +94,7 @@ def run_request(
     """
     stages = stages or Stages()
     negative = {"negative_prompt": request.negative} if request.negative else {}
-    _sing(editor, request, loaded_inversion)
+    use_conditions(editor, request, loaded_inversion)
     if request.method == "sdedit":
         stages.starting("sdedit")
         outputs = editor.sdedit(
@@ -138,23 +138,15 @@ def run_request(
     return Edited(outputs, inv, mask)
 
 
-def _sing(editor: Any, request: EditRequest, inversion: Inversion | None) -> None:
-    """Give a model conditioned on lyrics the request's, or an inversion's own (``use_conditions``
-    of its editor), before any prompt is read; InputError for lyrics (the clip's, or targets' own)
-    and a model that takes none, and for lyrics of a source without a description (the empty
-    source prompt is the unconditional branch, which takes no lyrics)."""
-    model = getattr(editor, "model", None)
-    sung = request.lyrics or any(hasattr(target, "lyrics") for target in request.targets)
-    if not hasattr(model, "lyrics"):
-        if sung:
-            raise InputError("only ACE-Step models are conditioned on lyrics: leave the lyrics out, or use an ACE-Step model")
-        return
-    if inversion is not None:
-        editor.use_conditions(inversion)
-        return
-    if request.lyrics and not request.source.strip() and request.method != "sdedit":
-        raise InputError("lyrics condition the source description, and there is none: describe the clip too (e.g. its genre)")
-    model.lyrics = request.lyrics
+def use_conditions(editor: Any, request: EditRequest, inversion: Inversion | None = None) -> None:
+    """Give the editor's model the request's conditions besides the prompts, or ``inversion``'s own,
+    before any prompt is read: the editor's ``use_request_conditions`` where it has one (ACE-Step's
+    lyrics); InputError for lyrics (the clip's, or targets' own) an editor without it cannot take."""
+    own = getattr(editor, "use_request_conditions", None)
+    if own is not None:
+        own(request, inversion)
+    elif request.lyrics or any(hasattr(target, "lyrics") for target in request.targets):
+        raise InputError("only ACE-Step models are conditioned on lyrics: leave the lyrics out, or use an ACE-Step model")
 
 
 def invert(editor: Any, request: EditRequest, item: Any) -> Inversion:

@@ -23,7 +23,7 @@ from image_core.errors import EditError, InputError
 from image_core.methods.sega import Concept
 from image_core.p2p import windows_of
 from image_core.request import EditRequest, check_request
-from image_core.runner import Stages, run_request
+from image_core.runner import Stages, run_request, use_conditions
 from image_core.settings import check_interval
 
 from ..audio_io import Audio, load_audio
@@ -166,8 +166,7 @@ class DemoRunner:
         check_request(request, PAGE)
         automatic = p2p and page_p2p_mode(p2p_mode) == "auto"
         if p2p:
-            if hasattr(self.editor.model, "lyrics"):  # the prompts' tokens as the inversion will hold them
-                self.editor.model.lyrics = request.lyrics
+            use_conditions(self.editor, request)  # the prompts' tokens as the inversion will hold them
             request = p2p_prompts(self.editor.model, request, automatic)
         target, method = request.targets[0] if request.targets else "", request.method
 
