@@ -130,6 +130,7 @@ class AceStepModel(WaveformVAE):
         self._timbre_keys: int | None = None
         self._together = False  # every row in one DiT call (attention control), ``row_keys`` set per call
         self.row_keys: list[int] | None = None
+        self._keys_of: tuple[torch.Tensor, list[int]] | None = None  # the last mask and its rows' valid keys
 
     # ------------------------------------------------------------------ facts
 
@@ -234,19 +235,26 @@ class AceStepModel(WaveformVAE):
 
     # ------------------------------------------------------------------ the denoiser
 
+    def _valid_keys(self, mask: torch.Tensor) -> list[int]:
+        """Each row's valid condition keys, read from the device once per mask: a run hands the same
+        condition to every step, so the loop does not wait on the device for them at each call."""
+        if self._keys_of is None or self._keys_of[0] is not mask:
+            self._keys_of = (mask, mask.float().sum(1).round().long().tolist())
+        return self._keys_of[1]
+
     def predict_eps(self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
         """ε (B, C, frames) in ``x``'s dtype for latents x (the path's x_t) at flow times t (B,)."""
         rows, frames = x.shape[0], x.shape[-1]
         hidden = x.transpose(1, 2).to(self.dtype)
         time = t.to(self.dtype)
         context = self.context_latents(frames).expand(rows, -1, -1)
-        lengths = cond["mask"].float().sum(1).round().long()
+        keys = self._valid_keys(cond["mask"])
         velocity = torch.empty_like(hidden)
         if self._together:  # one call; the controlled processors keep each row to its own keys
-            self.row_keys = lengths.tolist()
-            groups = [(torch.arange(rows, device=x.device), max(self.row_keys))]
+            self.row_keys = keys
+            groups = [(torch.arange(rows, device=x.device), max(keys))]
         else:
-            groups = [((lengths == length).nonzero().flatten(), length) for length in lengths.unique().tolist()]
+            groups = [(torch.tensor([i for i, n in enumerate(keys) if n == length], device=x.device), length) for length in sorted(set(keys))]
         for index, length in groups:
             velocity[index] = self.transformer(
                 hidden[index], time[index], time[index], encoder_hidden_states=cond["text"][index, :length].to(self.dtype),

@@ -409,3 +409,35 @@ def test_an_inversion_given_to_a_run_sets_its_lyrics_before_the_prompts_are_chec
     other = AudioEditor.from_pretrained("tiny", device="cpu", progress=False)
     with pytest.raises(InputError, match="only ACE-Step models are conditioned on lyrics"):
         run_request(other, EditRequest(targets=(Sung("a", "b"),), steps=4, tstart=2, cfg_src=1.0, cfg_tar=1.0), clip(rate=16000, channels=1))
+
+
+def test_the_denoiser_reads_the_rows_condition_lengths_once_per_run(editor, monkeypatch):
+    """The rows' valid condition keys are read from the device once per condition, not at every
+    step (a run passes the same condition to each of its model calls)."""
+    inv = editor.invert(clip(seconds=0.5, seed=11), "pop song", num_steps=8, t_start=6)
+    reads = []
+    tolist = torch.Tensor.tolist
+
+    def counted(tensor, *args, **kwargs):
+        reads.append(tensor.shape)
+        return tolist(tensor, *args, **kwargs)
+
+    calls = []
+    hook = editor.model.transformer.register_forward_hook(lambda module, args, out: calls.append(1))
+    monkeypatch.setattr(editor.model, "_keys_of", None)
+    original = AceStepModel._valid_keys
+
+    def watched(model, mask):
+        monkeypatch.setattr(torch.Tensor, "tolist", counted)
+        try:
+            return original(model, mask)
+        finally:
+            monkeypatch.setattr(torch.Tensor, "tolist", tolist)
+
+    monkeypatch.setattr(AceStepModel, "_valid_keys", watched)
+    try:
+        editor.edit(inv, "jazz piano", cfg_tar=3.0, output_type="latent")
+    finally:
+        hook.remove()
+    # 6 steps, each two DiT calls (the prompt's rows and the one-key null rows), one read of the lengths
+    assert len(calls) == 12 and len(reads) == 1
